@@ -1,0 +1,34 @@
+/**
+ * The validated configuration of `vastproxy serve` (and of `demo`, which
+ * serves too). lib/config.ts builds it from flags, environment and `.env`.
+ */
+
+/** Routing policy names accepted by `--policy`. */
+export type PolicyName = "round-robin" | "least-inflight";
+
+/** Headless log format. */
+export type LogFormat = "text" | "json";
+
+/** Everything `serve` needs, validated. Durations in ms, sizes in bytes. */
+export interface ServeConfig {
+  apiKey: string;
+  apiUrl: string;
+  listen: { hostname: string; port: number };
+  authToken: string | null;
+  /** Explicit key files (`--ssh-key`); empty means agent then default files. */
+  sshKeys: string[];
+  knownHosts: string;
+  insecureHostKeys: boolean;
+  label: string | null;
+  instances: number[];
+  remotePort: number | null;
+  policy: PolicyName;
+  stickyHeader: string | null;
+  markLabel: string | null;
+  pollIntervalMs: number;
+  healthIntervalMs: number;
+  maxBodyBytes: number;
+  drainTimeoutMs: number;
+  tui: boolean;
+  logFormat: LogFormat;
+}

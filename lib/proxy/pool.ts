@@ -1,0 +1,49 @@
+/**
+ * The seam between routing (policies.ts, relay.ts) and backend ownership
+ * (backend.ts, fleet.ts). The relay sees backends only through `RouteTarget`
+ * and the fleet only through `Pool`; neither reaches into SSH or health
+ * internals.
+ */
+import type { Engine } from "../vast/backend_spec.ts";
+import type { BackendSnapshot } from "./snapshot.ts";
+
+/** Outcome of one proxied request, for counters and passive health. */
+export interface RequestOutcome {
+  /** HTTP status from the instance, or null when no response arrived. */
+  status: number | null;
+  /** Time from dispatch to the end of the response body, ms. */
+  latencyMs: number;
+  /** True when the upstream transport failed (connect, reset, tunnel down). */
+  transportError: boolean;
+  /** True when the client went away; never counts against the backend. */
+  clientCancelled: boolean;
+}
+
+/** A backend as routing sees it. Only its owner (`Backend`) mutates it. */
+export interface RouteTarget {
+  readonly id: number;
+  /** Requests currently running through it. */
+  readonly inFlight: number;
+  /** Models served, from the last successful health check. */
+  readonly models: readonly string[];
+  readonly engine: Engine;
+  /** `http://127.0.0.1:<forward port>` while the tunnel is up. */
+  baseUrl(): string | undefined;
+  /** Headers every request to the instance carries (the instance's Bearer token). */
+  upstreamAuth(): string | null;
+  /**
+   * Counts a request as started; call the returned function exactly once
+   * when it ends (in `finally`), with its outcome.
+   */
+  acquire(): (outcome: RequestOutcome) => void;
+}
+
+/** The set of backends routing can choose from. */
+export interface Pool {
+  /** Backends that may take traffic now: healthy, not draining, tunnel up. */
+  routable(): RouteTarget[];
+  /** Any backend by id, whatever its state (for diagnostics and admin). */
+  get(id: number): RouteTarget | undefined;
+  /** Frozen views of every backend, for status, metrics and the UI. */
+  snapshots(): BackendSnapshot[];
+}

@@ -1,0 +1,73 @@
+/**
+ * Read-only views of the proxy's state. `Backend.snapshot()` and
+ * `Fleet.snapshot()` produce these frozen values; /vastproxy/status serves
+ * them as JSON, and the UI and `vastproxy status` render them.
+ */
+import type { Engine, SshPath } from "../vast/backend_spec.ts";
+
+/** Backend lifecycle states (DESIGN.md §6). */
+export type BackendState =
+  | "discovered"
+  | "connecting"
+  | "healthy"
+  | "unhealthy"
+  | "draining"
+  | "hostkey-mismatch"
+  | "removed";
+
+/** One GPU's metrics from nvidia-smi; null where the driver said `[N/A]`. */
+export interface GpuMetrics {
+  index: number;
+  name: string;
+  utilization: number | null; // percent
+  memoryUsed: number | null; // MiB
+  memoryTotal: number | null; // MiB
+  temperature: number | null; // °C
+  powerDraw: number | null; // W
+}
+
+/** One backend as the outside sees it. Field names are the /vastproxy/status JSON contract. */
+export interface BackendSnapshot {
+  id: number;
+  name: string;
+  state: BackendState;
+  /** Epoch ms when `state` began. */
+  stateSince: number;
+  /** Why it is in this state (no secrets), or null. */
+  reason: string | null;
+  /** vast's own status (`running`, `loading`, …). */
+  vastStatus: string;
+  ssh: SshPath | null;
+  /** `host:port` of the SSH endpoint in use. */
+  endpoint: string | null;
+  engine: Engine;
+  models: string[];
+  port: number;
+  gpuLabel: string;
+  inFlight: number;
+  requests: number;
+  errors: number;
+  latencyMs: { p50: number | null; p99: number | null };
+  gpus: GpuMetrics[];
+  /** True when the last nvidia-smi run failed or is old. */
+  gpuStale: boolean;
+  dph: number | null;
+  /** True when `x` (manual drain) was toggled on. */
+  drained: boolean;
+}
+
+/** The whole proxy as the outside sees it. */
+export interface StatusSnapshot {
+  version: string;
+  listen: string;
+  policy: string;
+  /** Epoch ms of the snapshot. */
+  time: number;
+  startedAt: number;
+  counts: { total: number; healthy: number; inFlight: number; requests: number; errors: number };
+  /** Sum of $/h over instances shown. */
+  dph: number;
+  /** Last vast API problem, or null while polls succeed. */
+  apiError: string | null;
+  backends: BackendSnapshot[];
+}
