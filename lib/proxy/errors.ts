@@ -1,0 +1,130 @@
+/**
+ * Every error the proxy itself answers with, in OpenAI's shape
+ * `{"error":{"message","type","code"}}` so OpenAI clients surface the message
+ * instead of a parse failure, plus the one retry rule of the relay.
+ * Errors produced by an engine are passed through untouched, never rewritten.
+ */
+
+/** The proxy's own error kinds, each with a fixed status, type and code. */
+export type ProxyErrorCode =
+  | "invalid_api_key"
+  | "model_not_found"
+  | "request_too_large"
+  | "bad_request"
+  | "not_found"
+  | "method_not_allowed"
+  | "upstream_failed"
+  | "no_healthy_backend";
+
+const KINDS: Record<ProxyErrorCode, { status: number; type: string; message: string }> = {
+  invalid_api_key: {
+    status: 401,
+    type: "invalid_request_error",
+    message: "Incorrect or missing proxy token: send `Authorization: Bearer <--auth-token>`",
+  },
+  model_not_found: {
+    status: 404,
+    type: "invalid_request_error",
+    message: "The requested model is not served by any healthy backend",
+  },
+  request_too_large: {
+    status: 413,
+    type: "invalid_request_error",
+    message: "Request body too large: raise --max-body to accept it",
+  },
+  bad_request: {
+    status: 400,
+    type: "invalid_request_error",
+    message: "Cannot read the request body",
+  },
+  not_found: { status: 404, type: "invalid_request_error", message: "Not found" },
+  method_not_allowed: {
+    status: 405,
+    type: "invalid_request_error",
+    message: "Method not allowed",
+  },
+  upstream_failed: {
+    status: 502,
+    type: "server_error",
+    message: "Upstream request failed on every backend tried",
+  },
+  no_healthy_backend: {
+    status: 503,
+    type: "server_error",
+    message: "No healthy backend is available: check `vastproxy status`",
+  },
+};
+
+/** HTTP status of a proxy error code. */
+export function errorStatus(code: ProxyErrorCode): number {
+  return KINDS[code].status;
+}
+
+/**
+ * The one place proxy errors become responses. `message` replaces the
+ * default text (never put a secret in it); `headers` are added (e.g. `Allow`).
+ */
+export function errorResponse(
+  code: ProxyErrorCode,
+  opts: { message?: string; headers?: HeadersInit } = {},
+): Response {
+  const kind = KINDS[code];
+  const headers = new Headers(opts.headers);
+  headers.set("content-type", "application/json");
+  if (code === "invalid_api_key") headers.set("www-authenticate", 'Bearer realm="vastproxy"');
+  const body = { error: { message: opts.message ?? kind.message, type: kind.type, code } };
+  return new Response(JSON.stringify(body), { status: kind.status, headers });
+}
+
+/** Inputs of the retry decision for one failed attempt. */
+export interface RetryInput {
+  /** What the attempt threw (a fetch rejection), if anything. */
+  error: unknown;
+  /** Retries already made for this request (0 after the first attempt). */
+  attempt: number;
+  /** True once response headers reached the client: nothing can be retried then. */
+  headersSent: boolean;
+  /** True when the client went away: retrying would serve nobody. */
+  clientCancelled: boolean;
+  /** Retry limit (default 2, DESIGN.md §7). */
+  maxRetries?: number;
+}
+
+/**
+ * Whether a failed attempt may be retried on another backend. Only a
+ * transport failure before response headers qualifies: the engine never saw
+ * or never answered the request, so replaying the buffered body is safe.
+ * An HTTP error status is an answer, and is passed through instead.
+ */
+export function shouldRetry(input: RetryInput): boolean {
+  const max = input.maxRetries ?? 2;
+  if (input.headersSent || input.clientCancelled) return false;
+  if (input.attempt >= max) return false;
+  return isTransportError(input.error);
+}
+
+/**
+ * True for a fetch rejection caused by the network (refused, reset, tunnel
+ * down), false for aborts, which come from our own cancellation.
+ */
+export function isTransportError(error: unknown): boolean {
+  if (error instanceof DOMException && error.name === "AbortError") return false;
+  if (error instanceof Error && error.name === "AbortError") return false;
+  // fetch rejects with TypeError for network failures (Deno and browsers alike).
+  return error instanceof TypeError || error instanceof Deno.errors.ConnectionRefused ||
+    error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
+    error instanceof TransportError;
+}
+
+/** Raised by the relay itself when a chosen backend has no tunnel any more. */
+export class TransportError extends Error {
+  /** Instance whose tunnel was missing. */
+  readonly instanceId: number;
+
+  /** `instanceId` names the backend; the message carries no secret. */
+  constructor(instanceId: number, message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "TransportError";
+    this.instanceId = instanceId;
+  }
+}

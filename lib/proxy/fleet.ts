@@ -1,0 +1,235 @@
+/**
+ * The set of backends, kept in step with the vast.ai watcher's diffs. `Fleet`
+ * is the one consumer of those diffs (STYLE.md rule 11): it applies them in
+ * order, one at a time, creating, updating in place, rebuilding or removing
+ * `Backend`s. Each backend still owns its own state; the fleet only decides
+ * which backends exist.
+ */
+import type { BackendSpec } from "../vast/backend_spec.ts";
+import { connectionKey } from "../vast/backend_spec.ts";
+import type { Pool, RouteTarget } from "./pool.ts";
+import type { BackendSnapshot, StatusSnapshot } from "./snapshot.ts";
+import { Backend, type BackendDeps, type BackendEvent } from "./backend.ts";
+import type { HistogramData } from "./histogram.ts";
+import { describe } from "./health.ts";
+
+/**
+ * What the watcher reports after a poll (lib/vast/watcher.ts's `FleetDiff`
+ * fits). The fleet decides rebuild vs. in-place update itself, from
+ * `connectionKey` and eligibility, so a `rebuild` hint is not needed and
+ * `changed` and `updated` are handled alike.
+ */
+export interface FleetDiff {
+  added: BackendSpec[];
+  changed: { before: BackendSpec; after: BackendSpec }[];
+  /** Display-only changes. */
+  updated?: { before: BackendSpec; after: BackendSpec }[];
+  removed: BackendSpec[];
+}
+
+/** Collaborators of a `Fleet`: everything each backend needs, plus drain timing. */
+export interface FleetDeps extends BackendDeps {
+  /** How long a removed or rebuilt backend's requests may finish (default 30 000 ms). */
+  drainTimeoutMs?: number;
+}
+
+/** The process-level fields of a status snapshot that the fleet does not know. */
+export interface StatusExtra {
+  version: string;
+  listen: string;
+  policy: string;
+  startedAt: number;
+  apiError: string | null;
+}
+
+const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
+
+/** All backends, keyed by instance id. Implements the routing `Pool`. */
+export class Fleet implements Pool {
+  #deps: FleetDeps;
+  #backends = new Map<number, Backend>();
+  // Backends on their way out (removed or replaced by a rebuild), so that
+  // `drainAll` can wait for them too.
+  #retiring = new Set<Promise<void>>();
+  #queue: Promise<void> = Promise.resolve();
+  #life = new AbortController();
+  #closed = false;
+
+  /** An empty fleet; backends arrive through `apply()`. */
+  constructor(deps: FleetDeps) {
+    this.#deps = deps;
+  }
+
+  /**
+   * Applies one watcher diff. Diffs are queued and applied strictly in order;
+   * the promise resolves once this one is applied (drains of removed
+   * backends continue in the background and never block the next diff).
+   */
+  apply(diff: FleetDiff): Promise<void> {
+    const run = this.#queue.then(() => this.#apply(diff));
+    this.#queue = run.catch(() => {});
+    return run;
+  }
+
+  /** Backends that may take traffic now, in id order (stable for round-robin). */
+  routable(): Backend[] {
+    return this.#sorted().filter((b) => b.routable);
+  }
+
+  /** A backend by id, whatever its state. */
+  get(id: number): RouteTarget | undefined {
+    return this.#backends.get(id);
+  }
+
+  /** The owning `Backend` (for UI actions: drain, reconnect). */
+  backend(id: number): Backend | undefined {
+    return this.#backends.get(id);
+  }
+
+  /** The instance's current vast label, or undefined when unknown to the fleet. */
+  labelOf(id: number): string | null | undefined {
+    return this.#backends.get(id)?.spec.label;
+  }
+
+  /** Frozen views of every backend (including display-only ones), sorted by id. */
+  snapshots(): BackendSnapshot[] {
+    return this.#sorted().map((b) => b.snapshot());
+  }
+
+  /** Copies of each backend's latency histogram by instance id, for /vastproxy/metrics. */
+  histograms(): Map<number, HistogramData> {
+    return new Map([...this.#backends].map(([id, b]) => [id, b.histogram()]));
+  }
+
+  /** The whole proxy's status: counts and $/h summed over the backends shown. */
+  status(extra: StatusExtra): StatusSnapshot {
+    const backends = this.snapshots();
+    let healthy = 0, inFlight = 0, requests = 0, errors = 0, dph = 0;
+    for (const b of backends) {
+      if (b.state === "healthy") healthy++;
+      inFlight += b.inFlight;
+      requests += b.requests;
+      errors += b.errors;
+      dph += b.dph ?? 0;
+    }
+    return Object.freeze({
+      ...extra,
+      time: this.#deps.clock.now(),
+      counts: Object.freeze({ total: backends.length, healthy, inFlight, requests, errors }),
+      dph,
+      backends,
+    });
+  }
+
+  /**
+   * Shutdown: stops applying diffs, drains every backend (in-flight requests
+   * may finish for up to `timeoutMs`) and closes every tunnel.
+   */
+  async drainAll(timeoutMs: number): Promise<void> {
+    this.#closed = true;
+    await this.#queue; // let a diff being applied finish, so nothing starts after this
+    const all = [...this.#backends.values()].map((b) => this.#retire(b, timeoutMs));
+    this.#life.abort();
+    await Promise.all([...all, ...this.#retiring]);
+  }
+
+  #apply(diff: FleetDiff): void {
+    if (this.#closed) return;
+    for (const spec of diff.removed) {
+      const b = this.#backends.get(spec.id);
+      if (b) this.#retire(b, this.#drainTimeout());
+    }
+    for (const { after } of [...diff.changed, ...diff.updated ?? []]) this.#change(after);
+    // An id we already hold is a change we missed, not a second backend.
+    for (const spec of diff.added) this.#change(spec);
+  }
+
+  /**
+   * Compares with the spec the backend actually runs on, not the diff's
+   * `before`: what matters is whether the live connection is still right.
+   */
+  #change(after: BackendSpec): void {
+    const current = this.#backends.get(after.id);
+    if (current?.closing) {
+      // Back while its old backend still drains (removed, then listed again):
+      // let the old one finish on its own and start afresh.
+      this.#backends.delete(after.id);
+      return this.#add(after);
+    }
+    if (!current) return this.#add(after);
+    if (
+      connectionKey(current.spec) === connectionKey(after) &&
+      current.spec.eligible === after.eligible
+    ) {
+      current.updateSpec(after);
+      return;
+    }
+    // Rebuild: the new backend takes the id at once; the old one leaves the
+    // map (so routing stops picking it) and drains in the background while
+    // its requests finish. Other backends are untouched.
+    this.#deps.logger.log("info", "rebuilding backend: connection details changed", {
+      id: after.id,
+    });
+    this.#backends.delete(after.id);
+    const from = current.state;
+    this.#retire(current, this.#drainTimeout());
+    const fresh = this.#create(after);
+    // The old backend's own events are muted once replaced; tell listeners
+    // the id starts over, so e.g. marks clear a label a dead connection holds.
+    this.#forward(fresh, {
+      type: "state",
+      id: after.id,
+      from,
+      to: fresh.state,
+      reason: "rebuilt: connection details changed",
+    });
+    fresh.start();
+    if (after.eligible) void fresh.startLoops(this.#life.signal);
+  }
+
+  #add(spec: BackendSpec): void {
+    const b = this.#create(spec);
+    b.start();
+    if (spec.eligible) void b.startLoops(this.#life.signal);
+  }
+
+  #create(spec: BackendSpec): Backend {
+    const b: Backend = new Backend(spec, {
+      ...this.#deps,
+      onEvent: (e) => this.#forward(b, e),
+    });
+    this.#backends.set(spec.id, b);
+    return b;
+  }
+
+  /** Passes on events of the backend currently holding the id only. */
+  #forward(b: Backend, e: BackendEvent): void {
+    if (this.#backends.get(b.id) !== b) return;
+    try {
+      this.#deps.onEvent?.(e);
+    } catch (err) {
+      this.#deps.logger.log("error", "fleet event listener failed", {
+        id: b.id,
+        error: describe(err),
+      });
+    }
+  }
+
+  /** Drains and closes `b`, then drops it from the map if it still holds the id. */
+  #retire(b: Backend, timeoutMs: number): Promise<void> {
+    const done = b.drainAndClose(timeoutMs).then(() => {
+      if (this.#backends.get(b.id) === b) this.#backends.delete(b.id);
+    });
+    this.#retiring.add(done);
+    void done.finally(() => this.#retiring.delete(done));
+    return done;
+  }
+
+  #sorted(): Backend[] {
+    return [...this.#backends.values()].sort((a, b) => a.id - b.id);
+  }
+
+  #drainTimeout(): number {
+    return this.#deps.drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS;
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * /vastproxy/metrics: Prometheus text exposition format 0.0.4, rendered from
+ * a StatusSnapshot plus each backend's latency histogram. Every series is
+ * labelled by `instance` (the vast.ai instance id), so dashboards can join
+ * them with vast's own billing data.
+ */
+import type { HistogramData } from "./histogram.ts";
+import type { BackendState, StatusSnapshot } from "./snapshot.ts";
+
+/** Content type of the exposition format served by this module. */
+export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
+
+/**
+ * A histogram as metrics accepts it: exported data, or a live
+ * `LatencyHistogram` (anything with `buckets()`, `sum`, `count`). A recorder
+ * without buckets still yields `_sum`, `_count` and the `+Inf` bucket.
+ */
+export type HistogramInput =
+  | HistogramData
+  | {
+    buckets?: () => [number, number][];
+    readonly sum: number;
+    readonly count: number;
+  };
+
+const STATES: readonly BackendState[] = [
+  "discovered",
+  "connecting",
+  "healthy",
+  "unhealthy",
+  "draining",
+  "hostkey-mismatch",
+  "removed",
+];
+
+const MIB = 1024 * 1024;
+
+/** Escapes a label value: backslash, double quote and newline, per the format spec. */
+export function escapeLabelValue(value: string): string {
+  return value.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+}
+
+/** Formats a sample value the way Prometheus parses it (`+Inf`, `NaN`). */
+function formatValue(v: number): string {
+  if (Number.isNaN(v)) return "NaN";
+  if (v === Infinity) return "+Inf";
+  if (v === -Infinity) return "-Inf";
+  return String(v);
+}
+
+function labels(pairs: Record<string, string | number>): string {
+  const body = Object.entries(pairs)
+    .map(([k, v]) => `${k}="${escapeLabelValue(String(v))}"`)
+    .join(",");
+  return body ? `{${body}}` : "";
+}
+
+/** Collects one metric family; families with no samples still print HELP/TYPE. */
+class Family {
+  readonly #lines: string[];
+
+  constructor(name: string, type: "counter" | "gauge" | "histogram", help: string) {
+    // HELP text escapes backslash and newline only.
+    const h = help.replace(/\\/g, "\\\\").replace(/\n/g, "\\n");
+    this.#lines = [`# HELP ${name} ${h}`, `# TYPE ${name} ${type}`];
+  }
+
+  sample(name: string, pairs: Record<string, string | number>, value: number): void {
+    this.#lines.push(`${name}${labels(pairs)} ${formatValue(value)}`);
+  }
+
+  text(): string {
+    return this.#lines.join("\n");
+  }
+}
+
+function histogramData(h: HistogramInput): HistogramData {
+  const b = (h as { buckets?: unknown }).buckets;
+  const buckets = typeof b === "function"
+    ? (b as () => [number, number][]).call(h)
+    : Array.isArray(b)
+    ? (b as [number, number][])
+    : [];
+  return { buckets, sum: h.sum, count: h.count };
+}
+
+/**
+ * Renders the metrics text. `histograms` maps instance id to its latency
+ * histogram in ms (converted to seconds here, Prometheus' base unit).
+ */
+export function renderMetrics(
+  status: StatusSnapshot,
+  histograms: ReadonlyMap<number, HistogramInput> = new Map(),
+): string {
+  const info = new Family("vastproxy_info", "gauge", "Proxy version and routing policy.");
+  info.sample("vastproxy_info", { version: status.version, policy: status.policy }, 1);
+
+  const requests = new Family(
+    "vastproxy_requests_total",
+    "counter",
+    "Requests relayed to each instance.",
+  );
+  const errors = new Family(
+    "vastproxy_errors_total",
+    "counter",
+    "Relayed requests that ended in an error, per instance.",
+  );
+  const inflight = new Family("vastproxy_inflight", "gauge", "Requests in flight per instance.");
+  const state = new Family(
+    "vastproxy_backend_state",
+    "gauge",
+    "Backend lifecycle state: 1 for the current state, 0 for the others.",
+  );
+  const healthy = new Family(
+    "vastproxy_backend_healthy",
+    "gauge",
+    "1 when the backend is healthy, else 0.",
+  );
+  const duration = new Family(
+    "vastproxy_request_duration_seconds",
+    "histogram",
+    "Time from dispatch to the end of the response body, per instance.",
+  );
+  const gpuUtil = new Family("vastproxy_gpu_utilization_percent", "gauge", "GPU utilization.");
+  const gpuUsed = new Family("vastproxy_gpu_memory_used_bytes", "gauge", "GPU memory in use.");
+  const gpuTotal = new Family("vastproxy_gpu_memory_total_bytes", "gauge", "GPU memory size.");
+  const gpuTemp = new Family("vastproxy_gpu_temperature_celsius", "gauge", "GPU temperature.");
+  const gpuPower = new Family("vastproxy_gpu_power_watts", "gauge", "GPU power draw.");
+
+  for (const b of [...status.backends].sort((x, y) => x.id - y.id)) {
+    const instance = { instance: b.id };
+    requests.sample("vastproxy_requests_total", instance, b.requests);
+    errors.sample("vastproxy_errors_total", instance, b.errors);
+    inflight.sample("vastproxy_inflight", instance, b.inFlight);
+    for (const s of STATES) {
+      state.sample("vastproxy_backend_state", { ...instance, state: s }, s === b.state ? 1 : 0);
+    }
+    healthy.sample("vastproxy_backend_healthy", instance, b.state === "healthy" ? 1 : 0);
+
+    const h = histograms.get(b.id);
+    if (h) {
+      const data = histogramData(h);
+      const name = "vastproxy_request_duration_seconds";
+      for (const [le, count] of data.buckets) {
+        duration.sample(`${name}_bucket`, { ...instance, le: formatValue(le / 1000) }, count);
+      }
+      // The +Inf bucket is by definition every observation.
+      duration.sample(`${name}_bucket`, { ...instance, le: "+Inf" }, data.count);
+      duration.sample(`${name}_sum`, instance, data.sum / 1000);
+      duration.sample(`${name}_count`, instance, data.count);
+    }
+
+    // GPU gauges skip what the driver reported as [N/A] rather than invent a 0.
+    for (const g of b.gpus) {
+      const l = { ...instance, gpu: g.index };
+      if (g.utilization !== null) {
+        gpuUtil.sample("vastproxy_gpu_utilization_percent", l, g.utilization);
+      }
+      if (g.memoryUsed !== null) {
+        gpuUsed.sample("vastproxy_gpu_memory_used_bytes", l, g.memoryUsed * MIB);
+      }
+      if (g.memoryTotal !== null) {
+        gpuTotal.sample("vastproxy_gpu_memory_total_bytes", l, g.memoryTotal * MIB);
+      }
+      if (g.temperature !== null) {
+        gpuTemp.sample("vastproxy_gpu_temperature_celsius", l, g.temperature);
+      }
+      if (g.powerDraw !== null) gpuPower.sample("vastproxy_gpu_power_watts", l, g.powerDraw);
+    }
+  }
+
+  const families = [
+    info,
+    requests,
+    errors,
+    duration,
+    inflight,
+    state,
+    healthy,
+    gpuUtil,
+    gpuUsed,
+    gpuTotal,
+    gpuTemp,
+    gpuPower,
+  ];
+  return families.map((f) => f.text()).join("\n") + "\n";
+}

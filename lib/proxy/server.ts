@@ -1,0 +1,347 @@
+/**
+ * A running proxy: the watcher feeds the fleet, the fleet owns backends, the
+ * relay serves `Deno.serve` from the fleet's routable backends. `serve`,
+ * `demo`, the end-to-end tests and the benchmark all start it through
+ * `startProxy()`, so they exercise the same wiring.
+ */
+import { type Clock, realClock } from "../clock.ts";
+import type { ServeConfig } from "../config_types.ts";
+import type { Logger } from "../logger.ts";
+import { VERSION } from "../version.ts";
+import { VastClient } from "../vast/client.ts";
+import { VastApiError } from "../vast/errors.ts";
+import { type FleetDiff, Watcher } from "../vast/watcher.ts";
+import type { TunnelFactory } from "../tunnel/tunnel.ts";
+import { SshTunnelFactory } from "../tunnel/ssh.ts";
+import { queryGpus } from "../tunnel/gpu.ts";
+import { abortAll } from "./abort.ts";
+import { createAdminHandler } from "./admin.ts";
+import type { BackendEvent } from "./backend.ts";
+import { Fleet } from "./fleet.ts";
+import { Marks } from "./marks.ts";
+import { createPolicy } from "./policies.ts";
+import { createHandler, type RequestLogLine } from "./relay.ts";
+import type { StatusSnapshot } from "./snapshot.ts";
+
+/** What the wiring may take from outside (tests inject fakes). */
+export interface ProxyDeps {
+  logger: Logger;
+  /** SSH tunnels [SshTunnelFactory from the config]. */
+  tunnelFactory?: TunnelFactory;
+  clock?: Clock;
+  /** Upstream fetch for the relay and health checks [global fetch]. */
+  fetch?: typeof fetch;
+  /** Fetch used for the vast.ai API [global fetch]. */
+  vastFetch?: typeof fetch;
+  /** Receives one line per proxied request [logged at info]. */
+  onRequestLog?: (line: RequestLogLine) => void;
+  /** Receives backend state/path events after they are logged. */
+  onBackendEvent?: (event: BackendEvent) => void;
+  /** Passphrase for encrypted SSH keys [none]. */
+  sshPassphrase?: string | null;
+  /** ssh-agent socket [none]. */
+  sshAgentSocket?: string | null;
+  /** Default key files [the tunnel layer's defaults]. */
+  sshDefaultKeyFiles?: string[];
+  /** SSH user [root]. */
+  sshUsername?: string;
+}
+
+/** Actions the UI's keys trigger; each logs its outcome. */
+export interface ProxyActions {
+  drainToggle(id: number): void;
+  reconnect(id: number): void;
+  abortAll(id: number): Promise<void>;
+  destroy(id: number): Promise<void>;
+}
+
+/** A started proxy. */
+export interface RunningProxy {
+  /** `http://host:port` the proxy listens on. */
+  url: string;
+  /** `host:port`, as shown in status. */
+  listen: string;
+  fleet: Fleet;
+  /** A fresh status snapshot. */
+  status(): StatusSnapshot;
+  actions: ProxyActions;
+  /**
+   * Stops accepting, lets in-flight requests finish up to `drainTimeoutMs`,
+   * clears marks, closes tunnels. Idempotent.
+   */
+  shutdown(drainTimeoutMs?: number): Promise<void>;
+  /** Resolves when the HTTP server has stopped. */
+  finished: Promise<void>;
+}
+
+/** The API rejected the key at start-up: a configuration error (exit 2). */
+export class ApiKeyRejectedError extends Error {
+  constructor(cause: unknown) {
+    super(
+      "vast.ai API key rejected: check --api-key / VAST_API_KEY " +
+        "(keys are managed at https://cloud.vast.ai/manage-keys/)",
+      { cause },
+    );
+    this.name = "ApiKeyRejectedError";
+  }
+}
+
+function errorText(err: unknown): string {
+  return err instanceof Error ? err.message : String(err);
+}
+
+function describeDiff(diff: FleetDiff, logger: Logger): void {
+  for (const s of diff.added) {
+    logger.log("info", "instance added", {
+      id: s.id,
+      status: s.status,
+      gpu: s.gpuLabel,
+      engine: s.engine,
+      port: s.remotePort,
+      proxied: s.eligible,
+    });
+  }
+  for (const c of diff.changed) {
+    logger.log("info", "instance changed", {
+      id: c.after.id,
+      status: c.after.status,
+      rebuild: c.rebuild,
+      proxied: c.after.eligible,
+    });
+  }
+  for (const s of diff.removed) logger.log("info", "instance removed", { id: s.id });
+}
+
+/**
+ * Starts the proxy: binds the listener, reads the fleet once, then keeps
+ * polling. Rejects with `ApiKeyRejectedError` when the first listing says the
+ * key is bad (later auth errors only get reported: the known fleet keeps
+ * serving).
+ */
+export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<RunningProxy> {
+  const clock = deps.clock ?? realClock;
+  const logger = deps.logger;
+  const life = new AbortController();
+  const startedAt = clock.now();
+
+  const client = new VastClient({
+    apiKey: config.apiKey,
+    apiUrl: config.apiUrl,
+    fetch: deps.vastFetch,
+    clock,
+    logger,
+  });
+  const tunnelFactory = deps.tunnelFactory ?? new SshTunnelFactory({
+    sshKeys: config.sshKeys,
+    knownHostsPath: config.knownHosts,
+    insecureHostKeys: config.insecureHostKeys,
+    passphrase: deps.sshPassphrase ?? null,
+    agentSocket: deps.sshAgentSocket ?? null,
+    defaultKeyFiles: deps.sshDefaultKeyFiles,
+    username: deps.sshUsername,
+    clock,
+    logger,
+  });
+
+  let marks: Marks | undefined;
+  const fleet: Fleet = new Fleet({
+    tunnelFactory,
+    clock,
+    logger,
+    fetch: deps.fetch,
+    healthIntervalMs: config.healthIntervalMs,
+    gpuProbe: queryGpus,
+    drainTimeoutMs: config.drainTimeoutMs,
+    onEvent: (e) => {
+      if (e.type === "state") {
+        logger.log(e.to === "healthy" ? "info" : "warn", "backend state", {
+          id: e.id,
+          from: e.from,
+          to: e.to,
+          reason: e.reason ?? undefined,
+        });
+      } else {
+        logger.log("info", "backend ssh path", { id: e.id, from: e.from, to: e.to });
+      }
+      marks?.onEvent(e);
+      deps.onBackendEvent?.(e);
+    },
+  });
+  if (config.markLabel) {
+    marks = new Marks(config.markLabel, { client, labelOf: (id) => fleet.labelOf(id), logger });
+  }
+
+  const watcher = new Watcher({
+    client,
+    clock,
+    pollIntervalMs: config.pollIntervalMs,
+    filters: { label: config.label, instances: config.instances },
+    remotePort: config.remotePort,
+    logger,
+  });
+
+  let listen = `${config.listen.hostname}:${config.listen.port}`;
+  const status = () =>
+    fleet.status({
+      version: VERSION,
+      listen,
+      policy: config.policy,
+      startedAt,
+      apiError: watcher.lastError(),
+    });
+
+  const handler = createHandler({
+    pool: fleet,
+    policy: createPolicy(config.policy),
+    stickyHeader: config.stickyHeader,
+    authToken: config.authToken,
+    maxBodyBytes: config.maxBodyBytes,
+    admin: createAdminHandler({ status, histograms: () => fleet.histograms() }),
+    fetch: deps.fetch,
+    clock,
+    logger,
+    onRequestLog: deps.onRequestLog ?? ((l) =>
+      logger.log("info", "request", {
+        method: l.method,
+        path: l.path,
+        instance: l.instance ?? "-",
+        status: l.status,
+        bytes: l.bytes,
+        ms: Math.round(l.durationMs),
+        attempts: l.attempts,
+      })),
+  });
+
+  let resolveListening!: (addr: Deno.NetAddr) => void;
+  const listening = new Promise<Deno.NetAddr>((r) => (resolveListening = r));
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({
+      hostname: config.listen.hostname,
+      port: config.listen.port,
+      signal: life.signal,
+      onListen: (addr) => resolveListening(addr as Deno.NetAddr),
+      // A handler bug must cost one request, never the proxy.
+      onError: (err) => {
+        logger.log("error", "request handler failed", { error: errorText(err) });
+        return Response.json(
+          { error: { message: "internal proxy error", type: "server_error", code: "internal" } },
+          { status: 500 },
+        );
+      },
+    }, handler);
+  } catch (err) {
+    if (err instanceof Deno.errors.AddrInUse) {
+      throw new Error(
+        `Cannot listen on ${listen}: address in use; stop the other process or pick --listen HOST:PORT`,
+      );
+    }
+    throw err;
+  }
+  const addr = await listening;
+  const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
+  listen = `${host}:${addr.port}`;
+  const url = `http://${listen}`;
+  logger.log("info", "listening", { url, policy: config.policy });
+
+  // The first listing decides whether the key works at all.
+  try {
+    const diff = await watcher.pollOnce(life.signal);
+    if (diff) {
+      describeDiff(diff, logger);
+      await fleet.apply(diff);
+    }
+  } catch (err) {
+    if (err instanceof VastApiError && err.kind === "auth") {
+      life.abort();
+      await server.finished;
+      await fleet.drainAll(0);
+      throw new ApiKeyRejectedError(err);
+    }
+    logger.log("warn", "vast.ai listing failed at start; retrying", { error: errorText(err) });
+  }
+
+  const pollLoop = (async () => {
+    try {
+      await clock.sleep(config.pollIntervalMs, life.signal);
+    } catch {
+      return;
+    }
+    await watcher.start(life.signal, async (diff) => {
+      describeDiff(diff, logger);
+      await fleet.apply(diff);
+      await marks?.flush();
+    });
+  })();
+
+  const actions: ProxyActions = {
+    drainToggle(id) {
+      const b = fleet.backend(id);
+      if (!b) return;
+      const drained = !b.snapshot().drained;
+      b.setDrained(drained);
+      logger.log("info", drained ? "backend drained by user" : "backend undrained by user", { id });
+    },
+    reconnect(id) {
+      const b = fleet.backend(id);
+      if (!b) return;
+      b.reconnect();
+      logger.log("info", "backend reconnect requested", { id });
+    },
+    async abortAll(id) {
+      const b = fleet.backend(id);
+      if (!b) return;
+      try {
+        const r = await abortAll(b, deps.fetch);
+        logger.log("info", "abort all sent", { id, status: r.status });
+      } catch (err) {
+        logger.log("warn", "abort all failed", { id, error: errorText(err) });
+      }
+    },
+    async destroy(id) {
+      try {
+        await client.destroy(id);
+        logger.log("warn", "instance destroyed by user", { id });
+      } catch (err) {
+        logger.log("error", "destroy failed", { id, error: errorText(err) });
+      }
+    },
+  };
+
+  let shuttingDown: Promise<void> | undefined;
+  const shutdown = (drainTimeoutMs = config.drainTimeoutMs) => {
+    shuttingDown ??= (async () => {
+      logger.log("info", "shutting down", {
+        inFlight: status().counts.inFlight,
+        drainTimeoutMs,
+      });
+      // Aborting the serve signal stops accepting; Deno lets running
+      // responses finish, which is the drain we want.
+      life.abort();
+      const deadline = clock.now() + drainTimeoutMs;
+      const timer = new AbortController();
+      await Promise.race([
+        server.finished,
+        clock.sleep(drainTimeoutMs, timer.signal).catch(() => {}),
+      ]);
+      timer.abort();
+      await fleet.drainAll(Math.max(0, deadline - clock.now()));
+      await pollLoop;
+      if (marks) await marks.clearAll();
+      const left = status().counts.inFlight;
+      if (left > 0) logger.log("warn", "drain timeout: closing with requests in flight", { left });
+      logger.log("info", "stopped");
+    })();
+    return shuttingDown;
+  };
+
+  return {
+    url,
+    listen,
+    fleet,
+    status,
+    actions,
+    shutdown,
+    finished: server.finished,
+  };
+}

@@ -1,0 +1,377 @@
+/**
+ * A fake LLM server (vLLM, SGLang or llama.cpp flavour) on 127.0.0.1: the
+ * double behind tests, `vastproxy demo` and the benchmark. It speaks the
+ * OpenAI wire format exactly (list, completion and SSE chunk shapes), checks
+ * the instance Bearer like vast's Caddy does, and records what it saw —
+ * headers, bodies, and whether a client closed a stream mid-way — so tests
+ * can assert on what reached the instance.
+ *
+ * Routes: GET /v1/models, GET /health, POST /v1/chat/completions,
+ * POST /v1/completions (both plain and `stream: true`), POST /abort_request
+ * (SGLang only), and test helpers: ANY /echo, GET /bytes?n=,
+ * GET /sse?n=&interval=, GET /delay?ms=.
+ */
+
+/** Which server to imitate; affects `owned_by`, model checks and /abort_request. */
+export type FakeEngineKind = "vllm" | "sglang" | "llama.cpp";
+
+/** Options of `startFakeEngine`. */
+export interface FakeEngineOptions {
+  /** Model id served (default `fake-model`). */
+  model?: string;
+  /** Server flavour (default `vllm`). */
+  engine?: FakeEngineKind;
+  /** When set, every request needs `Authorization: Bearer <token>` (401 otherwise). */
+  token?: string;
+  /** Delay between streamed tokens, ms (default 0). */
+  tokenDelayMs?: number;
+  /** Completion length in tokens (default 8). */
+  tokens?: number;
+  /** Port on 127.0.0.1 (default 0: any free port). */
+  port?: number;
+}
+
+/** What the engine observed. Mutated by the engine; read by tests. */
+export interface FakeEngineStats {
+  /** Requests received (all routes). */
+  requests: number;
+  /** `Authorization` value of each request, in order (null when absent). */
+  authHeaders: (string | null)[];
+  /** Method and path (with query) of each request, in order. */
+  paths: string[];
+  /** Response bodies currently being streamed. */
+  openConnections: number;
+  /** Streams the client closed before their end. */
+  closedMidStream: number;
+  /** Streams that reached their end. */
+  completedStreams: number;
+  /** Headers of the last request. */
+  lastHeaders: Headers | null;
+  /** Body of the last request, as text. */
+  lastBody: string | null;
+  /** Successful `abort_all` calls (SGLang). */
+  aborts: number;
+}
+
+/** A running fake engine. */
+export interface FakeEngine {
+  /** Port it listens on (kept across `restart()`). */
+  readonly port: number;
+  /** `http://127.0.0.1:<port>`. */
+  readonly url: string;
+  /** Live counters. */
+  readonly stats: FakeEngineStats;
+  /** Makes /health answer 503 (false) or 200 (true). */
+  setHealthy(healthy: boolean): void;
+  /** Answers every OpenAI route with this status and an OpenAI error body; null restores. */
+  setStatus(status: number | null): void;
+  /** Stops listening and ends open streams. Idempotent. */
+  close(): Promise<void>;
+  /** Starts again on the same port (closing first if running). */
+  restart(): Promise<void>;
+}
+
+const WORDS = [" The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."];
+const encoder = new TextEncoder();
+
+/** One streamed response body in progress. */
+interface ActiveStream {
+  /**
+   * Ends the stream early, not by the client: `abort` (SGLang abort_all)
+   * finishes it cleanly with its tail; `server` (close()) drops it abruptly,
+   * as a crashed engine would.
+   */
+  stop(mode: "abort" | "server"): void;
+}
+
+/** Starts a fake engine; resolves once it listens. */
+export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngine> {
+  const model = opts.model ?? "fake-model";
+  const kind = opts.engine ?? "vllm";
+  const tokenDelay = opts.tokenDelayMs ?? 0;
+  const nTokens = opts.tokens ?? 8;
+  const stats: FakeEngineStats = {
+    requests: 0,
+    authHeaders: [],
+    paths: [],
+    openConnections: 0,
+    closedMidStream: 0,
+    completedStreams: 0,
+    lastHeaders: null,
+    lastBody: null,
+    aborts: 0,
+  };
+  let healthy = true;
+  let forcedStatus: number | null = null;
+  let seq = 0;
+  const active = new Set<ActiveStream>();
+
+  /**
+   * A pull-driven body producing `next()`'s chunks until it returns null,
+   * waiting `delayMs` between chunks. The client closing the connection
+   * cancels it, which is how tests observe "the engine saw the close".
+   * `tail` is sent when the stream is aborted (SGLang's abort_all).
+   */
+  function stream(
+    delayMs: number,
+    next: (i: number) => string | null,
+    headers: HeadersInit,
+    tail?: () => string,
+  ): Response {
+    let i = 0;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let wake: (() => void) | undefined;
+    let finished = false;
+    const entry: ActiveStream = { stop: (mode) => end(mode) };
+    function end(why: "done" | "client" | "server" | "abort") {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      wake?.();
+      active.delete(entry);
+      stats.openConnections--;
+      if (why === "client") stats.closedMidStream++;
+      if (why === "done") stats.completedStreams++;
+      if (why === "server") controllerRef?.error(new Error("fake engine closed"));
+      if (why === "abort") {
+        if (tail) controllerRef?.enqueue(encoder.encode(tail()));
+        controllerRef?.close();
+      }
+    }
+    let controllerRef: ReadableStreamDefaultController<Uint8Array> | undefined;
+    // A client closing the connection shows up as cancel() of the body; we do
+    // not watch request.signal, which Deno.serve also aborts after a response
+    // completed successfully (legacy behaviour).
+    stats.openConnections++;
+    active.add(entry);
+    const body = new ReadableStream<Uint8Array>({
+      start(c) {
+        controllerRef = c;
+      },
+      async pull(c) {
+        if (i > 0 && delayMs > 0) {
+          await new Promise<void>((r) => {
+            wake = r;
+            timer = setTimeout(r, delayMs);
+          });
+        }
+        if (finished) return;
+        const chunk = next(i++);
+        if (chunk === null) {
+          end("done");
+          c.close();
+        } else {
+          c.enqueue(encoder.encode(chunk));
+        }
+      },
+      cancel() {
+        end("client");
+      },
+    }, { highWaterMark: 0 });
+    return new Response(body, { headers });
+  }
+
+  function openaiError(status: number, message: string, type: string): Response {
+    return Response.json({ error: { message, type, param: null, code: status } }, { status });
+  }
+
+  const sse = (obj: unknown) => `data: ${JSON.stringify(obj)}\n\n`;
+  const sseHeaders = { "content-type": "text/event-stream", "cache-control": "no-cache" };
+
+  /** Chat and text completions share token generation and the usage block. */
+  function completion(body: Record<string, unknown>, chat: boolean): Response {
+    if (kind === "vllm" && typeof body.model === "string" && body.model !== model) {
+      return openaiError(404, `The model \`${body.model}\` does not exist.`, "NotFoundError");
+    }
+    const max = Number(body.max_completion_tokens ?? body.max_tokens ?? Infinity);
+    const n = Math.max(0, Math.min(nTokens, Number.isFinite(max) ? max : nTokens));
+    const finish = n < nTokens ? "length" : "stop";
+    const promptText = chat ? JSON.stringify(body.messages ?? "") : String(body.prompt ?? "");
+    const promptTokens = Math.max(1, promptText.split(/\s+/).length);
+    const usage = {
+      prompt_tokens: promptTokens,
+      completion_tokens: n,
+      total_tokens: promptTokens + n,
+    };
+    const id = `${chat ? "chatcmpl" : "cmpl"}-fake${++seq}`;
+    const created = Math.floor(Date.now() / 1000);
+    const object = chat ? "chat.completion" : "text_completion";
+    const word = (k: number) => WORDS[k % WORDS.length];
+    if (!body.stream) {
+      const text = Array.from({ length: n }, (_, k) => word(k)).join("");
+      const choice = chat
+        ? {
+          index: 0,
+          message: { role: "assistant", content: text },
+          logprobs: null,
+          finish_reason: finish,
+        }
+        : { index: 0, text, logprobs: null, finish_reason: finish };
+      return Response.json({ id, object, created, model, choices: [choice], usage });
+    }
+    const chunkObject = chat ? "chat.completion.chunk" : "text_completion";
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) =>
+      sse({ id, object: chunkObject, created, model, choices, ...extra });
+    const choice = (content: string | null, fin: string | null, role = false) =>
+      chat
+        ? {
+          index: 0,
+          delta: content === null ? {} : { ...(role ? { role: "assistant" } : {}), content },
+          logprobs: null,
+          finish_reason: fin,
+        }
+        : { index: 0, text: content ?? "", logprobs: null, finish_reason: fin };
+    const includeUsage = Boolean(
+      (body.stream_options as Record<string, unknown> | undefined)?.include_usage,
+    );
+    // OpenAI's order: role chunk (chat), one chunk per token, a finish chunk,
+    // a usage chunk with empty choices when asked for, then [DONE].
+    const events: (() => string)[] = [];
+    if (chat) events.push(() => chunk([choice("", null, true)]));
+    for (let k = 0; k < n; k++) events.push(() => chunk([choice(word(k), null)]));
+    events.push(() => chunk([choice(null, finish)]));
+    if (includeUsage) events.push(() => chunk([], { usage }));
+    events.push(() => "data: [DONE]\n\n");
+    // SGLang ends an aborted request with finish_reason "abort".
+    const tail = () => chunk([choice(null, "abort")]) + "data: [DONE]\n\n";
+    return stream(tokenDelay, (i) => events[i]?.() ?? null, sseHeaders, tail);
+  }
+
+  async function handle(req: Request): Promise<Response> {
+    const url = new URL(req.url);
+    const bodyText = req.body ? await req.text() : "";
+    stats.requests++;
+    stats.authHeaders.push(req.headers.get("authorization"));
+    stats.paths.push(`${req.method} ${url.pathname}${url.search}`);
+    stats.lastHeaders = new Headers(req.headers);
+    stats.lastBody = bodyText;
+    if (opts.token && req.headers.get("authorization") !== `Bearer ${opts.token}`) {
+      // vast's Caddy answers a missing or wrong token with a bare 401.
+      return new Response("Unauthorized", { status: 401 });
+    }
+    const route = `${req.method} ${url.pathname}`;
+    const json = (): Record<string, unknown> => {
+      try {
+        const v = JSON.parse(bodyText);
+        return v && typeof v === "object" ? v : {};
+      } catch {
+        return {};
+      }
+    };
+    if (route === "GET /health") {
+      return healthy
+        ? Response.json({ status: "ok" })
+        : Response.json({ status: "unavailable" }, { status: 503 });
+    }
+    if (url.pathname === "/echo") {
+      return Response.json({
+        method: req.method,
+        path: url.pathname,
+        query: url.search,
+        headers: Object.fromEntries(req.headers),
+        body: bodyText,
+        bodyLength: encoder.encode(bodyText).length,
+      });
+    }
+    if (route === "GET /bytes") {
+      const total = Math.max(0, Number(url.searchParams.get("n") ?? 0));
+      const size = 64 * 1024;
+      const block = new Uint8Array(size).map((_, k) => 97 + (k % 26));
+      return stream(
+        0,
+        (
+          i,
+        ) => (i * size < total
+          ? new TextDecoder().decode(block.subarray(0, Math.min(size, total - i * size)))
+          : null),
+        { "content-type": "application/octet-stream", "content-length": String(total) },
+      );
+    }
+    if (route === "GET /sse") {
+      const n = Number(url.searchParams.get("n") ?? 10);
+      const interval = Number(url.searchParams.get("interval") ?? 20);
+      // Each event carries its send time so a benchmark can measure relay delay.
+      return stream(
+        interval,
+        (i) => (i < n ? sse({ i, t: Date.now() }) : i === n ? "data: [DONE]\n\n" : null),
+        sseHeaders,
+      );
+    }
+    if (route === "GET /delay") {
+      const ms = Number(url.searchParams.get("ms") ?? 100);
+      // Stop waiting when the client leaves; detach once done, since
+      // Deno.serve aborts request.signal after every response (legacy).
+      await new Promise<void>((resolve) => {
+        const onAbort = () => {
+          clearTimeout(t);
+          resolve();
+        };
+        const t = setTimeout(() => {
+          req.signal.removeEventListener("abort", onAbort);
+          resolve();
+        }, ms);
+        req.signal.addEventListener("abort", onAbort, { once: true });
+      });
+      return Response.json({ delayedMs: ms });
+    }
+    if (forcedStatus !== null) {
+      return openaiError(forcedStatus, `fake engine forced status ${forcedStatus}`, "server_error");
+    }
+    if (route === "GET /v1/models") {
+      const ownedBy = kind === "llama.cpp" ? "llamacpp" : kind;
+      return Response.json({
+        object: "list",
+        data: [{ id: model, object: "model", created: 1_700_000_000, owned_by: ownedBy }],
+      });
+    }
+    if (route === "POST /v1/chat/completions") return completion(json(), true);
+    if (route === "POST /v1/completions") return completion(json(), false);
+    if (route === "POST /abort_request" && kind === "sglang") {
+      if (json().abort_all === true) {
+        stats.aborts++;
+        for (const s of [...active]) s.stop("abort");
+      }
+      return new Response(null, { status: 200 });
+    }
+    return new Response(JSON.stringify({ detail: "Not Found" }), {
+      status: 404,
+      headers: { "content-type": "application/json" },
+    });
+  }
+
+  let server: Deno.HttpServer<Deno.NetAddr> | null = null;
+  let port = opts.port ?? 0;
+  const listen = () => {
+    server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, handle);
+    port = server.addr.port;
+  };
+  const close = async () => {
+    const s = server;
+    if (!s) return;
+    server = null;
+    for (const a of [...active]) a.stop("server");
+    await s.shutdown();
+  };
+  listen();
+
+  return Promise.resolve({
+    get port() {
+      return port;
+    },
+    get url() {
+      return `http://127.0.0.1:${port}`;
+    },
+    stats,
+    setHealthy(h) {
+      healthy = h;
+    },
+    setStatus(s) {
+      forcedStatus = s;
+    },
+    close,
+    async restart() {
+      await close();
+      listen();
+    },
+  });
+}

@@ -1,0 +1,200 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  createPolicy,
+  eligibleFor,
+  LeastInFlight,
+  pickTarget,
+  type Policy,
+  Rendezvous,
+  rendezvousScore,
+  RoundRobin,
+} from "../../lib/proxy/policies.ts";
+import { modelFromBody, routeInfoFor } from "../../lib/proxy/route_info.ts";
+import { FakeTarget } from "../_helpers/fake_pool.ts";
+
+const targets = (...ids: number[]) => ids.map((id) => new FakeTarget(id));
+
+const factories: [string, () => Policy][] = [
+  ["round-robin", () => createPolicy("round-robin")],
+  ["least-inflight", () => createPolicy("least-inflight")],
+  ["rendezvous", () => createPolicy("rendezvous")],
+];
+
+// One contract, every policy (STYLE.md §7).
+for (const [name, make] of factories) {
+  Deno.test(`${name}.select() returns a candidate, never a non-candidate, undefined on empty`, () => {
+    const policy = make();
+    assert.equal(policy.select([], {}), undefined);
+    fc.assert(
+      fc.property(
+        fc.uniqueArray(fc.integer({ min: 1, max: 1_000_000 }), { minLength: 1, maxLength: 12 }),
+        fc.array(fc.nat(5), { minLength: 12, maxLength: 12 }),
+        fc.option(fc.string(), { nil: undefined }),
+        (ids, loads, key) => {
+          const cands = ids.map((id, i) => new FakeTarget(id, { inFlight: loads[i] }));
+          const picked = policy.select(cands, key === undefined ? {} : { stickyKey: key });
+          assert.ok(picked !== undefined && cands.includes(picked as FakeTarget));
+        },
+      ),
+    );
+  });
+}
+
+Deno.test("createPolicy() maps names and rejects unknown ones", () => {
+  assert.ok(createPolicy("round-robin") instanceof RoundRobin);
+  assert.ok(createPolicy("least-inflight") instanceof LeastInFlight);
+  assert.ok(createPolicy("rendezvous") instanceof Rendezvous);
+  // deno-lint-ignore no-explicit-any
+  assert.throws(() => createPolicy("random" as any), /round-robin or least-inflight/);
+});
+
+Deno.test("RoundRobin.select() distributes 30 requests 10/10/10 in id order", () => {
+  const rr = new RoundRobin();
+  const cands = targets(30, 10, 20); // pool order must not matter
+  const picks = Array.from({ length: 30 }, () => rr.select(cands)!.id);
+  assert.deepEqual(picks.slice(0, 6), [10, 20, 30, 10, 20, 30]);
+  for (const id of [10, 20, 30]) assert.equal(picks.filter((p) => p === id).length, 10);
+});
+
+Deno.test("LeastInFlight.select() picks the least loaded under skew", () => {
+  const p = new LeastInFlight();
+  const [a, b, c] = [
+    new FakeTarget(1, { inFlight: 5 }),
+    new FakeTarget(2, { inFlight: 0 }),
+    new FakeTarget(3, { inFlight: 9 }),
+  ];
+  for (let i = 0; i < 5; i++) assert.equal(p.select([a, b, c], {})!.id, 2);
+  b.baseLoad = 6;
+  assert.equal(p.select([a, b, c], {})!.id, 1);
+});
+
+Deno.test("LeastInFlight.select() rotates among tied candidates", () => {
+  const p = new LeastInFlight();
+  const cands = [
+    new FakeTarget(3, { inFlight: 1 }),
+    new FakeTarget(1, { inFlight: 1 }),
+    new FakeTarget(2, { inFlight: 4 }),
+  ];
+  const picks = Array.from({ length: 6 }, () => p.select(cands, {})!.id);
+  assert.deepEqual(picks, [1, 3, 1, 3, 1, 3]);
+});
+
+Deno.test("Rendezvous.select() is deterministic across policy instances", () => {
+  const cands = targets(101, 202, 303, 404);
+  for (let k = 0; k < 200; k++) {
+    const route = { stickyKey: `session-${k}` };
+    assert.equal(
+      new Rendezvous().select(cands, route),
+      new Rendezvous().select([...cands].reverse(), route),
+    );
+  }
+  // Pinned value: replicas in other processes must compute the same hash.
+  assert.equal(rendezvousScore("abc", 1), rendezvousScore("abc", 1));
+  assert.notEqual(rendezvousScore("abc", 1), rendezvousScore("abc", 2));
+});
+
+Deno.test("Rendezvous.select() moves only the removed backend's keys, and spreads keys", () => {
+  const all = targets(11, 22, 33, 44, 55);
+  const p = new Rendezvous();
+  const keys = Array.from({ length: 1000 }, (_, i) => `user-${i}`);
+  const before = new Map(keys.map((k) => [k, p.select(all, { stickyKey: k })!.id]));
+  const counts = new Map<number, number>();
+  for (const id of before.values()) counts.set(id, (counts.get(id) ?? 0) + 1);
+  for (const t of all) {
+    assert.ok(counts.get(t.id)! > 120, `backend ${t.id} got ${counts.get(t.id)} keys`);
+  }
+
+  const without33 = all.filter((t) => t.id !== 33);
+  for (const k of keys) {
+    const after = p.select(without33, { stickyKey: k })!.id;
+    if (before.get(k) !== 33) assert.equal(after, before.get(k), `key ${k} moved`);
+    else assert.notEqual(after, 33);
+  }
+});
+
+Deno.test("eligibleFor() keeps only backends serving the model", () => {
+  const a = new FakeTarget(1, { models: ["llama"] });
+  const b = new FakeTarget(2, { models: ["qwen"] });
+  const c = new FakeTarget(3, { models: ["qwen", "llama"] });
+  const r = eligibleFor([a, b, c], { model: "qwen" });
+  assert.ok(r.ok);
+  assert.deepEqual(r.targets.map((t) => t.id), [2, 3]);
+  assert.deepEqual(eligibleFor([a, b], { model: "gpt-4" }), { ok: false, code: "model_not_found" });
+  const all = eligibleFor([a, b], {});
+  assert.ok(all.ok && all.targets.length === 2);
+  assert.deepEqual(eligibleFor([], { model: "qwen" }), { ok: false, code: "no_healthy_backend" });
+});
+
+Deno.test("eligibleFor() passes an unknown model through when the fleet serves one model", () => {
+  const a = new FakeTarget(1, { models: ["llama"] });
+  const b = new FakeTarget(2, { models: ["llama"] });
+  const r = eligibleFor([a, b], { model: "gpt-4" });
+  assert.ok(r.ok);
+  assert.deepEqual(r.targets.map((t) => t.id), [1, 2]);
+});
+
+Deno.test("pickTarget() honours a routable pin, else falls back to the policy", () => {
+  const a = new FakeTarget(1);
+  const b = new FakeTarget(2);
+  const c = new FakeTarget(3, { routable: false });
+  const policies = { policy: new RoundRobin(), sticky: new Rendezvous() };
+  for (let i = 0; i < 3; i++) {
+    const d = pickTarget([a, b], { pinnedId: 2, stickyKey: "x" }, policies);
+    assert.ok(d.ok && d.target.id === 2);
+  }
+  // 3 is not routable (not in the list) and 99 does not exist: policy decides.
+  const picks = [3, 99, 3, 99].map((pin) => {
+    const d = pickTarget([a, b], { pinnedId: pin }, policies);
+    assert.ok(d.ok);
+    return d.target.id;
+  });
+  assert.deepEqual(picks, [1, 2, 1, 2]);
+  void c;
+});
+
+Deno.test("pickTarget() applies sticky before the policy and avoids tried backends", () => {
+  const all = targets(1, 2, 3);
+  const policies = { policy: new RoundRobin(), sticky: new Rendezvous() };
+  const first = pickTarget(all, { stickyKey: "s1" }, policies);
+  const again = pickTarget(all, { stickyKey: "s1" }, policies);
+  assert.ok(first.ok && again.ok && first.target === again.target);
+  const retry = pickTarget(all, { stickyKey: "s1" }, policies, new Set([first.target.id]));
+  assert.ok(retry.ok && retry.target !== first.target);
+  // A pinned backend that already failed is not retried while others exist.
+  const pinnedRetry = pickTarget(all, { pinnedId: 2 }, policies, new Set([2]));
+  assert.ok(pinnedRetry.ok && pinnedRetry.target.id !== 2);
+  // Only one backend: it may be tried again.
+  const only = pickTarget(targets(7), {}, policies, new Set([7]));
+  assert.ok(only.ok && only.target.id === 7);
+});
+
+Deno.test("modelFromBody() reads model from JSON objects only", () => {
+  const enc = (s: string) => new TextEncoder().encode(s);
+  assert.equal(modelFromBody(enc(' \n{"model":"qwen","x":1}'), "application/json"), "qwen");
+  assert.equal(modelFromBody(enc('{"model":"qwen"}'), null), "qwen");
+  assert.equal(
+    modelFromBody(enc('{"model":"qwen"}'), "multipart/form-data; boundary=x"),
+    undefined,
+  );
+  assert.equal(modelFromBody(enc("[1,2]"), "application/json"), undefined);
+  assert.equal(modelFromBody(enc("{not json"), "application/json"), undefined);
+  assert.equal(modelFromBody(enc('{"model":42}'), "application/json"), undefined);
+  assert.equal(modelFromBody(null, "application/json"), undefined);
+});
+
+Deno.test("routeInfoFor() collects model, sticky key and pin", () => {
+  const headers = new Headers({
+    "content-type": "application/json",
+    "x-session-id": "abc",
+    "x-vastproxy-instance": "42",
+  });
+  const body = new TextEncoder().encode('{"model":"m"}');
+  assert.deepEqual(routeInfoFor(headers, body, "X-Session-ID"), {
+    model: "m",
+    stickyKey: "abc",
+    pinnedId: 42,
+  });
+  headers.set("x-vastproxy-instance", "not-a-number");
+  assert.deepEqual(routeInfoFor(headers, null, null), {});
+});

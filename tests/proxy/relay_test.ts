@@ -1,0 +1,510 @@
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { abortAll, AbortAllError } from "../../lib/proxy/abort.ts";
+import { createPolicy } from "../../lib/proxy/policies.ts";
+import { createHandler, type RelayDeps, type RequestLogLine } from "../../lib/proxy/relay.ts";
+import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
+import { closedPortUrl, eventually, FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+
+const P = "http://proxy.test";
+const TOKEN_A = "a".repeat(64);
+
+/** Starts engines, builds targets on them, and closes everything afterwards. */
+async function withFleet(
+  specs: { model?: string; dead?: boolean; tokenDelayMs?: number }[],
+  fn: (ctx: { pool: FakePool; engines: (FakeEngine | null)[]; t: FakeTarget[] }) => Promise<void>,
+): Promise<void> {
+  const engines: (FakeEngine | null)[] = [];
+  try {
+    for (const s of specs) {
+      engines.push(
+        s.dead ? null : await startFakeEngine({
+          model: s.model ?? "fake-model",
+          token: TOKEN_A,
+          tokenDelayMs: s.tokenDelayMs ?? 0,
+        }),
+      );
+    }
+    const t = specs.map((s, i) =>
+      new FakeTarget(i + 1, {
+        models: [s.model ?? "fake-model"],
+        baseUrl: engines[i]?.url ?? closedPortUrl(),
+        auth: `Bearer ${TOKEN_A}`,
+      })
+    );
+    await fn({ pool: new FakePool(t), engines, t });
+    for (const target of t) {
+      assert.equal(target.doubleReleases, 0, `target ${target.id} released twice`);
+    }
+  } finally {
+    for (const e of engines) await e?.close();
+  }
+}
+
+function handler(pool: FakePool, over: Partial<RelayDeps> = {}) {
+  const lines: RequestLogLine[] = [];
+  const h = createHandler({
+    pool,
+    policy: createPolicy("round-robin"),
+    stickyHeader: null,
+    authToken: null,
+    maxBodyBytes: 1024,
+    onRequestLog: (l) => lines.push(l),
+    ...over,
+  });
+  return { h, lines };
+}
+
+async function errorBody(res: Response): Promise<{ message: string; type: string; code: string }> {
+  assert.equal(res.headers.get("content-type"), "application/json");
+  const body = await res.json();
+  assert.deepEqual(Object.keys(body), ["error"]);
+  assert.equal(typeof body.error.message, "string");
+  return body.error;
+}
+
+Deno.test("relay forwards method, path, query and body with the instance token", async () => {
+  await withFleet([{}], async ({ pool, engines, t }) => {
+    const { h, lines } = handler(pool);
+    const res = await h(
+      new Request(`${P}/echo?x=1&y=%20`, {
+        method: "POST",
+        headers: { authorization: "Bearer client", "x-vastproxy-instance": "1", "x-keep": "k" },
+        body: "payload",
+      }),
+    );
+    assert.equal(res.status, 200);
+    assert.equal(res.headers.get("x-vastproxy-instance"), "1");
+    const echo = await res.json();
+    assert.equal(echo.method, "POST");
+    assert.equal(echo.query, "?x=1&y=%20");
+    assert.equal(echo.body, "payload");
+    assert.equal(echo.headers.authorization, `Bearer ${TOKEN_A}`);
+    assert.equal(echo.headers["x-keep"], "k");
+    assert.equal(echo.headers["x-vastproxy-instance"], undefined);
+    assert.deepEqual(engines[0]!.stats.authHeaders, [`Bearer ${TOKEN_A}`]);
+    await t[0].released();
+    assert.deepEqual(
+      { ...t[0].outcomes[0], latencyMs: 0 },
+      { status: 200, latencyMs: 0, transportError: false, clientCancelled: false },
+    );
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0].instance, 1);
+    assert.equal(lines[0].path, "/echo");
+    assert.ok(lines[0].bytes > 0);
+  });
+});
+
+Deno.test("relay streams SSE chunk by chunk without buffering", async () => {
+  await withFleet([{}], async ({ pool, t }) => {
+    const { h } = handler(pool);
+    const res = await h(new Request(`${P}/sse?n=4&interval=150`));
+    const reader = res.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let events = 0;
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      for (const e of value.split("\n\n").filter((s) => s.startsWith("data: {"))) {
+        // Each event reaches the client long before the engine sends the next.
+        const lag = Date.now() - JSON.parse(e.slice(6)).t;
+        assert.ok(lag < 100, `event arrived ${lag} ms after it was sent`);
+        events++;
+      }
+    }
+    assert.equal(events, 4);
+    await t[0].released();
+  });
+});
+
+Deno.test("relay retries a transport failure on another backend with the same body", async () => {
+  await withFleet([{ dead: true }, {}], async ({ pool, engines, t }) => {
+    const { h, lines } = handler(pool);
+    const res = await h(new Request(`${P}/echo`, { method: "POST", body: "same body" }));
+    assert.equal(res.headers.get("x-vastproxy-instance"), "2");
+    assert.equal((await res.json()).body, "same body");
+    assert.equal(engines[1]!.stats.requests, 1);
+    assert.equal(t[0].outcomes[0].transportError, true);
+    assert.equal(t[0].outcomes[0].status, null);
+    await t[1].released();
+    assert.equal(t[1].outcomes[0].transportError, false);
+    assert.equal(lines.at(-1)!.attempts, 2);
+  });
+});
+
+Deno.test("relay answers 502 after two retries and never tries more", async () => {
+  await withFleet(
+    [{ dead: true }, { dead: true }, { dead: true }, { dead: true }],
+    async ({ pool, t }) => {
+      const { h } = handler(pool);
+      const res = await h(new Request(`${P}/v1/chat/completions`, { method: "POST", body: "{}" }));
+      assert.equal(res.status, 502);
+      const err = await errorBody(res);
+      assert.equal(err.code, "upstream_failed");
+      assert.equal(err.type, "server_error");
+      assert.doesNotMatch(err.message, /127\.0\.0\.1/);
+      assert.deepEqual(t.map((x) => x.acquires), [1, 1, 1, 0]);
+    },
+  );
+});
+
+Deno.test("relay never retries after response headers", async () => {
+  await withFleet([{}, {}], async ({ pool, engines, t }) => {
+    // Backend 1 sends headers and a first chunk, then its connection breaks.
+    const fetchFn: typeof fetch = (input, init) => {
+      if (String(input).startsWith(t[0].url!)) {
+        let sent = false;
+        const body = new ReadableStream<Uint8Array>({
+          pull(c) {
+            if (!sent) {
+              sent = true;
+              c.enqueue(new TextEncoder().encode("data: 1\n\n"));
+            } else c.error(new TypeError("connection reset"));
+          },
+        });
+        return Promise.resolve(
+          new Response(body, { headers: { "content-type": "text/event-stream" } }),
+        );
+      }
+      return fetch(input, init);
+    };
+    const { h } = handler(pool, { fetch: fetchFn });
+    const res = await h(new Request(`${P}/sse`));
+    assert.equal(res.status, 200);
+    await assert.rejects(() => res.text());
+    assert.equal(engines[1]!.stats.requests, 0);
+    await t[0].released();
+    assert.deepEqual({ ...t[0].outcomes[0], latencyMs: 0 }, {
+      status: 200,
+      latencyMs: 0,
+      transportError: true,
+      clientCancelled: false,
+    });
+  });
+});
+
+Deno.test("relay passes an engine's 5xx through without retrying", async () => {
+  await withFleet([{}, {}], async ({ pool, engines }) => {
+    engines[0]!.setStatus(500);
+    const { h } = handler(pool);
+    const res = await h(new Request(`${P}/v1/completions`, { method: "POST", body: "{}" }));
+    assert.equal(res.status, 500);
+    assert.equal((await res.json()).error.message, "fake engine forced status 500");
+    assert.equal(engines[1]!.stats.requests, 0);
+  });
+});
+
+Deno.test("relay answers 503 no_healthy_backend when nothing is routable", async () => {
+  const pool = new FakePool([new FakeTarget(1, { routable: false })]);
+  const { h } = handler(pool);
+  const res = await h(new Request(`${P}/v1/chat/completions`, { method: "POST", body: "{}" }));
+  assert.equal(res.status, 503);
+  assert.deepEqual(await errorBody(res), {
+    message: "No healthy backend is available: check `vastproxy status`",
+    type: "server_error",
+    code: "no_healthy_backend",
+  });
+  const models = await h(new Request(`${P}/v1/models`));
+  assert.equal(models.status, 503);
+  await models.body?.cancel();
+});
+
+Deno.test("relay routes by model and answers 404 model_not_found", async () => {
+  await withFleet([{ model: "llama" }, { model: "qwen" }], async ({ pool, engines }) => {
+    const { h } = handler(pool);
+    const ask = (model: string) =>
+      h(
+        new Request(`${P}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model, messages: [] }),
+        }),
+      );
+    for (let i = 0; i < 3; i++) {
+      const res = await ask("qwen");
+      assert.equal(res.headers.get("x-vastproxy-instance"), "2");
+      await res.body?.cancel();
+    }
+    const missing = await ask("gpt-4");
+    assert.equal(missing.status, 404);
+    assert.equal((await errorBody(missing)).code, "model_not_found");
+    assert.equal(engines[0]!.stats.requests, 0);
+  });
+});
+
+Deno.test("relay passes an unknown model through when the fleet serves one model", async () => {
+  await withFleet([{ model: "llama" }], async ({ pool }) => {
+    const { h } = handler(pool);
+    const res = await h(
+      new Request(`${P}/v1/completions`, {
+        method: "POST",
+        body: JSON.stringify({ model: "gpt-4", prompt: "x" }),
+      }),
+    );
+    // The request reached the engine (vLLM flavour answers its own 404 for the name).
+    assert.equal(res.headers.get("x-vastproxy-instance"), "1");
+    assert.equal(res.status, 404);
+    assert.equal((await res.json()).error.type, "NotFoundError");
+  });
+});
+
+Deno.test("relay honours X-VastProxy-Instance and falls back when the pin is not routable", async () => {
+  await withFleet([{}, {}, {}], async ({ pool, t }) => {
+    const { h } = handler(pool);
+    const pinned = async (pin: string) => {
+      const res = await h(new Request(`${P}/echo`, { headers: { "x-vastproxy-instance": pin } }));
+      await res.body?.cancel();
+      return res.headers.get("x-vastproxy-instance");
+    };
+    assert.deepEqual([await pinned("3"), await pinned("3")], ["3", "3"]);
+    t[2].routable = false;
+    assert.notEqual(await pinned("3"), "3");
+    assert.ok(["1", "2"].includes((await pinned("garbage"))!));
+  });
+});
+
+Deno.test("relay refuses bodies over maxBodyBytes with 413, by length and when chunked", async () => {
+  await withFleet([{}], async ({ pool, engines }) => {
+    const { h } = handler(pool, { maxBodyBytes: 10 });
+    const declared = await h(new Request(`${P}/echo`, { method: "POST", body: "x".repeat(11) }));
+    assert.equal(declared.status, 413);
+    assert.equal((await errorBody(declared)).code, "request_too_large");
+    const chunks = ["12345", "67890", "1"];
+    const chunked = await h(
+      new Request(`${P}/echo`, {
+        method: "POST",
+        body: new ReadableStream({
+          pull(c) {
+            const next = chunks.shift();
+            if (next === undefined) c.close();
+            else c.enqueue(new TextEncoder().encode(next));
+          },
+        }),
+      }),
+    );
+    assert.equal(chunked.status, 413);
+    assert.equal((await errorBody(chunked)).code, "request_too_large");
+    const exact = await h(new Request(`${P}/echo`, { method: "POST", body: "x".repeat(10) }));
+    assert.equal((await exact.json()).bodyLength, 10);
+    assert.equal(engines[0]!.stats.requests, 1);
+  });
+});
+
+Deno.test("relay requires the proxy token on every route, /vastproxy/* included", async () => {
+  await withFleet([{}], async ({ pool, engines }) => {
+    let adminCalls = 0;
+    const { h } = handler(pool, {
+      authToken: "s3cret",
+      admin: () => {
+        adminCalls++;
+        return Response.json({ ok: true });
+      },
+    });
+    for (const auth of [undefined, "Bearer wrong", "Basic s3cret", "Bearer s3cre"]) {
+      for (const path of ["/v1/models", "/echo", "/vastproxy/status"]) {
+        const headers: HeadersInit = auth ? { authorization: auth } : {};
+        const res = await h(new Request(`${P}${path}`, { headers }));
+        assert.equal(res.status, 401, `${path} with ${auth}`);
+        assert.equal((await errorBody(res)).code, "invalid_api_key");
+      }
+    }
+    assert.equal(engines[0]!.stats.requests, 0);
+    assert.equal(adminCalls, 0);
+    const ok = await h(new Request(`${P}/echo`, { headers: { authorization: "Bearer s3cret" } }));
+    // The proxy token never reaches the instance.
+    assert.equal((await ok.json()).headers.authorization, `Bearer ${TOKEN_A}`);
+    const admin = await h(
+      new Request(`${P}/vastproxy/status`, { headers: { authorization: "bearer s3cret" } }),
+    );
+    assert.equal(admin.status, 200);
+    await admin.body?.cancel();
+  });
+});
+
+Deno.test("relay serves GET /v1/models as the deduplicated union", async () => {
+  const pool = new FakePool([
+    new FakeTarget(2, { models: ["qwen", "llama"] }),
+    new FakeTarget(1, { models: ["llama"] }),
+    new FakeTarget(3, { models: ["mistral"], routable: false }),
+  ]);
+  const { h } = handler(pool);
+  const body = await (await h(new Request(`${P}/v1/models`))).json();
+  assert.equal(body.object, "list");
+  assert.deepEqual(
+    body.data.map((m: { id: string; object: string; owned_by: string; instances: number[] }) => [
+      m.id,
+      m.object,
+      m.owned_by,
+      m.instances,
+    ]),
+    [["llama", "model", "vastproxy", [1, 2]], ["qwen", "model", "vastproxy", [2]]],
+  );
+});
+
+Deno.test("relay resolves dot segments before routing /vastproxy/", async () => {
+  const pool = new FakePool([new FakeTarget(1, { models: ["m"] })]);
+  let adminCalls = 0;
+  const { h } = handler(pool, {
+    admin: () => {
+      adminCalls++;
+      return new Response("admin");
+    },
+  });
+  const res = await h(new Request(`${P}/vastproxy/../v1/models`));
+  assert.equal((await res.json()).data[0].id, "m");
+  const res2 = await h(new Request(`${P}/v1/%2e%2e/vastproxy/status`));
+  assert.equal(await res2.text(), "admin");
+  assert.equal(adminCalls, 1);
+});
+
+Deno.test("relay cancels the upstream when the client cancels the body mid-stream", async () => {
+  await withFleet([{}], async ({ pool, engines, t }) => {
+    const { h, lines } = handler(pool);
+    const res = await h(new Request(`${P}/sse?n=1000&interval=20`));
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.cancel();
+    assert.ok(await eventually(() => engines[0]!.stats.closedMidStream === 1, 1000));
+    await t[0].released();
+    assert.equal(t[0].outcomes[0].clientCancelled, true);
+    assert.equal(t[0].outcomes[0].transportError, false);
+    assert.equal(lines[0].status, 499);
+  });
+});
+
+Deno.test("relay aborts a pending upstream request when the client's signal aborts", async () => {
+  await withFleet([{}, {}], async ({ pool, engines, t }) => {
+    const { h } = handler(pool);
+    const ac = new AbortController();
+    const pending = h(new Request(`${P}/delay?ms=5000`, { signal: ac.signal }));
+    await eventually(() => engines[0]!.stats.requests === 1);
+    ac.abort();
+    const res = await pending;
+    await res.body?.cancel();
+    assert.equal(t[0].outcomes[0].clientCancelled, true);
+    assert.equal(t[0].outcomes[0].transportError, false);
+    assert.equal(t[1].acquires, 0, "a cancelled request is not retried");
+  });
+});
+
+/** Serves the handler on a real socket for end-to-end tests. */
+async function withServer(
+  h: ReturnType<typeof createHandler>,
+  fn: (base: string) => Promise<void>,
+): Promise<void> {
+  const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen() {} }, h);
+  try {
+    await fn(`http://127.0.0.1:${server.addr.port}`);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+Deno.test("relay over Deno.serve: a client disconnect closes the engine's stream within 1 s", async () => {
+  await withFleet([{}], async ({ pool, engines, t }) => {
+    const { h } = handler(pool);
+    await withServer(h, async (base) => {
+      const ac = new AbortController();
+      const res = await fetch(`${base}/sse?n=1000&interval=20`, { signal: ac.signal });
+      const reader = res.body!.getReader();
+      await reader.read();
+      ac.abort();
+      await reader.read().catch(() => {});
+      assert.ok(await eventually(() => engines[0]!.stats.closedMidStream === 1, 1000));
+      await t[0].released();
+      assert.equal(t[0].outcomes[0].clientCancelled, true);
+    });
+  });
+});
+
+Deno.test("relay over Deno.serve: a completed response is not counted as a cancellation", async () => {
+  await withFleet([{}], async ({ pool, t }) => {
+    const { h } = handler(pool);
+    await withServer(h, async (base) => {
+      const res = await fetch(`${base}/sse?n=3&interval=1`);
+      await res.text();
+      await t[0].released();
+      // Give Deno.serve time to fire its post-response abort of request.signal.
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(t[0].outcomes.length, 1);
+      assert.equal(t[0].outcomes[0].clientCancelled, false);
+    });
+  });
+});
+
+Deno.test("relay works with the openai client: plain and streaming chat completions", async () => {
+  await withFleet([{ model: "llama" }, { model: "llama" }], async ({ pool, engines }) => {
+    const { h } = handler(pool, { authToken: "proxy-token", maxBodyBytes: 1 << 20 });
+    await withServer(h, async (base) => {
+      const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: "proxy-token", maxRetries: 0 });
+      const models = await client.models.list();
+      assert.deepEqual(models.data.map((m) => m.id), ["llama"]);
+      const plain = await client.chat.completions.create({
+        model: "llama",
+        messages: [{ role: "user", content: "hello" }],
+      });
+      assert.equal(plain.choices[0].message.content, " The quick brown fox jumps over the lazy");
+      const stream = await client.chat.completions.create({
+        model: "llama",
+        messages: [{ role: "user", content: "hello" }],
+        stream: true,
+        stream_options: { include_usage: true },
+      });
+      let text = "";
+      let usage = 0;
+      for await (const chunk of stream) {
+        text += chunk.choices[0]?.delta?.content ?? "";
+        usage = chunk.usage?.completion_tokens ?? usage;
+      }
+      assert.equal(text, " The quick brown fox jumps over the lazy");
+      assert.equal(usage, 8);
+      // Round-robin spread the two completions over both engines.
+      assert.deepEqual(engines.map((e) => e!.stats.requests), [1, 1]);
+      for (const e of engines) assert.deepEqual(e!.stats.authHeaders, [`Bearer ${TOKEN_A}`]);
+    });
+  });
+});
+
+Deno.test("relay routes a sticky header to the same backend by rendezvous hashing", async () => {
+  await withFleet([{}, {}, {}], async ({ pool }) => {
+    const { h } = handler(pool, { stickyHeader: "X-Session-ID" });
+    const landed = async (session: string) => {
+      const res = await h(new Request(`${P}/echo`, { headers: { "x-session-id": session } }));
+      assert.equal(
+        (await res.json()).headers["x-session-id"],
+        session,
+        "sticky header is forwarded",
+      );
+      return res.headers.get("x-vastproxy-instance");
+    };
+    for (const s of ["alice", "bob", "carol"]) {
+      const first = await landed(s);
+      for (let i = 0; i < 3; i++) assert.equal(await landed(s), first);
+    }
+  });
+});
+
+Deno.test("abortAll() posts abort_all with the instance Bearer to SGLang", async () => {
+  const engine = await startFakeEngine({ engine: "sglang", token: TOKEN_A });
+  try {
+    const target = new FakeTarget(1, {
+      engine: "sglang",
+      baseUrl: engine.url,
+      auth: `Bearer ${TOKEN_A}`,
+    });
+    assert.deepEqual(await abortAll(target), { status: 200 });
+    assert.equal(engine.stats.aborts, 1);
+    assert.equal(JSON.parse(engine.stats.lastBody!).abort_all, true);
+    assert.deepEqual(engine.stats.authHeaders, [`Bearer ${TOKEN_A}`]);
+    await assert.rejects(
+      () => abortAll(new FakeTarget(2, { engine: "vllm", baseUrl: engine.url })),
+      (e: unknown) => e instanceof AbortAllError && /only SGLang/.test(e.message),
+    );
+    await assert.rejects(() => abortAll(new FakeTarget(3, { engine: "sglang" })), /tunnel is down/);
+    await assert.rejects(
+      () => abortAll(new FakeTarget(4, { engine: "sglang", baseUrl: closedPortUrl() })),
+      AbortAllError,
+    );
+  } finally {
+    await engine.close();
+  }
+});
