@@ -1,0 +1,168 @@
+/**
+ * Headless logging: one line per record, as text for people or JSON for log
+ * shippers (`--log-format json`). Used when stdout is not a TTY or with
+ * `--no-tui`; the live UI's log pane reuses `formatText`.
+ */
+import { type LogFields, type Logger, type LogLevel, type LogRecord, redact } from "../logger.ts";
+import { paint, type Style } from "./ansi.ts";
+
+/** Something bytes can be written to (`Deno.stdout`, `Deno.stderr`, a test buffer). */
+export interface ByteWriter {
+  /** Writes some or all of `p`; returns how many bytes were taken. */
+  write(p: Uint8Array): Promise<number> | number;
+}
+
+/** Writes all of `p`, looping over partial writes (`Deno.stdout.write` may take less). */
+export async function writeAll(w: ByteWriter, p: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < p.length) {
+    const n = await w.write(p.subarray(off));
+    if (n <= 0) throw new Error("Cannot write log output: the writer accepted 0 bytes");
+    off += n;
+  }
+}
+
+const LEVEL_RANK: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40 };
+const LEVEL_STYLE: Record<LogLevel, Style> = {
+  debug: "dim",
+  info: "cyan",
+  warn: "yellow",
+  error: "red",
+};
+
+/** True when a record at `level` passes a `min` filter. */
+export function levelEnabled(level: LogLevel, min: LogLevel): boolean {
+  return LEVEL_RANK[level] >= LEVEL_RANK[min];
+}
+
+/**
+ * Whether to emit ANSI colours: only on a terminal, and never when
+ * `NO_COLOR` is set to a non-empty value (no-color.org) or `TERM=dumb`.
+ */
+export function shouldUseColor(opts: { isTty: boolean; env: Record<string, string | undefined> }) {
+  if (!opts.isTty) return false;
+  if (opts.env.NO_COLOR) return false;
+  if (opts.env.TERM === "dumb") return false;
+  return true;
+}
+
+/** `k=v`, quoting values a log parser would otherwise split (spaces, quotes, `=`, empty). */
+function formatValue(v: string | number | boolean | null): string {
+  const s = String(v);
+  return s === "" || /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
+}
+
+/** Options of `formatText`. */
+export interface TextFormatOptions {
+  /** Emit ANSI colours (default false). */
+  color?: boolean;
+  /** `iso` (default) for log files; `clock` (HH:MM:SS, local time) for the TUI pane. */
+  time?: "iso" | "clock";
+}
+
+/** `2026-11-22T18:11:33.123Z INFO  msg k=v …` (fields with undefined values are left out). */
+export function formatText(r: LogRecord, opts: TextFormatOptions = {}): string {
+  const color = opts.color ?? false;
+  const d = new Date(r.time);
+  const time = opts.time === "clock"
+    ? [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, "0")).join(
+      ":",
+    )
+    : d.toISOString();
+  const fields = Object.entries(r.fields)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${k}=${formatValue(v as string | number | boolean | null)}`);
+  const level = paint(r.level.toUpperCase().padEnd(5), LEVEL_STYLE[r.level], color);
+  return [paint(time, "dim", color), level, r.msg, ...fields].join(" ");
+}
+
+/** `{"time","level","msg",...fields}` on one line; `time` is ISO 8601 UTC. */
+export function formatJson(r: LogRecord): string {
+  const obj: Record<string, unknown> = {
+    time: new Date(r.time).toISOString(),
+    level: r.level,
+    msg: r.msg,
+  };
+  for (const [k, v] of Object.entries(r.fields)) {
+    // Fields never overwrite the three fixed keys a log shipper indexes on.
+    if (v !== undefined && !(k in obj)) obj[k] = v;
+  }
+  return JSON.stringify(obj);
+}
+
+/** Options of `LineLogger`. */
+export interface LineLoggerOptions {
+  /** Where lines go (e.g. `Deno.stderr`). */
+  writer: ByteWriter;
+  /** `text` (default) or `json`. */
+  format?: "text" | "json";
+  /** Lowest level written (default `info`). */
+  level?: LogLevel;
+  /** Strings replaced by `[redacted]` in every line (API key, auth token, …). */
+  secrets?: readonly string[];
+  /** ANSI colours in text format (default false; JSON never has colour). */
+  color?: boolean;
+  /** Time source (default `Date.now`). */
+  now?: () => number;
+}
+
+/**
+ * A `Logger` writing one line per record. Writes are chained so lines keep
+ * their order even though the writer is asynchronous; `flush()` waits for
+ * them (call it before exiting).
+ */
+export class LineLogger implements Logger {
+  #opts: Required<Omit<LineLoggerOptions, "secrets">> & { secrets: readonly string[] };
+  #pending: Promise<void> = Promise.resolve();
+  #encoder = new TextEncoder();
+  #failed = false;
+
+  /** See `LineLoggerOptions` for defaults. */
+  constructor(opts: LineLoggerOptions) {
+    this.#opts = {
+      writer: opts.writer,
+      format: opts.format ?? "text",
+      level: opts.level ?? "info",
+      secrets: opts.secrets ?? [],
+      color: opts.format === "json" ? false : opts.color ?? false,
+      now: opts.now ?? Date.now,
+    };
+  }
+
+  /** Formats and queues one line. */
+  log(level: LogLevel, msg: string, fields: LogFields = {}): void {
+    if (!levelEnabled(level, this.#opts.level)) return;
+    const line = this.format({ time: this.#opts.now(), level, msg, fields });
+    const bytes = this.#encoder.encode(line + "\n");
+    this.#pending = this.#pending.then(async () => {
+      // A closed stdout (e.g. `| head`) must not crash the proxy; drop the rest quietly.
+      if (this.#failed) return;
+      try {
+        await writeAll(this.#opts.writer, bytes);
+      } catch {
+        this.#failed = true;
+      }
+    });
+  }
+
+  /** The line a record becomes, without the newline (redacted; coloured if enabled). */
+  format(r: LogRecord): string {
+    const secrets = this.#opts.secrets;
+    // Redact values before formatting (JSON escaping could otherwise hide a
+    // secret from the final pass) and the whole line after.
+    const fields: LogFields = {};
+    for (const [k, v] of Object.entries(r.fields)) {
+      fields[k] = typeof v === "string" ? redact(v, secrets) : v;
+    }
+    const clean: LogRecord = { ...r, msg: redact(r.msg, secrets), fields };
+    const line = this.#opts.format === "json"
+      ? formatJson(clean)
+      : formatText(clean, { color: this.#opts.color });
+    return redact(line, secrets);
+  }
+
+  /** Resolves once every queued line has been written. */
+  flush(): Promise<void> {
+    return this.#pending;
+  }
+}
