@@ -1,0 +1,104 @@
+/**
+ * `vastproxy serve` (the default command): resolve the configuration, start
+ * the proxy, show the live table or log lines, and drain on SIGINT/SIGTERM.
+ */
+import type { CliIo } from "../cli_io.ts";
+import { type RawFlags, resolveServeConfig, UsageError } from "../config.ts";
+import type { ServeConfig } from "../config_types.ts";
+import { ApiKeyRejectedError, type ProxyDeps, startProxy } from "../proxy/server.ts";
+import { createServeUi } from "./_serve_ui.ts";
+
+/** Every secret of a config, for log redaction as a last line of defence. */
+export function configSecrets(config: ServeConfig, env: Record<string, string | undefined>) {
+  return [config.apiKey, config.authToken ?? "", env.VASTPROXY_SSH_PASSPHRASE ?? ""];
+}
+
+/** Options for running a configured proxy until a signal (shared with `demo`). */
+export interface RunOptions {
+  /** Extra wiring (tests, demo). */
+  deps?: Partial<ProxyDeps>;
+  /** Extra secrets to redact. */
+  secrets?: string[];
+  /** Printed once the proxy listens (demo prints its curl line here). */
+  onReady?: (url: string) => void;
+}
+
+/**
+ * Runs a proxy for `config` until SIGINT/SIGTERM: the first signal drains,
+ * a second exits at once. Returns the exit code.
+ */
+export async function runProxy(
+  config: ServeConfig,
+  io: CliIo,
+  opts: RunOptions = {},
+): Promise<number> {
+  const ui = createServeUi({
+    tui: config.tui,
+    logFormat: config.logFormat,
+    secrets: [...configSecrets(config, io.env), ...(opts.secrets ?? [])],
+  }, io);
+  const logger = ui.logger;
+  let proxy;
+  try {
+    proxy = await startProxy(config, {
+      logger,
+      sshPassphrase: io.env.VASTPROXY_SSH_PASSPHRASE ?? null,
+      sshAgentSocket: io.env.SSH_AUTH_SOCK ?? null,
+      ...opts.deps,
+    });
+  } catch (err) {
+    await ui.flush();
+    if (err instanceof ApiKeyRejectedError) {
+      io.err(`vastproxy: ${err.message}\n`);
+      return 2;
+    }
+    io.err(`vastproxy: ${err instanceof Error ? err.message : err}\n`);
+    return 1;
+  }
+
+  let stopCount = 0;
+  let resolveStop!: () => void;
+  const stopRequested = new Promise<void>((r) => (resolveStop = r));
+  let resolveForced!: () => void;
+  const forced = new Promise<"forced">((r) => (resolveForced = () => r("forced")));
+  const requestStop = () => {
+    stopCount++;
+    if (stopCount === 1) resolveStop();
+    else resolveForced();
+  };
+  const unsubscribe = io.onSignal?.(requestStop);
+  ui.attach(proxy, requestStop);
+  opts.onReady?.(proxy.url);
+  let outcome: "drained" | "forced" = "drained";
+  try {
+    await Promise.race([stopRequested, proxy.finished]);
+    ui.detach();
+    outcome = await Promise.race([proxy.shutdown().then(() => "drained" as const), forced]);
+  } finally {
+    ui.detach();
+    unsubscribe?.();
+    await ui.flush();
+  }
+  if (outcome === "forced") {
+    io.err("vastproxy: second signal: exiting without waiting for in-flight requests\n");
+    return 130;
+  }
+  return 0;
+}
+
+/** Runs `serve`; see DESIGN.md §2 for the exit codes. */
+export function serveCommand(flags: RawFlags, io: CliIo): Promise<number> {
+  let config: ServeConfig;
+  try {
+    config = resolveServeConfig(flags, {
+      env: io.env,
+      readTextFile: io.readTextFile,
+      home: io.env.HOME ?? io.env.USERPROFILE,
+      isTty: io.isTty,
+    });
+  } catch (err) {
+    if (err instanceof UsageError) return Promise.reject(err);
+    throw err;
+  }
+  return runProxy(config, io);
+}

@@ -1,0 +1,61 @@
+/**
+ * Human units on the command line: durations (`500ms`, `10s`, `2m`, `1h`,
+ * `1m30s`) and byte sizes (`32MiB`, `1.5GB`, `4096`).
+ */
+
+const DURATION_UNITS: Record<string, number> = {
+  ms: 1,
+  s: 1_000,
+  m: 60_000,
+  h: 3_600_000,
+};
+
+const SIZE_UNITS: Record<string, number> = {
+  "": 1,
+  b: 1,
+  k: 1_000,
+  kb: 1_000,
+  kib: 1_024,
+  m: 1_000_000,
+  mb: 1_000_000,
+  mib: 1_048_576,
+  g: 1_000_000_000,
+  gb: 1_000_000_000,
+  gib: 1_073_741_824,
+};
+
+/**
+ * Parses a duration into milliseconds, or returns undefined when `text` is
+ * not one. A bare number is read as seconds, the unit people mean most often
+ * for intervals and timeouts.
+ */
+export function parseDuration(text: string): number | undefined {
+  const s = text.trim().toLowerCase();
+  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1_000);
+  if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(s)) return undefined;
+  let total = 0;
+  for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
+    total += Number(m[1]) * DURATION_UNITS[m[2]];
+  }
+  return Number.isFinite(total) ? Math.round(total) : undefined;
+}
+
+/** Parses a byte size (`32MiB`, `1GB`, `512k`, `4096`), or undefined when malformed. */
+export function parseSize(text: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/.exec(text.trim().toLowerCase());
+  if (!m || !(m[2] in SIZE_UNITS)) return undefined;
+  const bytes = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]]);
+  return Number.isSafeInteger(bytes) ? bytes : undefined;
+}
+
+/** Formats milliseconds compactly for humans: `850ms`, `12s`, `3m12s`, `2h05m`. */
+export function formatDuration(ms: number): string {
+  if (ms < 1_000) return `${Math.max(0, Math.round(ms))}ms`;
+  const s = Math.floor(ms / 1_000);
+  if (s < 60) return `${s}s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m}m${String(s % 60).padStart(2, "0")}s`;
+  const h = Math.floor(m / 60);
+  if (h < 48) return `${h}h${String(m % 60).padStart(2, "0")}m`;
+  return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, "0")}h`;
+}

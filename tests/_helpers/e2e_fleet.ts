@@ -1,0 +1,190 @@
+/**
+ * An end-to-end fleet on loopback: N real sshd processes (one per instance),
+ * N fake OpenAI engines reached through them, a fake vast API listing the
+ * instances, and a proxy started with the real wiring (`startProxy`).
+ */
+import type { ServeConfig } from "../../lib/config_types.ts";
+import { MemoryLogger } from "../../lib/logger.ts";
+import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
+import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
+import {
+  type FakeVastApi,
+  makeInstanceRecord,
+  startFakeVastApi,
+} from "../../lib/sim/fake_vast_api.ts";
+import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
+import { freePort, generateKey, type Sshd, startSshd } from "./sshd.ts";
+
+/** The vast API key every e2e fleet uses. */
+export const E2E_API_KEY = "e2e-vast-key-7f3a9c1d";
+
+/** A started end-to-end fleet. */
+export interface E2eFleet {
+  proxy: RunningProxy;
+  api: FakeVastApi;
+  engines: FakeEngine[];
+  sshds: Sshd[];
+  /** Instance ids, in the order of `engines`/`sshds`. */
+  ids: number[];
+  /** Instance tokens (jupyter_token), in the same order. */
+  tokens: string[];
+  logger: MemoryLogger;
+  knownHosts: string;
+  /** Waits until `n` backends are healthy (bounded). */
+  waitHealthy(n: number, timeoutMs?: number): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Options of `startE2eFleet`. */
+export interface E2eFleetOptions {
+  /** One model per instance (also sets the instance count). */
+  models: string[];
+  policy?: ServeConfig["policy"];
+  stickyHeader?: string | null;
+  authToken?: string | null;
+  /** Health/metrics interval, ms (default 200). */
+  healthIntervalMs?: number;
+  /** Engine token delay for streams, ms (default 0). */
+  tokenDelayMs?: number;
+  tokens?: number;
+  nvidiaSmi?: string | null;
+}
+
+/** Two fake GPUs, the way nvidia-smi prints them with --format=csv,noheader,nounits. */
+export const FAKE_NVIDIA_SMI = `#!/bin/sh
+echo "0, NVIDIA H100 80GB HBM3, 37, 41234, 81559, 54, 312.45"
+echo "1, NVIDIA H100 80GB HBM3, 12, 1024, 81559, 41, [N/A]"
+`;
+
+/** Starts everything; `close()` stops everything, in reverse order. */
+export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
+  const cleanups: (() => Promise<void>)[] = [];
+  const close = async () => {
+    for (const c of cleanups.reverse()) await c().catch(() => {});
+  };
+  try {
+    const dir = await Deno.makeTempDir({ prefix: "vastproxy-e2e-" });
+    cleanups.push(() => Deno.remove(dir, { recursive: true }));
+    const clientKey = `${dir}/id_ed25519`;
+    await generateKey(clientKey);
+    const ids: number[] = [];
+    const tokens: string[] = [];
+    const engines: FakeEngine[] = [];
+    const sshds: Sshd[] = [];
+    const records = [];
+    for (const [i, model] of opts.models.entries()) {
+      const id = 3_100_001 + i;
+      const token = crypto.randomUUID().replaceAll("-", "") +
+        crypto.randomUUID().replaceAll("-", "");
+      const engine = await startFakeEngine({
+        model,
+        engine: "vllm",
+        token,
+        tokenDelayMs: opts.tokenDelayMs ?? 0,
+        tokens: opts.tokens,
+      });
+      cleanups.push(() => engine.close());
+      const sshd = await startSshd({
+        clientKeyPath: clientKey,
+        nvidiaSmi: opts.nvidiaSmi === undefined ? FAKE_NVIDIA_SMI : opts.nvidiaSmi,
+      });
+      cleanups.push(() => sshd.stop());
+      ids.push(id);
+      tokens.push(token);
+      engines.push(engine);
+      sshds.push(sshd);
+      records.push(makeInstanceRecord({
+        id,
+        label: "e2e",
+        public_ipaddr: "127.0.0.1\n",
+        ports: { "22/tcp": [{ HostIp: "0.0.0.0", HostPort: String(sshd.port) }] },
+        // vast's proxy endpoint: nothing listens there, so direct must win.
+        ssh_host: "127.0.0.1",
+        ssh_port: freePort(),
+        image_runtype: "ssh_direc ssh_proxy",
+        jupyter_token: token,
+        extra_env: [
+          ["VLLM_MODEL", model],
+          ["VLLM_ARGS", `--host 127.0.0.1 --port ${engine.port}`],
+        ],
+        onstart: null,
+      }));
+    }
+    const api = startFakeVastApi({ apiKey: E2E_API_KEY, instances: records });
+    cleanups.push(() => api.close());
+    const knownHosts = `${dir}/known_hosts`;
+    const logger = new MemoryLogger();
+    const config: ServeConfig = {
+      apiKey: E2E_API_KEY,
+      apiUrl: api.url,
+      listen: { hostname: "127.0.0.1", port: 0 },
+      authToken: opts.authToken ?? null,
+      sshKeys: [clientKey],
+      knownHosts,
+      insecureHostKeys: false,
+      label: null,
+      instances: [],
+      remotePort: null,
+      policy: opts.policy ?? "least-inflight",
+      stickyHeader: opts.stickyHeader ?? null,
+      markLabel: null,
+      pollIntervalMs: 300,
+      healthIntervalMs: opts.healthIntervalMs ?? 200,
+      maxBodyBytes: 8 * 1024 * 1024,
+      drainTimeoutMs: 2_000,
+      tui: false,
+      logFormat: "text",
+    };
+    const tunnelFactory = new SshTunnelFactory({
+      sshKeys: [clientKey],
+      knownHostsPath: knownHosts,
+      insecureHostKeys: false,
+      passphrase: null,
+      agentSocket: null,
+      defaultKeyFiles: [],
+      username: Deno.env.get("USER") ?? "root",
+      logger,
+      readyTimeoutMs: 3_000,
+      keepaliveIntervalMs: 1_000,
+      keepaliveCountMax: 3,
+      backoffBaseMs: 100,
+      backoffMaxMs: 500,
+    });
+    const proxy = await startProxy(config, { logger, tunnelFactory });
+    cleanups.push(() => proxy.shutdown(500));
+    const fleet: E2eFleet = {
+      proxy,
+      api,
+      engines,
+      sshds,
+      ids,
+      tokens,
+      logger,
+      knownHosts,
+      async waitHealthy(n, timeoutMs = 15_000) {
+        const deadline = Date.now() + timeoutMs;
+        while (proxy.status().counts.healthy < n) {
+          if (Date.now() > deadline) {
+            const states = proxy.status().backends.map((b) => `${b.id}:${b.state}(${b.reason})`);
+            throw new Error(`timed out waiting for ${n} healthy backends: ${states.join(", ")}`);
+          }
+          await new Promise((r) => setTimeout(r, 20));
+        }
+      },
+      close,
+    };
+    return fleet;
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}
+
+/** Polls `check` every 20 ms until true, or throws naming `what` after `timeoutMs`. */
+export async function eventually(what: string, check: () => boolean, timeoutMs = 10_000) {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms: ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
