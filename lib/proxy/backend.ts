@@ -290,8 +290,6 @@ export class Backend implements RouteTarget {
   }
 
   async #drainAndClose(timeoutMs: number): Promise<void> {
-    const clock = this.#deps.clock;
-    const deadline = clock.now() + timeoutMs;
     // Health no longer matters: stop the loops and ignore late probe results.
     this.#life.abort();
     if (this.#inputs.phase === "running") {
@@ -302,7 +300,11 @@ export class Backend implements RouteTarget {
     const tunnel = this.#tunnel;
     if (tunnel) {
       try {
-        await tunnel.close({ graceful: true, timeoutMs: Math.max(0, deadline - clock.now()) });
+        // This backend counted every request it relayed, so once in-flight is 0
+        // (or the drain deadline passed) only idle keep-alive sockets remain:
+        // a graceful forward drain would just wait out their idle timer and
+        // make every shutdown seconds slower.
+        await tunnel.close({ graceful: false });
       } catch (err) {
         this.#deps.logger.log("warn", "closing tunnel failed", {
           id: this.id,
@@ -405,7 +407,7 @@ export class Backend implements RouteTarget {
     this.#deps.logger.log(level, `backend ${status.name}`, {
       id: this.id,
       from,
-      reason: status.reason,
+      reason: status.reason ?? undefined,
     });
     this.#emit({ type: "state", id: this.id, from, to: status.name, reason: status.reason });
   }

@@ -22,7 +22,7 @@ export interface RequestLogLine {
   path: string;
   /** Backend that answered, or null when the proxy answered itself. */
   instance: number | null;
-  /** Status sent to the client (499 when the client left first, as nginx logs it). */
+  /** Status sent to the client (499 when the client left before the response headers, as nginx logs it). */
   status: number;
   /** Response body bytes relayed. */
   bytes: number;
@@ -259,7 +259,11 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     });
     input.onDone({
       instance: backend.id,
-      status: state.clientCancelled ? 499 : upstream.status,
+      // Headers already went out with this status; a client leaving during the
+      // body (an SDK that stops reading after `data: [DONE]` does) is flagged
+      // by clientCancelled, not by a fake status. 499 is only for clients that
+      // leave before any response.
+      status: upstream.status,
       bytes,
       clientCancelled: state.clientCancelled,
     });

@@ -153,14 +153,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     gpuProbe: queryGpus,
     drainTimeoutMs: config.drainTimeoutMs,
     onEvent: (e) => {
-      if (e.type === "state") {
-        logger.log(e.to === "healthy" ? "info" : "warn", "backend state", {
-          id: e.id,
-          from: e.from,
-          to: e.to,
-          reason: e.reason ?? undefined,
-        });
-      } else {
+      // Backends log their own state changes; path changes are logged here.
+      if (e.type === "path") {
         logger.log("info", "backend ssh path", { id: e.id, from: e.from, to: e.to });
       }
       marks?.onEvent(e);
@@ -209,6 +203,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
         bytes: l.bytes,
         ms: Math.round(l.durationMs),
         attempts: l.attempts,
+        cancelled: l.clientCancelled || undefined,
       })),
   });
 
@@ -219,7 +214,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     server = Deno.serve({
       hostname: config.listen.hostname,
       port: config.listen.port,
-      signal: life.signal,
+      // No `signal`: aborting it cuts in-flight response streams, while
+      // `server.shutdown()` stops accepting and lets them finish (the drain).
       onListen: (addr) => resolveListening(addr as Deno.NetAddr),
       // A handler bug must cost one request, never the proxy.
       onError: (err) => {
@@ -254,7 +250,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
   } catch (err) {
     if (err instanceof VastApiError && err.kind === "auth") {
       life.abort();
-      await server.finished;
+      await server.shutdown();
       await fleet.drainAll(0);
       throw new ApiKeyRejectedError(err);
     }
@@ -315,17 +311,19 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
         inFlight: status().counts.inFlight,
         drainTimeoutMs,
       });
-      // Aborting the serve signal stops accepting; Deno lets running
-      // responses finish, which is the drain we want.
-      life.abort();
+      life.abort(); // stops polling and health loops
+      const drained = server.shutdown();
       const deadline = clock.now() + drainTimeoutMs;
       const timer = new AbortController();
       await Promise.race([
-        server.finished,
+        drained,
         clock.sleep(drainTimeoutMs, timer.signal).catch(() => {}),
       ]);
       timer.abort();
+      // Closing the tunnels ends whatever is still streaming after the timeout,
+      // which lets `shutdown()` complete.
       await fleet.drainAll(Math.max(0, deadline - clock.now()));
+      await drained;
       await pollLoop;
       if (marks) await marks.clearAll();
       const left = status().counts.inFlight;
