@@ -11,6 +11,8 @@ import {
   makeInstanceRecord,
   startFakeVastApi,
 } from "../../lib/sim/fake_vast_api.ts";
+// The permissions the released binary gets: serve must work within them.
+import { RUNTIME_PERMISSIONS } from "../../scripts/compile.ts";
 import { freePort, generateKey, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 
 const KEY = "proc-test-vast-key-51c2";
@@ -65,11 +67,7 @@ function spawnServe(w: World, extra: string[] = []) {
   return new Deno.Command(Deno.execPath(), {
     args: [
       "run",
-      "--allow-net",
-      "--allow-read",
-      "--allow-write",
-      "--allow-env",
-      "--allow-sys",
+      ...RUNTIME_PERMISSIONS,
       "main.ts",
       "--api-url",
       w.api.url,
@@ -233,11 +231,7 @@ Deno.test({
       const out = await new Deno.Command(Deno.execPath(), {
         args: [
           "run",
-          "--allow-net",
-          "--allow-read",
-          "--allow-write",
-          "--allow-env",
-          "--allow-sys",
+          ...RUNTIME_PERMISSIONS,
           "main.ts",
           "--api-url",
           api.url,
