@@ -48,14 +48,16 @@ export function parseSize(text: string): number | undefined {
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }
 
-/** Formats milliseconds compactly for humans: `850ms`, `12s`, `3m12s`, `2h05m`. */
+/**
+ * Formats a span compactly for tables and logs: `45s`, `3m12s`, `2h05m`,
+ * `3d04h` (whole seconds; sub-second spans read `0s`).
+ */
 export function formatDuration(ms: number): string {
-  if (ms < 1_000) return `${Math.max(0, Math.round(ms))}ms`;
-  const s = Math.floor(ms / 1_000);
+  const s = Math.max(0, Math.floor(ms / 1000));
   if (s < 60) return `${s}s`;
   const m = Math.floor(s / 60);
   if (m < 60) return `${m}m${String(s % 60).padStart(2, "0")}s`;
   const h = Math.floor(m / 60);
-  if (h < 48) return `${h}h${String(m % 60).padStart(2, "0")}m`;
+  if (h < 24) return `${h}h${String(m % 60).padStart(2, "0")}m`;
   return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, "0")}h`;
 }

@@ -44,11 +44,12 @@ Deno.test("parseSize() reads binary and decimal units", () => {
 });
 
 Deno.test("formatDuration() is compact", () => {
-  assert.equal(formatDuration(850), "850ms");
+  assert.equal(formatDuration(850), "0s");
   assert.equal(formatDuration(12_000), "12s");
   assert.equal(formatDuration(192_000), "3m12s");
   assert.equal(formatDuration(2 * 3_600_000 + 5 * 60_000), "2h05m");
   assert.equal(formatDuration(50 * 3_600_000), "2d02h");
+  assert.equal(formatDuration(30 * 3_600_000), "1d06h");
 });
 
 Deno.test("parseDotenv() handles quotes, export, comments and reports bad lines by number", () => {

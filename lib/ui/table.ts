@@ -11,6 +11,7 @@
  */
 import type { BackendSnapshot, BackendState, StatusSnapshot } from "../proxy/snapshot.ts";
 import { displayWidth, fit, paint, type Style, truncate } from "./ansi.ts";
+import { formatDuration } from "../units.ts";
 
 /** Options of `renderStatus`. */
 export interface RenderOptions {
@@ -172,17 +173,6 @@ export function bar(percent: number): string {
   const p = Math.max(0, Math.min(100, percent));
   const filled = Math.round(p / 20);
   return "▇".repeat(filled) + "░".repeat(5 - filled) + " " + `${Math.round(p)}%`.padStart(4);
-}
-
-/** Compact duration: `45s`, `3m12s`, `2h05m`, `3d04h`. */
-export function formatDuration(ms: number): string {
-  const s = Math.max(0, Math.floor(ms / 1000));
-  if (s < 60) return `${s}s`;
-  const m = Math.floor(s / 60);
-  if (m < 60) return `${m}m${String(s % 60).padStart(2, "0")}s`;
-  const h = Math.floor(m / 60);
-  if (h < 24) return `${h}h${String(m % 60).padStart(2, "0")}m`;
-  return `${Math.floor(h / 24)}d${String(h % 24).padStart(2, "0")}h`;
 }
 
 /** Latency for a narrow cell: `87ms`, `1.2s`, `42s`; `-` when unknown. */

@@ -4,11 +4,11 @@ import { displayWidth, stripAnsi, truncate } from "../../lib/ui/ansi.ts";
 import {
   bar,
   EMPTY_FLEET_MESSAGE,
-  formatDuration,
   formatLatency,
   renderPlainTable,
   renderStatus,
 } from "../../lib/ui/table.ts";
+import { formatDuration } from "../../lib/units.ts";
 
 const NOW = 1_800_000_000_000;
 
