@@ -414,6 +414,16 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
   if (markLabel !== null && markLabel.length > 1024) {
     throw new UsageError("--mark-label: vast.ai labels are at most 1024 characters", "mark-label");
   }
+  if (markLabel !== null && label !== null) {
+    // vast has one label per instance: marking would overwrite the label the
+    // --label filter selects on, and the instance would drop out of the fleet.
+    throw new UsageError(
+      "--mark-label cannot be combined with --label (vast keeps one label per instance, so " +
+        "marking would overwrite the label the filter selects on); select instances with " +
+        "--instance ID instead",
+      "mark-label",
+    );
+  }
 
   return {
     apiKey,

@@ -91,6 +91,13 @@ export class Fleet implements Pool {
     return this.#backends.get(id)?.spec.label;
   }
 
+  /** Models of every backend the fleet still has, whatever its state. */
+  knownModels(): ReadonlySet<string> {
+    const models = new Set<string>();
+    for (const b of this.#backends.values()) for (const m of b.models) models.add(m);
+    return models;
+  }
+
   /** Frozen views of every backend (including display-only ones), sorted by id. */
   snapshots(): BackendSnapshot[] {
     return this.#sorted().map((b) => b.snapshot());

@@ -36,10 +36,14 @@ interface Entry {
   want: Want | null;
   /** Attempts made for the current `want`. */
   attempts: number;
-  /** True once we put LABEL there (or found it there) and have not cleared it. */
-  ours: boolean;
-  /** The listed label when we set ours, so we still recognise it before vast's next listing. */
-  labelBefore: string | null;
+  /**
+   * What we last wrote (LABEL or null), or undefined before our first write.
+   * vast's listing lags our writes by up to a poll interval; until it moves
+   * on from `listedAtWrite`, our own write is the truth.
+   */
+  written: string | null | undefined;
+  /** The listed label at the time of our last write. */
+  listedAtWrite: string | null;
   /** Last label seen, for instances the fleet has already dropped. */
   lastSeen: string | null;
 }
@@ -93,7 +97,7 @@ export class Marks {
   #entry(id: number): Entry {
     let e = this.#entries.get(id);
     if (!e) {
-      e = { want: null, attempts: 0, ours: false, labelBefore: null, lastSeen: null };
+      e = { want: null, attempts: 0, written: undefined, listedAtWrite: null, lastSeen: null };
       this.#entries.set(id, e);
     }
     const seen = this.#deps.labelOf(id);
@@ -111,26 +115,22 @@ export class Marks {
     for (const [id, entry] of this.#entries) {
       if (entry.want === null) continue;
       const want = entry.want;
-      const current = this.#current(id, entry);
+      const listed = this.#current(id, entry);
+      const current = this.#effective(entry, listed);
       if (want === "set" && current === this.#label) {
-        // Already there (a previous run's, or vast listed ours): adopt it.
-        entry.ours = true;
+        // Already there (a previous run's, or ours): nothing to write.
         entry.want = null;
         continue;
       }
-      if (want === "clear" && !this.#isOurs(entry, current)) {
-        entry.ours = false;
+      if (want === "clear" && current !== this.#label) {
+        // Not ours (never set, already cleared, or the user renamed it): leave it.
         entry.want = null;
         continue;
       }
       try {
         await this.#deps.client.setLabel(id, want === "set" ? this.#label : null);
-        if (want === "set") {
-          entry.ours = true;
-          entry.labelBefore = current;
-        } else {
-          entry.ours = false;
-        }
+        entry.written = want === "set" ? this.#label : null;
+        entry.listedAtWrite = listed;
         this.#deps.logger.log("info", want === "set" ? "label set" : "label cleared", {
           id,
           label: this.#label,
@@ -160,12 +160,13 @@ export class Marks {
   }
 
   /**
-   * Ours when vast lists our label, or when we set it and vast still lists
-   * what was there before (its next listing has not caught up yet). Any other
-   * label is the user's.
+   * The label the instance really has now: our last write while vast's
+   * listing still shows what it showed then, else the listing (which has
+   * caught up, or shows a change the user made since).
    */
-  #isOurs(entry: Entry, current: string | null): boolean {
-    if (current === this.#label) return true;
-    return entry.ours && current === entry.labelBefore;
+  #effective(entry: Entry, listed: string | null): string | null {
+    if (entry.written !== undefined && listed === entry.listedAtWrite) return entry.written;
+    entry.written = undefined;
+    return listed;
   }
 }

@@ -152,7 +152,9 @@ export function eligibleFor(routable: readonly RouteTarget[], route: RouteInfo):
   if (route.model === undefined) return { ok: true, targets: [...routable] };
   const serving = routable.filter((t) => t.models.includes(route.model!));
   if (serving.length > 0) return { ok: true, targets: serving };
-  const fleetModels = new Set(routable.flatMap((t) => t.models));
+  const fleetModels = new Set([...(route.knownModels ?? []), ...routable.flatMap((t) => t.models)]);
+  // Served, but only by backends that are down right now: a retryable 503.
+  if (fleetModels.has(route.model)) return { ok: false, code: "no_healthy_backend" };
   if (fleetModels.size <= 1) return { ok: true, targets: [...routable] };
   return { ok: false, code: "model_not_found" };
 }

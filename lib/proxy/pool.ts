@@ -44,6 +44,13 @@ export interface Pool {
   routable(): RouteTarget[];
   /** Any backend by id, whatever its state (for diagnostics and admin). */
   get(id: number): RouteTarget | undefined;
+  /**
+   * Models served by any backend still in the fleet, healthy or not, so a
+   * model whose only server is briefly down gets 503 rather than 404 (or, in
+   * a one-model fleet, a silent pass-through to the wrong model). Optional:
+   * without it, only routable backends' models count.
+   */
+  knownModels?(): ReadonlySet<string>;
   /** Frozen views of every backend, for status, metrics and the UI. */
   snapshots(): BackendSnapshot[];
 }

@@ -13,6 +13,8 @@ export interface RouteInfo {
   readonly stickyKey?: string;
   /** Instance id from `X-VastProxy-Instance`, when valid. */
   readonly pinnedId?: number;
+  /** Models the whole fleet serves, healthy or not (see `Pool.knownModels`). */
+  readonly knownModels?: ReadonlySet<string>;
 }
 
 /** Bodies larger than this are not parsed for `model` (they are still proxied). */
@@ -52,13 +54,19 @@ export function routeInfoFor(
   headers: Headers,
   body: Uint8Array | null,
   stickyHeader: string | null,
+  knownModels?: ReadonlySet<string>,
 ): RouteInfo {
-  const model = modelFromBody(body, headers.get("content-type"));
+  // The model only changes routing when the fleet serves several; skip
+  // parsing (up to 8 MiB of JSON on the event loop) when it cannot matter.
+  const model = knownModels && knownModels.size <= 1
+    ? undefined
+    : modelFromBody(body, headers.get("content-type"));
   const sticky = stickyHeader ? headers.get(stickyHeader) : null;
   const pinnedId = parsePin(headers.get(INSTANCE_HEADER));
   return {
     ...(model !== undefined ? { model } : {}),
     ...(sticky ? { stickyKey: sticky } : {}),
     ...(pinnedId !== undefined ? { pinnedId } : {}),
+    ...(knownModels ? { knownModels } : {}),
   };
 }

@@ -161,3 +161,30 @@ Deno.test("Marks follows a fleet's backends from healthy to removed", async () =
   await marks.clearAll();
   assert.deepEqual(client.calls, [[1, LABEL], [1, null]]);
 });
+
+Deno.test("Marks sets the label again after an unhealthy→healthy flap before vast's next listing", async () => {
+  const { client, marks, state, labels } = setup({ 1: null });
+  marks.onEvent(state(1, "connecting", "healthy"));
+  await marks.flush();
+  labels[1] = LABEL; // vast lists our label
+  marks.onEvent(state(1, "healthy", "unhealthy"));
+  await marks.flush();
+  // The listing is stale (still LABEL) when the backend recovers moments later.
+  marks.onEvent(state(1, "unhealthy", "healthy"));
+  await marks.flush();
+  assert.deepEqual(client.calls, [[1, LABEL], [1, null], [1, LABEL]]);
+  // And a second flap still clears what we wrote.
+  marks.onEvent(state(1, "healthy", "unhealthy"));
+  await marks.flush();
+  assert.deepEqual(client.calls.at(-1), [1, null]);
+});
+
+Deno.test("Marks leaves a label the user set after ours alone", async () => {
+  const { client, marks, state, labels } = setup({ 1: null });
+  marks.onEvent(state(1, "connecting", "healthy"));
+  await marks.flush();
+  labels[1] = "users-own"; // renamed in the console since
+  marks.onEvent(state(1, "healthy", "unhealthy"));
+  await marks.clearAll();
+  assert.deepEqual(client.calls, [[1, LABEL]]);
+});

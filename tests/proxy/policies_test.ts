@@ -134,6 +134,30 @@ Deno.test("eligibleFor() passes an unknown model through when the fleet serves o
   assert.deepEqual(r.targets.map((t) => t.id), [1, 2]);
 });
 
+Deno.test("eligibleFor() answers 503, not 404, for a model whose only servers are down", () => {
+  const qwen = new FakeTarget(2, { models: ["qwen"] });
+  const mistral = new FakeTarget(3, { models: ["mistral"] });
+  // llama's backend is in the fleet but unhealthy: it is known, not routable.
+  const known = new Set(["llama", "qwen", "mistral"]);
+  assert.deepEqual(eligibleFor([qwen, mistral], { model: "llama", knownModels: known }), {
+    ok: false,
+    code: "no_healthy_backend",
+  });
+  // A one-model routable set does not swallow a known model served elsewhere.
+  assert.deepEqual(
+    eligibleFor([qwen], { model: "llama", knownModels: new Set(["llama", "qwen"]) }),
+    {
+      ok: false,
+      code: "no_healthy_backend",
+    },
+  );
+  // Unknown everywhere, several models: still 404.
+  assert.deepEqual(eligibleFor([qwen, mistral], { model: "gpt-9", knownModels: known }), {
+    ok: false,
+    code: "model_not_found",
+  });
+});
+
 Deno.test("pickTarget() honours a routable pin, else falls back to the policy", () => {
   const a = new FakeTarget(1);
   const b = new FakeTarget(2);
