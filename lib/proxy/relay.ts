@@ -112,7 +112,7 @@ export function createHandler(deps: RelayDeps): Handler {
     if (!read.ok) return log(errorResponse(read.code));
     // GET/HEAD must not carry a body, not even an empty one, or fetch throws.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
-    const route = routeInfoFor(req.headers, body, deps.stickyHeader);
+    const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.());
     const target = `${url.pathname}${url.search}`;
 
     const tried = new Set<number>();
