@@ -333,6 +333,9 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
   const listenIn = lookup.get("listen");
   const listen = parseListen(listenIn?.value ?? "127.0.0.1:8080", listenIn?.source ?? "--listen");
   const authToken = lookup.get("auth-token")?.value ?? null;
+  if (authToken !== null && authToken.trim() === "") {
+    throw new UsageError("--auth-token: the token is empty; give a non-empty secret", "auth-token");
+  }
   if (!isLoopback(listen.hostname) && !authToken && !lookup.flag("insecure-no-auth")) {
     throw new UsageError(
       `${listenIn?.source ?? "--listen"}: refusing to listen on ${listen.hostname} without ` +

@@ -168,6 +168,7 @@ Deno.test("resolveServeConfig() usage errors name the flag or variable", () => {
     [{ "sticky-header": "bad header" }, env, /--sticky-header/],
     [{ "api-url": "ftp://x" }, env, /--api-url: "ftp:\/\/x" is not an http\(s\) URL/],
     [{ label: "pool", "mark-label": "live" }, env, /--mark-label cannot be combined with --label/],
+    [{ "auth-token": " " }, env, /--auth-token: the token is empty/],
   ];
   for (const [flags, e, pattern] of cases) {
     usage(() => resolveServeConfig(flags, { env: e, readTextFile: read, home: "/h" }), pattern);

@@ -86,6 +86,24 @@ export class ApiKeyRejectedError extends Error {
   }
 }
 
+/** After the drain, how long stalled client connections may hold the listener. */
+const SHUTDOWN_GRACE_MS = 1_000;
+/** How long clearing --mark-label marks may take on exit (the vast API may be down). */
+const MARKS_CLEAR_TIMEOUT_MS = 10_000;
+
+/** Resolves true when `p` settles within `ms`, false otherwise; never rejects. */
+async function raceTimeout(p: Promise<unknown>, ms: number, clock: Clock): Promise<boolean> {
+  const timer = new AbortController();
+  try {
+    return await Promise.race([
+      p.then(() => true, () => true),
+      clock.sleep(ms, timer.signal).then(() => false, () => false),
+    ]);
+  } finally {
+    timer.abort();
+  }
+}
+
 function errorText(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
 }
@@ -266,7 +284,9 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     await watcher.start(life.signal, async (diff) => {
       describeDiff(diff, logger);
       await fleet.apply(diff);
-      await marks?.flush();
+      // Retries failed label calls; not awaited, so a slow vast API never
+      // holds up the next poll.
+      void marks?.flush();
     });
   })();
 
@@ -314,18 +334,18 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       life.abort(); // stops polling and health loops
       const drained = server.shutdown();
       const deadline = clock.now() + drainTimeoutMs;
-      const timer = new AbortController();
-      await Promise.race([
-        drained,
-        clock.sleep(drainTimeoutMs, timer.signal).catch(() => {}),
-      ]);
-      timer.abort();
+      await raceTimeout(drained, drainTimeoutMs, clock);
       // Closing the tunnels ends whatever is still streaming after the timeout,
       // which lets `shutdown()` complete.
       await fleet.drainAll(Math.max(0, deadline - clock.now()));
-      await drained;
+      // With tunnels closed, relayed streams end on their own; a client that
+      // stalled mid-upload or stopped reading would still hold shutdown() open
+      // forever, so give it a moment and then move on (the process exits).
+      await raceTimeout(drained, SHUTDOWN_GRACE_MS, clock);
       await pollLoop;
-      if (marks) await marks.clearAll();
+      if (marks && !(await raceTimeout(marks.clearAll(), MARKS_CLEAR_TIMEOUT_MS, clock))) {
+        logger.log("warn", "could not clear --mark-label marks in time; some may remain", {});
+      }
       const left = status().counts.inFlight;
       if (left > 0) logger.log("warn", "drain timeout: closing with requests in flight", { left });
       logger.log("info", "stopped");
