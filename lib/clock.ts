@@ -15,6 +15,13 @@ function abortReason(signal: AbortSignal): unknown {
   return signal.reason ?? new DOMException("Aborted", "AbortError");
 }
 
+/**
+ * Longest delay a timer can hold (2^31-1 ms, about 24.8 days). A longer one
+ * fires after 1 ms instead (with a TimeoutOverflowWarning), so a generous
+ * `--poll-interval 1000h` would poll the vast.ai API in a tight loop.
+ */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** The wall clock and real timers. */
 export const realClock: Clock = {
   now: () => Date.now(),
@@ -28,7 +35,7 @@ export const realClock: Clock = {
       const timer = setTimeout(() => {
         signal?.removeEventListener("abort", onAbort);
         resolve();
-      }, Math.max(0, ms));
+      }, Math.min(MAX_TIMER_MS, Math.max(0, ms)));
       signal?.addEventListener("abort", onAbort, { once: true });
     });
   },

@@ -31,19 +31,25 @@ const SIZE_UNITS: Record<string, number> = {
  */
 export function parseDuration(text: string): number | undefined {
   const s = text.trim().toLowerCase();
-  if (/^\d+(\.\d+)?$/.test(s)) return Math.round(Number(s) * 1_000);
+  if (/^\d+(\.\d+)?$/.test(s)) {
+    // 400 digits are still digits: refuse what does not fit rather than return Infinity.
+    const ms = Math.round(Number(s) * 1_000);
+    return Number.isSafeInteger(ms) ? ms : undefined;
+  }
   if (!/^(\d+(\.\d+)?(ms|s|m|h))+$/.test(s)) return undefined;
   let total = 0;
   for (const m of s.matchAll(/(\d+(?:\.\d+)?)(ms|s|m|h)/g)) {
     total += Number(m[1]) * DURATION_UNITS[m[2]];
   }
-  return Number.isFinite(total) ? Math.round(total) : undefined;
+  const ms = Math.round(total);
+  return Number.isSafeInteger(ms) ? ms : undefined;
 }
 
 /** Parses a byte size (`32MiB`, `1GB`, `512k`, `4096`), or undefined when malformed. */
 export function parseSize(text: string): number | undefined {
   const m = /^(\d+(?:\.\d+)?)\s*([a-z]*)$/.exec(text.trim().toLowerCase());
-  if (!m || !(m[2] in SIZE_UNITS)) return undefined;
+  // Own keys only: `in` would accept inherited names such as "constructor".
+  if (!m || !Object.hasOwn(SIZE_UNITS, m[2])) return undefined;
   const bytes = Math.floor(Number(m[1]) * SIZE_UNITS[m[2]]);
   return Number.isSafeInteger(bytes) ? bytes : undefined;
 }

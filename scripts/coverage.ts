@@ -5,6 +5,11 @@
  */
 const minArg = Deno.args.indexOf("--min");
 const min = minArg >= 0 ? Number(Deno.args[minArg + 1]) : undefined;
+if (min !== undefined && !(min >= 0 && min <= 100)) {
+  // A typo must not turn the gate off silently.
+  console.error(`--min: expected a percentage 0-100, got "${Deno.args[minArg + 1]}"`);
+  Deno.exit(2);
+}
 
 const out = await new Deno.Command(Deno.execPath(), {
   args: ["coverage", "coverage", "--lcov", "--exclude=tests/|scripts/|bench/"],
@@ -19,8 +24,11 @@ if (!out.success) {
 const files = new Map<string, { found: number; hit: number }>();
 let current = "";
 for (const line of new TextDecoder().decode(out.stdout).split("\n")) {
-  if (line.startsWith("SF:")) current = line.slice(3).replace(`${Deno.cwd()}/`, "");
-  else if (line.startsWith("LF:")) files.set(current, { found: Number(line.slice(3)), hit: 0 });
+  // Deno writes LH before LF; lcov allows either order, so fill whichever comes.
+  if (line.startsWith("SF:")) {
+    current = line.slice(3).replace(`${Deno.cwd()}/`, "");
+    files.set(current, { found: 0, hit: 0 });
+  } else if (line.startsWith("LF:")) files.get(current)!.found = Number(line.slice(3));
   else if (line.startsWith("LH:")) files.get(current)!.hit = Number(line.slice(3));
 }
 

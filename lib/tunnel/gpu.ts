@@ -163,7 +163,7 @@ export function parseNvidiaSmi(text: string): GpuMetrics[] {
     const fields = raw.split(",").map((f) => f.trim());
     if (fields.length < 7) continue;
     const index = fields[0];
-    if (!/^\d+$/.test(index)) continue;
+    if (!/^\d+$/.test(index) || !Number.isSafeInteger(Number(index))) continue;
     const [util, memUsed, memTotal, temp, power] = fields.slice(-5).map(numberOrNull);
     gpus.push({
       index: Number(index),
@@ -182,5 +182,7 @@ function numberOrNull(field: string): number | null {
   // Number("") is 0, and "[N/A]" / "[Not Supported]" are the driver's way of
   // saying "unknown": only a plain decimal counts as a value.
   if (!/^-?\d+(\.\d+)?$/.test(field)) return null;
-  return Number(field);
+  // A digit string too long for a double would become Infinity (JSON null, "+Inf" in metrics).
+  const n = Number(field);
+  return Number.isFinite(n) ? n : null;
 }

@@ -48,6 +48,14 @@ export interface E2eFleetOptions {
   tokenDelayMs?: number;
   tokens?: number;
   nvidiaSmi?: string | null;
+  /** SSH keepalive interval, ms (default 1000). */
+  keepaliveIntervalMs?: number;
+  /** Missed keepalives before the connection counts as lost (default 3). */
+  keepaliveCountMax?: number;
+  /** `--max-body`, bytes (default 8 MiB). */
+  maxBodyBytes?: number;
+  /** Encrypt the client key with this passphrase (default: unencrypted). */
+  keyPassphrase?: string;
 }
 
 /** Two fake GPUs, the way nvidia-smi prints them with --format=csv,noheader,nounits. */
@@ -66,7 +74,7 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
     const dir = await Deno.makeTempDir({ prefix: "vastproxy-e2e-" });
     cleanups.push(() => Deno.remove(dir, { recursive: true }));
     const clientKey = `${dir}/id_ed25519`;
-    await generateKey(clientKey);
+    await generateKey(clientKey, opts.keyPassphrase ?? "");
     const ids: number[] = [];
     const tokens: string[] = [];
     const engines: FakeEngine[] = [];
@@ -130,7 +138,7 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
       markLabel: null,
       pollIntervalMs: 300,
       healthIntervalMs: opts.healthIntervalMs ?? 200,
-      maxBodyBytes: 8 * 1024 * 1024,
+      maxBodyBytes: opts.maxBodyBytes ?? 8 * 1024 * 1024,
       drainTimeoutMs: 2_000,
       tui: false,
       logFormat: "text",
@@ -139,14 +147,14 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
       sshKeys: [clientKey],
       knownHostsPath: knownHosts,
       insecureHostKeys: false,
-      passphrase: null,
+      passphrase: opts.keyPassphrase ?? null,
       agentSocket: null,
       defaultKeyFiles: [],
       username: Deno.env.get("USER") ?? "root",
       logger,
       readyTimeoutMs: 3_000,
-      keepaliveIntervalMs: 1_000,
-      keepaliveCountMax: 3,
+      keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 1_000,
+      keepaliveCountMax: opts.keepaliveCountMax ?? 3,
       backoffBaseMs: 100,
       backoffMaxMs: 500,
     });
