@@ -5,6 +5,7 @@
 import type { CliIo } from "../cli_io.ts";
 import { type RawFlags, resolveServeConfig, UsageError } from "../config.ts";
 import type { ServeConfig } from "../config_types.ts";
+import type { Logger } from "../logger.ts";
 import { ApiKeyRejectedError, type ProxyDeps, startProxy } from "../proxy/server.ts";
 import { createServeUi } from "./_serve_ui.ts";
 
@@ -19,8 +20,11 @@ export interface RunOptions {
   deps?: Partial<ProxyDeps>;
   /** Extra secrets to redact. */
   secrets?: string[];
-  /** Printed once the proxy listens (demo prints its curl line here). */
-  onReady?: (url: string) => void;
+  /**
+   * Called once the proxy listens (demo prints its curl line here); `logger`
+   * reaches the log pane while the live table owns the screen.
+   */
+  onReady?: (url: string, logger: Logger) => void;
 }
 
 /**
@@ -68,7 +72,7 @@ export async function runProxy(
   };
   const unsubscribe = io.onSignal?.(requestStop);
   ui.attach(proxy, requestStop);
-  opts.onReady?.(proxy.url);
+  opts.onReady?.(proxy.url, logger);
   let outcome: "drained" | "forced" = "drained";
   try {
     await Promise.race([stopRequested, proxy.finished]);

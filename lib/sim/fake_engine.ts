@@ -23,8 +23,13 @@ export interface FakeEngineOptions {
   engine?: FakeEngineKind;
   /** When set, every request needs `Authorization: Bearer <token>` (401 otherwise). */
   token?: string;
-  /** Delay between streamed tokens, ms (default 0). */
-  tokenDelayMs?: number;
+  /**
+   * Delay between streamed tokens, ms (default 0); `[min, max]` draws each
+   * delay uniformly from that range, as a real engine's pace wobbles.
+   */
+  tokenDelayMs?: number | readonly [min: number, max: number];
+  /** Random source in [0, 1) for ranged delays (default `Math.random`). */
+  random?: () => number;
   /** Completion length in tokens (default 8). */
   tokens?: number;
   /** Port on 127.0.0.1 (default 0: any free port). */
@@ -71,6 +76,11 @@ export interface FakeEngine {
   restart(): Promise<void>;
 }
 
+async function sha256Hex(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
+  const digest = new Uint8Array(await crypto.subtle.digest("SHA-256", bytes));
+  return [...digest].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
 const WORDS = [" The", " quick", " brown", " fox", " jumps", " over", " the", " lazy", " dog", "."];
 const encoder = new TextEncoder();
 
@@ -88,7 +98,11 @@ interface ActiveStream {
 export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngine> {
   const model = opts.model ?? "fake-model";
   const kind = opts.engine ?? "vllm";
-  const tokenDelay = opts.tokenDelayMs ?? 0;
+  const random = opts.random ?? Math.random;
+  const delaySpec = opts.tokenDelayMs ?? 0;
+  const tokenDelay = typeof delaySpec === "number"
+    ? () => delaySpec
+    : () => delaySpec[0] + random() * (delaySpec[1] - delaySpec[0]);
   const nTokens = opts.tokens ?? 8;
   const stats: FakeEngineStats = {
     requests: 0,
@@ -108,12 +122,12 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
 
   /**
    * A pull-driven body producing `next()`'s chunks until it returns null,
-   * waiting `delayMs` between chunks. The client closing the connection
+   * waiting `delayMs` (a number or a per-chunk draw) between chunks. The client closing the connection
    * cancels it, which is how tests observe "the engine saw the close".
    * `tail` is sent when the stream is aborted (SGLang's abort_all).
    */
   function stream(
-    delayMs: number,
+    delayMs: number | (() => number),
     next: (i: number) => string | null,
     headers: HeadersInit,
     tail?: () => string,
@@ -149,10 +163,11 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
         controllerRef = c;
       },
       async pull(c) {
-        if (i > 0 && delayMs > 0) {
+        const delay = i > 0 ? (typeof delayMs === "number" ? delayMs : delayMs()) : 0;
+        if (delay > 0) {
           await new Promise<void>((r) => {
             wake = r;
-            timer = setTimeout(r, delayMs);
+            timer = setTimeout(r, delay);
           });
         }
         if (finished) return;
@@ -239,7 +254,8 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
 
   async function handle(req: Request): Promise<Response> {
     const url = new URL(req.url);
-    const bodyText = req.body ? await req.text() : "";
+    const bodyBytes = req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array();
+    const bodyText = new TextDecoder().decode(bodyBytes);
     stats.requests++;
     stats.authHeaders.push(req.headers.get("authorization"));
     stats.paths.push(`${req.method} ${url.pathname}${url.search}`);
@@ -270,7 +286,10 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
         query: url.search,
         headers: Object.fromEntries(req.headers),
         body: bodyText,
-        bodyLength: encoder.encode(bodyText).length,
+        bodyLength: bodyBytes.byteLength,
+        // The raw bytes' digest: `body` is UTF-8-decoded, so binary uploads
+        // are compared through this instead.
+        bodySha256: await sha256Hex(bodyBytes),
       });
     }
     if (route === "GET /bytes") {

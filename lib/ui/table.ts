@@ -103,7 +103,12 @@ const COLUMNS: ColumnDef[] = [
     title: "STATE",
     align: "left",
     priority: 1,
-    cell: (b) => ({ text: b.state, style: STATE_STYLE[b.state] }),
+    // An instance vast has not started yet says why it is not proxied
+    // ("loading", "stopped") rather than a bare "discovered".
+    cell: (b) => ({
+      text: b.state === "discovered" && b.vastStatus !== "running" ? b.vastStatus : b.state,
+      style: STATE_STYLE[b.state],
+    }),
   },
   {
     title: "SSH",

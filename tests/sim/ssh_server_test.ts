@@ -1,13 +1,15 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 // @ts-types="@types/ssh2"
-import { Client, type Client as ClientType, utils } from "ssh2";
+import { Client, type Client as ClientType } from "ssh2";
 import { makeFakeNvidiaSmi } from "../../lib/sim/fake_nvidia_smi.ts";
+import { ed25519KeyPair } from "../../lib/sim/fleet.ts";
 import { startSimSshServer } from "../../lib/sim/ssh_server.ts";
 
-const HOST = utils.generateKeyPairSync("ed25519");
-const USER = utils.generateKeyPairSync("ed25519");
-const STRANGER = utils.generateKeyPairSync("ed25519");
+// ed25519KeyPair() redraws the ~1 in 200 keys ssh2 generates but cannot parse.
+const HOST = ed25519KeyPair();
+const USER = ed25519KeyPair();
+const STRANGER = ed25519KeyPair();
 
 function connect(port: number, privateKey: string): Promise<ClientType> {
   return new Promise((resolve, reject) => {
