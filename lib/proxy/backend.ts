@@ -169,15 +169,20 @@ export class Backend implements RouteTarget {
   /** Repeats `probeOnce()` and `gpuOnce()` every health interval until `signal` aborts or the backend closes. */
   async startLoops(signal: AbortSignal): Promise<void> {
     const stop = AbortSignal.any([signal, this.#life.signal]);
+    // GPU reads run beside the health checks, at most one at a time: a slow
+    // or hanging nvidia-smi must not stretch the interval at which a dead
+    // engine is noticed.
+    let gpu: Promise<void> | undefined;
     while (!stop.aborted) {
+      gpu ??= this.gpuOnce().finally(() => (gpu = undefined));
       await this.probeOnce();
-      await this.gpuOnce();
       try {
         await this.#deps.clock.sleep(this.#deps.healthIntervalMs, stop);
       } catch {
-        return; // aborted: the loop ends quietly
+        break; // aborted: the loop ends quietly
       }
     }
+    await gpu;
   }
 
   /**

@@ -16,29 +16,32 @@ const portBinding = z.looseObject({
  * The fields vastproxy reads. Everything is nullish unless the proxy cannot
  * work without it: the notes say vast sends null for many fields while an
  * instance is provisioning, and a missing optional field only degrades the
- * display. `extra_env` is checked for its outer shape only; its entries are
+ * display. Display-only fields (label, image, GPU name and count, price, start
+ * date) fall back to null when vast sends an odd type: skipping the record
+ * would make a healthy backend look removed over a cosmetic field.
+ * `extra_env` is checked for its outer shape only; its entries are
  * normalised (and odd ones ignored) by lib/vast/instance.ts.
  */
 export const instanceRecordSchema = z
   .looseObject({
     id: z.number().int().positive(),
     actual_status: z.string().nullish(),
-    label: z.string().nullish(),
+    label: z.string().nullish().catch(null),
     public_ipaddr: z.string().nullish(),
     ports: z.record(z.string(), z.array(portBinding).nullable()).nullish(),
     ssh_host: z.string().nullish(),
     ssh_port: z.number().int().min(1).max(65535).nullish(),
     image_runtype: z.string().nullish(),
-    image_uuid: z.string().nullish(),
+    image_uuid: z.string().nullish().catch(null),
     extra_env: z
       .union([z.array(z.array(z.unknown())), z.record(z.string(), z.unknown())])
       .nullish(),
     onstart: z.string().nullish(),
     jupyter_token: z.string().nullish(),
-    gpu_name: z.string().nullish(),
-    num_gpus: z.number().int().min(0).nullish(),
-    dph_total: z.number().nullish(),
-    start_date: z.number().nullish(),
+    gpu_name: z.string().nullish().catch(null),
+    num_gpus: z.number().int().min(0).nullish().catch(null),
+    dph_total: z.number().nullish().catch(null),
+    start_date: z.number().nullish().catch(null),
   })
   .superRefine((rec, ctx) => {
     // A running instance is proxied, so it must be reachable through vast's

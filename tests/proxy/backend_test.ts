@@ -394,6 +394,34 @@ Deno.test("Backend.startLoops() checks every interval and stops on abort", async
   assert.equal(clock.pending, 0);
 });
 
+Deno.test("Backend.startLoops(): a hanging GPU read neither delays health checks nor piles up", async () => {
+  let gpuCalls = 0;
+  let finishGpu!: () => void;
+  const { backend, factory, models, clock } = setup({
+    gpuProbe: () => {
+      gpuCalls++;
+      return new Promise((resolve) => {
+        finishGpu = () => resolve({ ok: true, gpus: [] });
+      });
+    },
+  });
+  backend.start();
+  factory.last(7).up();
+  const ac = new AbortController();
+  const loop = backend.startLoops(ac.signal);
+  await clock.tick(0);
+  const first = models.calls.length;
+  for (let i = 0; i < 3; i++) await clock.tick(1000);
+  assert.equal(models.calls.length, first + 3, "checks kept their interval");
+  assert.equal(gpuCalls, 1, "no second nvidia-smi while the first hangs");
+  finishGpu();
+  await clock.tick(1000);
+  assert.equal(gpuCalls, 2, "the next interval reads again");
+  ac.abort();
+  finishGpu();
+  await loop;
+});
+
 Deno.test("Backend.start() leaves an ineligible (display-only) backend discovered, with no tunnel", () => {
   const { backend, factory } = setup({}, testSpec(7, { eligible: false, status: "loading" }));
   backend.start();

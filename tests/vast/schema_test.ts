@@ -58,3 +58,18 @@ Deno.test("parseInstances() accepts nullable fields vast leaves empty", () => {
   ], new MemoryLogger());
   assert.equal(records.length, 1);
 });
+
+Deno.test("parseInstances() keeps a record whose display-only fields have odd types", () => {
+  const logger = new MemoryLogger();
+  const { records, skipped } = parseInstances(
+    [{ ...makeInstanceRecord(), num_gpus: 1.5, dph_total: "0.40", gpu_name: 4090, label: 7 }],
+    logger,
+  );
+  assert.equal(skipped.length, 0);
+  assert.equal(records.length, 1);
+  assert.equal(records[0].num_gpus, null);
+  assert.equal(records[0].dph_total, null);
+  assert.equal(records[0].gpu_name, null);
+  assert.equal(records[0].label, null);
+  assert.equal(records[0].ssh_port, 19840);
+});
