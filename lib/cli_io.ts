@@ -9,6 +9,11 @@ export interface CliIo {
   out(text: string): void;
   /** Writes to stderr. */
   err(text: string): void;
+  /**
+   * stderr as an asynchronous byte sink, for the serve log: a synchronous
+   * write to a slow pipe would stall every request. Defaults to `err`.
+   */
+  errWriter?: { write(p: Uint8Array): Promise<number> | number };
   /** Environment variables. */
   env: Record<string, string | undefined>;
   /** Whether stdout is a terminal. */
@@ -26,6 +31,7 @@ export function processIo(): CliIo {
   return {
     out: (text) => void Deno.stdout.writeSync(encoder.encode(text)),
     err: (text) => void Deno.stderr.writeSync(encoder.encode(text)),
+    errWriter: Deno.stderr,
     env: Deno.env.toObject(),
     isTty: Deno.stdout.isTerminal(),
     readTextFile: (path) => Deno.readTextFileSync(path),

@@ -44,7 +44,7 @@ export function createServeUi(
   io: CliIo,
 ): ServeUi {
   const lines = new LineLogger({
-    writer: textWriter((t) => io.err(t)),
+    writer: io.errWriter ?? textWriter((t) => io.err(t)),
     format: opts.logFormat,
     secrets: opts.secrets,
     color: opts.logFormat === "text" && shouldUseColor({ isTty: io.isTty, env: io.env }),

@@ -106,6 +106,9 @@ export interface LineLoggerOptions {
   now?: () => number;
 }
 
+/** Lines a `LineLogger` holds for a slow writer before it starts dropping. */
+export const MAX_QUEUED_LINES = 10_000;
+
 /**
  * A `Logger` writing one line per record. Writes are chained so lines keep
  * their order even though the writer is asynchronous; `flush()` waits for
@@ -116,6 +119,10 @@ export class LineLogger implements Logger {
   #pending: Promise<void> = Promise.resolve();
   #encoder = new TextEncoder();
   #failed = false;
+  /** Lines queued but not yet written. */
+  #queued = 0;
+  /** Lines dropped since the queue was last full. */
+  #dropped = 0;
 
   /** See `LineLoggerOptions` for defaults. */
   constructor(opts: LineLoggerOptions) {
@@ -133,14 +140,39 @@ export class LineLogger implements Logger {
   log(level: LogLevel, msg: string, fields: LogFields = {}): void {
     if (!levelEnabled(level, this.#opts.level)) return;
     const line = this.format({ time: this.#opts.now(), level, msg, fields });
+    // A slow reader of our output (a stalled pipe, a log shipper) must not
+    // grow memory without bound or hold up requests: past MAX_QUEUED_LINES,
+    // lines are dropped and the gap is reported once the queue drains.
+    if (this.#queued >= MAX_QUEUED_LINES) {
+      this.#dropped++;
+      return;
+    }
+    this.#queued++;
     const bytes = this.#encoder.encode(line + "\n");
     this.#pending = this.#pending.then(async () => {
       // A closed stdout (e.g. `| head`) must not crash the proxy; drop the rest quietly.
       if (this.#failed) return;
       try {
         await writeAll(this.#opts.writer, bytes);
+        if (this.#dropped > 0 && this.#queued === 1) {
+          const gap = this.#dropped;
+          this.#dropped = 0;
+          await writeAll(
+            this.#opts.writer,
+            this.#encoder.encode(
+              this.format({
+                time: this.#opts.now(),
+                level: "warn",
+                msg: "log output was too slow; lines dropped",
+                fields: { dropped: gap },
+              }) + "\n",
+            ),
+          );
+        }
       } catch {
         this.#failed = true;
+      } finally {
+        this.#queued--;
       }
     });
   }

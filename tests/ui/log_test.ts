@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LineLogger, shouldUseColor } from "../../lib/ui/log.ts";
+import { LineLogger, MAX_QUEUED_LINES, shouldUseColor } from "../../lib/ui/log.ts";
 
 const T = Date.parse("2026-11-22T18:11:33.123Z");
 
@@ -113,4 +113,30 @@ Deno.test("shouldUseColor() needs a TTY and no NO_COLOR", () => {
   assert.equal(shouldUseColor({ isTty: true, env: { NO_COLOR: "1" } }), false);
   assert.equal(shouldUseColor({ isTty: true, env: { NO_COLOR: "" } }), true);
   assert.equal(shouldUseColor({ isTty: true, env: { TERM: "dumb" } }), false);
+});
+
+Deno.test("LineLogger drops lines past MAX_QUEUED_LINES for a stalled writer, then reports the gap", async () => {
+  const written: string[] = [];
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  const decoder = new TextDecoder();
+  const log = new LineLogger({
+    writer: {
+      async write(p: Uint8Array) {
+        await gate; // the reader of our stderr is stuck
+        written.push(decoder.decode(p));
+        return p.length;
+      },
+    },
+    now: () => 0,
+  });
+  for (let i = 0; i < MAX_QUEUED_LINES + 25; i++) log.log("info", `line ${i}`);
+  release();
+  await log.flush();
+  assert.equal(written.filter((l) => l.includes("INFO  line")).length, MAX_QUEUED_LINES);
+  assert.match(written.at(-1)!, /WARN  log output was too slow; lines dropped dropped=25/);
+  // Once drained, logging works normally again.
+  log.log("info", "after");
+  await log.flush();
+  assert.match(written.at(-1)!, /INFO  after/);
 });
