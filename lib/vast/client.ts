@@ -33,6 +33,11 @@ export interface VastClientOptions {
   retryBaseMs?: number;
   /** [30000] */
   retryMaxMs?: number;
+  /**
+   * Pause between v1 pages [1000]: vast rate-limits the listing endpoint to
+   * about one call a second per key, so back-to-back pages would earn a 429.
+   */
+  pageIntervalMs?: number;
 }
 
 /** vast's page size limit for the v1 listing. */
@@ -57,6 +62,7 @@ export class VastClient {
   #maxRetries: number;
   #retryBaseMs: number;
   #retryMaxMs: number;
+  #pageIntervalMs: number;
   /** Set once v1 answered 404, so later listings go straight to v0. */
   #v1Missing = false;
 
@@ -72,6 +78,7 @@ export class VastClient {
     this.#maxRetries = opts.maxRetries ?? 4;
     this.#retryBaseMs = opts.retryBaseMs ?? 1_000;
     this.#retryMaxMs = opts.retryMaxMs ?? 30_000;
+    this.#pageIntervalMs = opts.pageIntervalMs ?? 1_000;
   }
 
   /**
@@ -119,6 +126,7 @@ export class VastClient {
       }
       seen.add(next);
       token = next;
+      if (this.#pageIntervalMs > 0) await this.#clock.sleep(this.#pageIntervalMs, signal);
     }
     throw new VastApiError("bad-response", badShape(path, `more than ${MAX_PAGES} pages`));
   }

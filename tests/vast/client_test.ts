@@ -59,6 +59,7 @@ async function withFake(
     logger,
     random: () => 0,
     timeoutMs: 2_000,
+    pageIntervalMs: 0,
     ...clientOpts,
   });
   try {
@@ -92,6 +93,15 @@ Deno.test("VastClient.listInstances() follows next_token over 3 pages", async ()
       urls[2].searchParams.get("after_token"),
     );
   });
+});
+
+Deno.test("VastClient.listInstances() paces v1 pages one second apart (vast's rate limit)", async () => {
+  await withFake({ instances: ids(60), pageSize: 25 }, async ({ api, client, clock }) => {
+    const records = await drive(clock, client.listInstances());
+    assert.equal(records.length, 60);
+    assert.equal(api.state.requests.length, 3);
+    assert.deepEqual(clock.sleeps, [1_000, 1_000]);
+  }, { pageIntervalMs: 1_000 });
 });
 
 Deno.test("VastClient sends the key only as a Bearer header, never in a URL", async () => {
