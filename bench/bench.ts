@@ -1,3 +1,526 @@
-/** `deno task bench`: not built yet (see the benchmark issue); exits 2 so nobody mistakes it for a result. */
-console.error("vastproxy bench: the benchmark is not built yet");
-Deno.exit(2);
+/**
+ * `deno task bench [--quick] [--rounds N] [--only S1,S3]`: measures three
+ * paths to the same fake engines, interleaved round by round —
+ * (a) direct, (b) OpenSSH `ssh -N -L`, (c) `vastproxy serve` — and prints one
+ * table of medians over the rounds; the raw rounds go to bench/results.json.
+ *
+ * Processes: this one runs sshd's keys/config, the fake engines and the fake
+ * vast API; `bench/load.ts` (the load generator) and the proxy each run in
+ * their own process, so neither steals the other's event loop. See
+ * docs/BENCHMARKS.md for the method and the numbers.
+ */
+import { startFakeEngine } from "../lib/sim/fake_engine.ts";
+import {
+  BENCH_MODEL,
+  procStatusMiB,
+  type ProxyProc,
+  startProxyProc,
+  startSshForwards,
+  startWorld,
+  type World,
+} from "./_fixture.ts";
+import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
+import { median } from "./_stats.ts";
+
+type PathName = "a" | "b" | "c";
+const PATHS: PathName[] = ["a", "b", "c"];
+const PATH_LABEL: Record<PathName, string> = {
+  a: "direct",
+  b: "ssh -L",
+  c: "vastproxy",
+};
+
+interface Settings {
+  quick: boolean;
+  rounds: number;
+  only: Set<string> | null;
+}
+
+function parseArgs(args: string[]): Settings {
+  const quick = args.includes("--quick");
+  const at = (flag: string) => {
+    const i = args.indexOf(flag);
+    return i >= 0 ? args[i + 1] : undefined;
+  };
+  const rounds = Number(at("--rounds") ?? (quick ? 3 : 5));
+  const only = at("--only");
+  return {
+    quick,
+    rounds,
+    only: only ? new Set(only.split(",").map((s) => s.trim().toUpperCase())) : null,
+  };
+}
+
+/** The long-lived load generator process. */
+class LoadGen {
+  #child: Deno.ChildProcess;
+  #writer: WritableStreamDefaultWriter<Uint8Array>;
+  #lines: AsyncIterator<string>;
+
+  constructor() {
+    this.#child = new Deno.Command(Deno.execPath(), {
+      args: ["run", "--allow-net", new URL("./load.ts", import.meta.url).pathname],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#lines = lineIterator(this.#child.stdout);
+  }
+
+  get pid(): number {
+    return this.#child.pid;
+  }
+
+  async run<R>(job: Job): Promise<R> {
+    await this.#writer.write(new TextEncoder().encode(JSON.stringify(job) + "\n"));
+    const { value, done } = await this.#lines.next();
+    if (done) throw new Error("load generator exited");
+    return JSON.parse(value) as R;
+  }
+
+  async close(): Promise<void> {
+    await this.#writer.close().catch(() => {});
+    await this.#child.status;
+  }
+}
+
+async function* lineIterator(stream: ReadableStream<Uint8Array>): AsyncGenerator<string> {
+  let pending = "";
+  for await (const text of stream.pipeThrough(new TextDecoderStream())) {
+    pending += text;
+    for (let nl = pending.indexOf("\n"); nl >= 0; nl = pending.indexOf("\n")) {
+      yield pending.slice(0, nl);
+      pending = pending.slice(nl + 1);
+    }
+  }
+}
+
+/** What one scenario needs per path: base URLs to spread load over. */
+interface Setup {
+  targets: Record<PathName, string[]>;
+  proxy: ProxyProc;
+  sshPids: number[];
+  close(): Promise<void>;
+}
+
+/** Engines, ssh forwards and a proxy for `n` backends; torn down by `close()`. */
+async function setup(world: World, n: number, tag: string): Promise<Setup> {
+  const engines = await Promise.all(
+    Array.from({ length: n }, () => startFakeEngine({ model: BENCH_MODEL, engine: "vllm" })),
+  );
+  const ports = engines.map((e) => e.port);
+  const ssh = await startSshForwards(world, ports);
+  let proxy: ProxyProc;
+  try {
+    proxy = await startProxyProc(world, ports, { tag });
+  } catch (err) {
+    await ssh.stop();
+    await Promise.all(engines.map((e) => e.close()));
+    throw err;
+  }
+  return {
+    targets: {
+      a: ports.map((p) => `http://127.0.0.1:${p}`),
+      b: ssh.ports.map((p) => `http://127.0.0.1:${p}`),
+      c: [proxy.url],
+    },
+    proxy,
+    sshPids: ssh.procs.map((p) => p.pid),
+    async close() {
+      await proxy.close();
+      await ssh.stop();
+      await Promise.all(engines.map((e) => e.close()));
+    },
+  };
+}
+
+type Metrics = Record<string, number>;
+
+/** One scenario's rounds: per path, one metrics object per round. */
+interface ScenarioResult {
+  id: string;
+  title: string;
+  setup: string;
+  rounds: Record<PathName, Metrics[]>;
+  /** Extra facts (errors, first error texts, RSS of the ssh clients). */
+  notes: string[];
+}
+
+const CHAT_BODY = JSON.stringify({
+  model: BENCH_MODEL,
+  messages: [{ role: "user", content: "Say hello in one short sentence." }],
+  max_tokens: 8,
+});
+
+function requestsJob(targets: string[], concurrency: number, durationMs: number): Job {
+  return {
+    kind: "requests",
+    targets,
+    method: "POST",
+    path: "/v1/chat/completions",
+    body: CHAT_BODY,
+    headers: { "content-type": "application/json" },
+    concurrency,
+    durationMs,
+    maxRequests: 200_000,
+    warmupPerWorker: concurrency === 1 ? 100 : 10,
+  };
+}
+
+/** Runs `rounds` × (a, b, c) of `job(path)` and collects `pick(result)`. */
+async function interleave<R>(
+  s: Settings,
+  load: LoadGen,
+  res: ScenarioResult,
+  job: (p: PathName) => Job,
+  pick: (r: R, p: PathName) => Metrics,
+): Promise<void> {
+  for (let round = 1; round <= s.rounds; round++) {
+    for (const p of PATHS) {
+      const r = await load.run<R>(job(p));
+      const m = pick(r, p);
+      res.rounds[p].push(m);
+      const err = r as { firstError?: string | null; error?: string | null };
+      const e = err.firstError ?? err.error;
+      if (e) res.notes.push(`round ${round} ${PATH_LABEL[p]}: ${e}`);
+      console.error(
+        `  ${res.id} round ${round} ${PATH_LABEL[p].padEnd(9)} ${
+          Object.entries(m).map(([k, v]) => `${k}=${fmt(v)}`).join(" ")
+        }`,
+      );
+    }
+  }
+}
+
+function emptyResult(id: string, title: string, setupText: string): ScenarioResult {
+  return { id, title, setup: setupText, rounds: { a: [], b: [], c: [] }, notes: [] };
+}
+
+async function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  const res = emptyResult(
+    "S1",
+    "latency, 1 backend, concurrency 1",
+    "POST /v1/chat/completions (non-streaming, ~300 B each way)",
+  );
+  const env = await setup(world, 1, "s1");
+  try {
+    await interleave<RequestsResult>(
+      s,
+      load,
+      res,
+      (p) => requestsJob(env.targets[p], 1, s.quick ? 1_500 : 3_000),
+      (r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, rps: r.rps, errors: r.errors }),
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+async function s2(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  const res = emptyResult(
+    "S2",
+    "throughput, 4 backends, concurrency 32",
+    "same request; (a) and (b) spread the 32 workers over 4 engines / 4 ssh -L processes",
+  );
+  const env = await setup(world, 4, "s2");
+  try {
+    await interleave<RequestsResult>(
+      s,
+      load,
+      res,
+      (p) => requestsJob(env.targets[p], 32, s.quick ? 2_000 : 5_000),
+      (r) => ({ rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }),
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+async function s3(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  const events = s.quick ? 50 : 200;
+  const res = emptyResult(
+    "S3",
+    "streaming, 4 backends, 200 SSE streams",
+    `200 concurrent streams × ${events} events, one every 20 ms, stamped by the engine`,
+  );
+  const env = await setup(world, 4, "s3");
+  try {
+    await interleave<SseResult>(
+      s,
+      load,
+      res,
+      (p) => ({
+        kind: "sse",
+        targets: env.targets[p],
+        streams: 200,
+        events,
+        intervalMs: 20,
+        timeoutMs: 60_000,
+      }),
+      (r) => ({
+        delayP50Ms: r.delayP50Ms,
+        delayP99Ms: r.delayP99Ms,
+        ttfbP50Ms: r.ttfbP50Ms,
+        ttfbP99Ms: r.ttfbP99Ms,
+        merged: r.merged,
+        gaps: r.gaps,
+        errors: r.errors + (r.expectedEvents - r.events),
+      }),
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+async function s4(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  const events = s.quick ? 8 : 20;
+  const res = emptyResult(
+    "S4",
+    "scale, 8 backends, 1,000 SSE streams",
+    `1,000 concurrent streams × ${events} events, one every 500 ms; RSS = VmHWM of the proxy process`,
+  );
+  const env = await setup(world, 8, "s4");
+  try {
+    await interleave<SseResult>(
+      s,
+      load,
+      res,
+      (p) => ({
+        kind: "sse",
+        targets: env.targets[p],
+        streams: 1_000,
+        events,
+        intervalMs: 500,
+        timeoutMs: 120_000,
+      }),
+      (r, p) => ({
+        errors: r.errors,
+        completed: r.completed,
+        delayP99Ms: r.delayP99Ms,
+        ...(p === "c" ? { peakRssMiB: env.proxy.peakRssMiB() } : {}),
+      }),
+    );
+    const sshHwm = env.sshPids.map((pid) => procStatusMiB(pid, "VmHWM"));
+    res.notes.push(
+      `ssh -L clients' peak RSS, summed over 8 processes: ${
+        fmt(sshHwm.reduce((a, b) => a + b, 0))
+      } MiB`,
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+async function s5(world: World, s: Settings): Promise<ScenarioResult> {
+  const res = emptyResult(
+    "S5",
+    "fleet, 64 instances",
+    "spawn of `vastproxy serve` → 64 backends healthy (64 SSH handshakes to a real sshd, " +
+      "one fake engine behind all); only path (c) applies",
+  );
+  const engine = await startFakeEngine({ model: BENCH_MODEL, engine: "vllm" });
+  try {
+    for (let round = 1; round <= s.rounds; round++) {
+      const proxy = await startProxyProc(world, Array(64).fill(engine.port), {
+        tag: `s5_${round}`,
+        readyTimeoutMs: 60_000,
+      });
+      res.rounds.c.push({ readyMs: proxy.readyMs, peakRssMiB: proxy.peakRssMiB() });
+      console.error(`  S5 round ${round} vastproxy readyMs=${fmt(proxy.readyMs)}`);
+      await proxy.close();
+    }
+  } finally {
+    await engine.close();
+  }
+  return res;
+}
+
+async function s6(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  const bytes = 200 * 1024 * 1024;
+  const res = emptyResult("S6", "bulk, 1 backend", "one 200 MiB response body (GET /bytes)");
+  const env = await setup(world, 1, "s6");
+  try {
+    await interleave<BulkResult>(
+      s,
+      load,
+      res,
+      (p) => ({ kind: "bulk", target: env.targets[p][0], bytes, timeoutMs: 60_000 }),
+      (r) => ({ mbPerSec: r.mbPerSec, errors: r.error ? 1 : 0 }),
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+// ---- report ---------------------------------------------------------------
+
+function fmt(v: number | undefined): string {
+  if (v === undefined || Number.isNaN(v)) return "–";
+  if (Number.isInteger(v)) return String(v);
+  if (Math.abs(v) >= 100) return v.toFixed(0);
+  if (Math.abs(v) >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
+
+function med(res: ScenarioResult, p: PathName, key: string): number {
+  return median(res.rounds[p].map((m) => m[key]).filter((v) => v !== undefined));
+}
+
+/** Target checks, as in the issue. */
+function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: boolean }[] {
+  const out: { target: string; value: string; ok: boolean }[] = [];
+  const by = (id: string) => all.find((r) => r.id === id);
+  const r1 = by("S1");
+  if (r1) {
+    const d = med(r1, "c", "p50Ms") - med(r1, "b", "p50Ms");
+    out.push({ target: "S1 p50 (c) − (b) ≤ 0.3 ms", value: `${fmt(d)} ms`, ok: d <= 0.3 });
+  }
+  const r2 = by("S2");
+  if (r2) {
+    const ratio = med(r2, "c", "rps") / med(r2, "b", "rps");
+    out.push({
+      target: "S2 req/s (c) ≥ 50% of (b)",
+      value: `${(ratio * 100).toFixed(0)}%`,
+      ok: ratio >= 0.5,
+    });
+  }
+  const r3 = by("S3");
+  if (r3) {
+    const d = med(r3, "c", "delayP99Ms") - med(r3, "b", "delayP99Ms");
+    const merged = Math.max(...r3.rounds.c.map((m) => m.merged));
+    const gaps = Math.max(...r3.rounds.c.map((m) => m.gaps + m.errors));
+    out.push({
+      target: "S3 event delay p99 (c) − (b) ≤ 2 ms",
+      value: `${fmt(d)} ms`,
+      ok: d <= 2,
+    });
+    out.push({
+      target: "S3 no event merged or lost through (c)",
+      value: `max merged ${merged}, lost/gaps ${gaps}`,
+      ok: merged === 0 && gaps === 0,
+    });
+  }
+  const r4 = by("S4");
+  if (r4) {
+    const errors = r4.rounds.c.reduce((a, m) => a + m.errors, 0);
+    const rss = Math.max(...r4.rounds.c.map((m) => m.peakRssMiB));
+    out.push({ target: "S4 0 errors through (c)", value: String(errors), ok: errors === 0 });
+    out.push({ target: "S4 proxy peak RSS ≤ 300 MB", value: `${fmt(rss)} MiB`, ok: rss <= 286 });
+  }
+  const r5 = by("S5");
+  if (r5) {
+    const t = med(r5, "c", "readyMs") / 1000;
+    out.push({ target: "S5 64 instances healthy ≤ 10 s", value: `${fmt(t)} s`, ok: t <= 10 });
+  }
+  const r6 = by("S6");
+  if (r6) {
+    const v = med(r6, "c", "mbPerSec");
+    out.push({ target: "S6 bulk (c) ≥ 100 MB/s", value: `${fmt(v)} MB/s`, ok: v >= 100 });
+  }
+  return out;
+}
+
+function table(rows: string[][]): string {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => r[i].length)));
+  const line = (r: string[]) => `| ${r.map((c, i) => c.padEnd(widths[i])).join(" | ")} |`;
+  return [
+    line(rows[0]),
+    `|${widths.map((w) => "-".repeat(w + 2)).join("|")}|`,
+    ...rows.slice(1)
+      .map(line),
+  ].join("\n");
+}
+
+function report(all: ScenarioResult[], s: Settings): string {
+  const rows: string[][] = [["scenario", "metric", "(a) direct", "(b) ssh -L", "(c) vastproxy"]];
+  for (const r of all) {
+    const keys = [...new Set(PATHS.flatMap((p) => r.rounds[p].flatMap((m) => Object.keys(m))))];
+    for (const k of keys) {
+      rows.push([`${r.id} ${r.title}`, k, ...PATHS.map((p) => fmt(med(r, p, k)))]);
+    }
+  }
+  const v = verdicts(all);
+  const vrows = [
+    ["target", "measured", "met"],
+    ...v.map((x) => [x.target, x.value, x.ok ? "yes" : "NO"]),
+  ];
+  const notes = all.flatMap((r) => r.notes.map((n) => `${r.id}: ${n}`));
+  return [
+    `vastproxy bench — median of ${s.rounds} interleaved rounds${s.quick ? " (--quick)" : ""}`,
+    "",
+    table(rows),
+    "",
+    table(vrows),
+    ...(notes.length ? ["", "notes:", ...notes.slice(0, 30).map((n) => `  ${n}`)] : []),
+  ].join("\n");
+}
+
+async function machine(): Promise<Record<string, string | number>> {
+  const cpu = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const model = /model name\s*:\s*(.*)/.exec(cpu)?.[1] ?? "unknown";
+  const ssh = await new Deno.Command("ssh", { args: ["-V"], stderr: "piped" }).output();
+  return {
+    cpu: model,
+    cores: navigator.hardwareConcurrency,
+    memTotalMiB: Math.round(Deno.systemMemoryInfo().total / 1024 / 1024),
+    kernel: Deno.osRelease(),
+    deno: Deno.version.deno,
+    openssh: new TextDecoder().decode(ssh.stderr).trim(),
+  };
+}
+
+async function main(): Promise<number> {
+  const s = parseArgs(Deno.args);
+  const want = (id: string) => s.only === null || s.only.has(id);
+  const started = Date.now();
+  const world = await startWorld();
+  const load = new LoadGen();
+  const all: ScenarioResult[] = [];
+  try {
+    if (want("S1")) all.push(await s1(world, load, s));
+    if (want("S2")) all.push(await s2(world, load, s));
+    if (want("S3")) all.push(await s3(world, load, s));
+    if (want("S4")) all.push(await s4(world, load, s));
+    if (want("S6")) all.push(await s6(world, load, s));
+    if (want("S5")) all.push(await s5(world, s));
+  } finally {
+    await load.close();
+    await world.close();
+  }
+  const text = report(all, s);
+  console.log(text);
+  const out = {
+    date: new Date().toISOString(),
+    command: `deno task bench ${Deno.args.join(" ")}`.trim(),
+    seconds: Math.round((Date.now() - started) / 1000),
+    machine: await machine(),
+    rounds: s.rounds,
+    quick: s.quick,
+    scenarios: all.map((r) => ({
+      ...r,
+      median: Object.fromEntries(
+        PATHS.map((p) => [
+          p,
+          Object.fromEntries(
+            [...new Set(r.rounds[p].flatMap((m) => Object.keys(m)))].map((k) => [k, med(r, p, k)]),
+          ),
+        ]),
+      ),
+    })),
+    targets: verdicts(all),
+  };
+  await Deno.writeTextFile(
+    new URL("./results.json", import.meta.url),
+    JSON.stringify(out, null, 2) + "\n",
+  );
+  console.error(`\nwrote bench/results.json (${out.seconds} s)`);
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await main());

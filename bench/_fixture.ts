@@ -1,0 +1,310 @@
+/**
+ * The benchmark's loopback world: one real OpenSSH sshd, fake engines, a
+ * fake vast API per proxy, OpenSSH `ssh -N -L` forwards (path b) and the
+ * real `vastproxy serve` CLI as a subprocess (path c). Every process is
+ * started here and stopped by its own pid; nothing leaves 127.0.0.1.
+ */
+import { makeInstanceRecord, startFakeVastApi } from "../lib/sim/fake_vast_api.ts";
+
+/** API key the fake vast API expects. */
+export const BENCH_API_KEY = "bench-vast-key-0c41e2";
+/** Model every fake engine serves. */
+export const BENCH_MODEL = "bench-model";
+
+/**
+ * Checkout whose `main.ts` runs as the proxy: this one, or `BENCH_PROXY_ROOT`
+ * (a copy of another revision, for before/after comparisons).
+ */
+const ROOT = Deno.env.get("BENCH_PROXY_ROOT")?.replace(/\/?$/, "/") ??
+  new URL("..", import.meta.url).pathname;
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export function freePort(): number {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = (l.addr as Deno.NetAddr).port;
+  l.close();
+  return port;
+}
+
+/** Resolves once something accepts TCP on `port`, or throws after `timeoutMs`. */
+export async function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+      return;
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port}: ${err}`);
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
+async function run(cmd: string, args: string[]): Promise<void> {
+  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
+  if (!out.success) {
+    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
+  }
+}
+
+/** A child process whose stdout/stderr go to a log file (no pipe to drain). */
+export interface Proc {
+  pid: number;
+  /** Sends SIGTERM, then SIGKILL after `graceMs`; waits for exit. */
+  stop(graceMs?: number): Promise<void>;
+  /** Peak resident set (VmHWM) in MiB, read from /proc. */
+  peakRssMiB(): number;
+  /** Current resident set (VmRSS) in MiB. */
+  rssMiB(): number;
+}
+
+/** Spawns `cmd args` with output appended to `logFile` (via `sh -c exec`, so the pid is cmd's). */
+export function spawnLogged(
+  cmd: string,
+  args: string[],
+  logFile: string,
+  env?: Record<string, string>,
+): Proc {
+  const quoted = [cmd, ...args].map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(" ");
+  const child = new Deno.Command("sh", {
+    args: ["-c", `exec ${quoted} >>'${logFile}' 2>&1`],
+    stdin: "null",
+    stdout: "null",
+    stderr: "null",
+    env,
+    clearEnv: env !== undefined,
+  }).spawn();
+  let exited = false;
+  const status = child.status.then(() => (exited = true));
+  return {
+    pid: child.pid,
+    async stop(graceMs = 3_000) {
+      if (exited) return;
+      try {
+        child.kill("SIGTERM");
+      } catch { /* already gone */ }
+      const t = setTimeout(() => {
+        try {
+          child.kill("SIGKILL");
+        } catch { /* already gone */ }
+      }, graceMs);
+      await status;
+      clearTimeout(t);
+    },
+    peakRssMiB: () => procStatusMiB(child.pid, "VmHWM"),
+    rssMiB: () => procStatusMiB(child.pid, "VmRSS"),
+  };
+}
+
+/**
+ * A field of /proc/<pid>/status in MiB (NaN when unreadable). Read with
+ * `cat`, since Deno lets only `--allow-all` read /proc directly.
+ */
+export function procStatusMiB(pid: number, field: "VmHWM" | "VmRSS"): number {
+  try {
+    const out = new Deno.Command("cat", { args: [`/proc/${pid}/status`], stderr: "null" })
+      .outputSync();
+    const m = new RegExp(`^${field}:\\s+(\\d+) kB`, "m").exec(new TextDecoder().decode(out.stdout));
+    return m ? Number(m[1]) / 1024 : NaN;
+  } catch {
+    return NaN;
+  }
+}
+
+/** The shared pieces every scenario uses. */
+export interface World {
+  dir: string;
+  clientKey: string;
+  sshdPort: number;
+  sshd: Proc;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts sshd with its own keys and config. `MaxStartups` is raised because
+ * the fleet scenario opens 64 handshakes at once and OpenSSH's default
+ * (10:30:100) would randomly refuse some, measuring sshd's DoS guard rather
+ * than the proxy.
+ */
+export async function startWorld(): Promise<World> {
+  try {
+    Deno.mkdirSync("/run/sshd", { recursive: true });
+  } catch { /* sshd will say what is wrong */ }
+  const dir = await Deno.makeTempDir({ prefix: "vastproxy-bench-" });
+  const hostKey = `${dir}/host_ed25519`;
+  const clientKey = `${dir}/client_ed25519`;
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", hostKey]);
+  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", clientKey]);
+  await Deno.copyFile(`${clientKey}.pub`, `${dir}/authorized_keys`);
+  const sshdPort = freePort();
+  await Deno.writeTextFile(
+    `${dir}/sshd_config`,
+    [
+      `Port ${sshdPort}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${hostKey}`,
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      `PidFile ${dir}/sshd.pid`,
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "PubkeyAuthentication yes",
+      "PermitRootLogin yes",
+      "AllowTcpForwarding yes",
+      "MaxStartups 1000",
+      "LogLevel ERROR",
+      "",
+    ].join("\n"),
+  );
+  const sshd = spawnLogged(
+    "/usr/sbin/sshd",
+    ["-D", "-e", "-f", `${dir}/sshd_config`],
+    `${dir}/sshd.log`,
+  );
+  await waitPort(sshdPort);
+  return {
+    dir,
+    clientKey,
+    sshdPort,
+    sshd,
+    async close() {
+      // SIGTERM to the listener; its per-connection children exit when their
+      // clients (our ssh forwards and proxies, stopped before) disconnect.
+      await sshd.stop();
+      await Deno.remove(dir, { recursive: true }).catch(() => {});
+    },
+  };
+}
+
+/** Path (b): one OpenSSH client per backend, `ssh -N -L local:127.0.0.1:engine`. */
+export async function startSshForwards(world: World, enginePorts: number[]): Promise<{
+  ports: number[];
+  procs: Proc[];
+  stop(): Promise<void>;
+}> {
+  const ports: number[] = [];
+  const procs: Proc[] = [];
+  for (const enginePort of enginePorts) {
+    const port = freePort();
+    procs.push(spawnLogged("ssh", [
+      "-N",
+      "-L",
+      `${port}:127.0.0.1:${enginePort}`,
+      "-p",
+      String(world.sshdPort),
+      "-i",
+      world.clientKey,
+      "-o",
+      "StrictHostKeyChecking=no",
+      "-o",
+      "UserKnownHostsFile=/dev/null",
+      "-o",
+      "BatchMode=yes",
+      "-o",
+      "LogLevel=ERROR",
+      "root@127.0.0.1",
+    ], `${world.dir}/ssh.log`));
+    ports.push(port);
+  }
+  for (const p of ports) await waitPort(p);
+  return { ports, procs, stop: async () => void await Promise.all(procs.map((p) => p.stop())) };
+}
+
+/** Path (c): `vastproxy serve` in its own process, in front of `enginePorts`. */
+export interface ProxyProc extends Proc {
+  url: string;
+  /** Milliseconds from spawn until `healthy` backends were healthy. */
+  readyMs: number;
+  close(): Promise<void>;
+}
+
+/**
+ * Starts a fake vast API listing one instance per entry of `enginePorts`
+ * (all reached through the one sshd), then the real CLI against it, and
+ * waits until every backend is healthy. `extraArgs` go to `serve`.
+ */
+export async function startProxyProc(
+  world: World,
+  enginePorts: number[],
+  opts: { extraArgs?: string[]; readyTimeoutMs?: number; tag: string },
+): Promise<ProxyProc> {
+  const records = enginePorts.map((enginePort, i) =>
+    makeInstanceRecord({
+      id: 4_200_001 + i,
+      label: "bench",
+      public_ipaddr: "127.0.0.1",
+      ports: { "22/tcp": [{ HostIp: "0.0.0.0", HostPort: String(world.sshdPort) }] },
+      ssh_host: "127.0.0.1",
+      ssh_port: world.sshdPort,
+      image_runtype: "ssh_direc ssh_proxy",
+      jupyter_token: `bench-token-${i}-3f9d2a7c51e84b06`,
+      extra_env: [["VLLM_MODEL", BENCH_MODEL], ["VLLM_ARGS", `--port ${enginePort}`]],
+      onstart: null,
+    })
+  );
+  const api = startFakeVastApi({ apiKey: BENCH_API_KEY, instances: records });
+  const port = freePort();
+  const env: Record<string, string> = { HOME: Deno.env.get("HOME") ?? "/root", NO_COLOR: "1" };
+  for (const k of ["PATH", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const v = Deno.env.get(k);
+    if (v) env[k] = v;
+  }
+  const started = performance.now();
+  // BENCH_PROXY_FLAGS adds runtime flags to the proxy, e.g. `--cpu-prof`.
+  const extraFlags = (Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean);
+  const proc = spawnLogged(
+    Deno.execPath(),
+    [
+      "run",
+      ...extraFlags,
+      "--allow-net",
+      "--allow-read",
+      "--allow-write",
+      "--allow-env",
+      "--allow-sys=homedir,hostname,osRelease",
+      `${ROOT}main.ts`,
+      "serve",
+      "--api-key",
+      BENCH_API_KEY,
+      "--api-url",
+      api.url,
+      "--listen",
+      `127.0.0.1:${port}`,
+      "--ssh-key",
+      world.clientKey,
+      "--known-hosts",
+      `${world.dir}/known_hosts_${opts.tag}`,
+      "--no-tui",
+      ...(opts.extraArgs ?? []),
+    ],
+    `${world.dir}/proxy_${opts.tag}.log`,
+    env,
+  );
+  const url = `http://127.0.0.1:${port}`;
+  const close = async () => {
+    await proc.stop(5_000);
+    await api.close();
+  };
+  try {
+    const deadline = Date.now() + (opts.readyTimeoutMs ?? 30_000);
+    for (;;) {
+      const healthy = await fetch(`${url}/vastproxy/status`)
+        .then((r) => r.json())
+        .then((s) => s.counts.healthy as number)
+        .catch(() => -1);
+      if (healthy >= enginePorts.length) break;
+      if (Date.now() > deadline) {
+        const log = await Deno.readTextFile(`${world.dir}/proxy_${opts.tag}.log`).catch(() => "");
+        throw new Error(
+          `proxy not healthy (${healthy}/${enginePorts.length}):\n${log.slice(-3000)}`,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+  } catch (err) {
+    await close();
+    throw err;
+  }
+  return { ...proc, url, readyMs: performance.now() - started, close };
+}
