@@ -45,6 +45,15 @@ const PAGE_SIZE = 25;
 /** A listing this long means a pagination bug, not an account. */
 const MAX_PAGES = 1000;
 
+/** What one API call carries besides its method and path. */
+interface RequestOptions {
+  query?: Record<string, unknown>;
+  body?: unknown;
+  signal?: AbortSignal;
+  /** The instance the call is about, for error messages. */
+  instanceId?: number;
+}
+
 interface ApiAnswer {
   status: number;
   body: unknown;
@@ -149,12 +158,7 @@ export class VastClient {
   async #request(
     method: string,
     path: string,
-    opts: {
-      query?: Record<string, unknown>;
-      body?: unknown;
-      signal?: AbortSignal;
-      instanceId?: number;
-    },
+    opts: RequestOptions,
   ): Promise<ApiAnswer> {
     for (let attempt = 0;; attempt++) {
       try {
@@ -187,12 +191,7 @@ export class VastClient {
   async #attempt(
     method: string,
     path: string,
-    opts: {
-      query?: Record<string, unknown>;
-      body?: unknown;
-      signal?: AbortSignal;
-      instanceId?: number;
-    },
+    opts: RequestOptions,
   ): Promise<ApiAnswer> {
     const url = new URL(this.#base + path);
     // vast's own CLI (apiurl in vast.py) JSON-encodes non-string values

@@ -13,6 +13,7 @@ import {
   startFakeVastApi,
 } from "../../lib/sim/fake_vast_api.ts";
 import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
+import { testServeConfig } from "./config.ts";
 import { freePort, generateKey, type Sshd, startSshd } from "./sshd.ts";
 
 /** The vast API key every e2e fleet uses. */
@@ -122,27 +123,19 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
     cleanups.push(() => api.close());
     const knownHosts = `${dir}/known_hosts`;
     const logger = new MemoryLogger();
-    const config: ServeConfig = {
+    const config = testServeConfig({
       apiKey: E2E_API_KEY,
       apiUrl: api.url,
-      listen: { hostname: "127.0.0.1", port: 0 },
       authToken: opts.authToken ?? null,
       sshKeys: [clientKey],
       knownHosts,
-      insecureHostKeys: false,
-      label: null,
-      instances: [],
-      remotePort: null,
       policy: opts.policy ?? "least-inflight",
       stickyHeader: opts.stickyHeader ?? null,
-      markLabel: null,
       pollIntervalMs: 300,
       healthIntervalMs: opts.healthIntervalMs ?? 200,
       maxBodyBytes: opts.maxBodyBytes ?? 8 * 1024 * 1024,
       drainTimeoutMs: 2_000,
-      tui: false,
-      logFormat: "text",
-    };
+    });
     const tunnelFactory = new SshTunnelFactory({
       sshKeys: [clientKey],
       knownHostsPath: knownHosts,

@@ -6,7 +6,6 @@ import assert from "node:assert/strict";
 import { memoryIo } from "../../lib/cli_io.ts";
 import { runCli } from "../../lib/cli.ts";
 import { statusCommand } from "../../lib/commands/status.ts";
-import type { ServeConfig } from "../../lib/config_types.ts";
 import { MemoryLogger } from "../../lib/logger.ts";
 import type { StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
@@ -14,6 +13,7 @@ import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
 import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
 import { freePort } from "../_helpers/sshd.ts";
+import { testServeConfig } from "../_helpers/config.ts";
 
 const PROXY_TOKEN = "status-test-proxy-token-4f1e";
 
@@ -21,27 +21,15 @@ const PROXY_TOKEN = "status-test-proxy-token-4f1e";
 async function withProxy(fn: (proxy: RunningProxy, sim: SimFleet) => Promise<void>) {
   const sim = await startSimFleet({ instances: 3, tokenDelayMs: [0, 1] });
   const logger = new MemoryLogger();
-  const config: ServeConfig = {
+  const config = testServeConfig({
     apiKey: sim.apiKey,
     apiUrl: sim.apiUrl,
-    listen: { hostname: "127.0.0.1", port: 0 },
     authToken: PROXY_TOKEN,
     sshKeys: [sim.clientKeyPath],
     knownHosts: sim.knownHostsPath,
-    insecureHostKeys: false,
-    label: null,
-    instances: [],
-    remotePort: null,
-    policy: "least-inflight",
-    stickyHeader: null,
-    markLabel: null,
     pollIntervalMs: 500,
-    healthIntervalMs: 200,
-    maxBodyBytes: 1024 * 1024,
     drainTimeoutMs: 500,
-    tui: false,
-    logFormat: "text",
-  };
+  });
   let proxy: RunningProxy | undefined;
   try {
     proxy = await startProxy(config, {

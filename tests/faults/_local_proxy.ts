@@ -8,7 +8,6 @@
  * but seconds.
  */
 import type { Clock } from "../../lib/clock.ts";
-import type { ServeConfig } from "../../lib/config_types.ts";
 import { MemoryLogger } from "../../lib/logger.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
@@ -20,6 +19,7 @@ import {
 import type { TunnelFactory, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
 import type { BackendSpec } from "../../lib/vast/backend_spec.ts";
 import { type FakeTunnel, FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
+import { testServeConfig } from "../_helpers/config.ts";
 
 /** The vast API key of every local proxy (tests grep output for it). */
 export const LOCAL_API_KEY = "local-vast-key-5e1b0c2a9d";
@@ -122,27 +122,15 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
         return t;
       },
     };
-    const config: ServeConfig = {
+    const config = testServeConfig({
       apiKey: LOCAL_API_KEY,
       apiUrl: api.url,
-      listen: { hostname: "127.0.0.1", port: 0 },
       authToken: opts.authToken ?? null,
-      sshKeys: [],
-      knownHosts: "/nonexistent/known_hosts",
-      insecureHostKeys: false,
-      label: null,
-      instances: [],
-      remotePort: null,
-      policy: "least-inflight",
-      stickyHeader: null,
-      markLabel: null,
       pollIntervalMs: opts.pollIntervalMs ?? 60_000,
       healthIntervalMs: opts.healthIntervalMs ?? 60_000,
       maxBodyBytes: opts.maxBodyBytes ?? 1024 * 1024,
       drainTimeoutMs: opts.drainTimeoutMs ?? 1_000,
-      tui: false,
-      logFormat: "text",
-    };
+    });
     const proxy = await startProxy(config, {
       logger,
       tunnelFactory,

@@ -8,31 +8,16 @@ import { MemoryLogger } from "../../lib/logger.ts";
 import { startProxy } from "../../lib/proxy/server.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_api.ts";
+import { testServeConfig } from "../_helpers/config.ts";
 import { FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 
-function config(apiUrl: string, patch: Partial<ServeConfig> = {}): ServeConfig {
-  return {
+function config(apiUrl: string): ServeConfig {
+  return testServeConfig({
     apiKey: "server-test-key",
     apiUrl,
-    listen: { hostname: "127.0.0.1", port: 0 },
-    authToken: null,
-    sshKeys: [],
-    knownHosts: "/nonexistent/known_hosts",
-    insecureHostKeys: false,
-    label: null,
-    instances: [],
-    remotePort: null,
-    policy: "least-inflight",
-    stickyHeader: null,
-    markLabel: null,
-    pollIntervalMs: 60_000,
     healthIntervalMs: 100,
-    maxBodyBytes: 1024 * 1024,
     drainTimeoutMs: 300,
-    tui: false,
-    logFormat: "text",
-    ...patch,
-  };
+  });
 }
 
 Deno.test("startProxy().shutdown() finishes even when a client stalls mid-upload", async () => {

@@ -7,7 +7,6 @@
  */
 import assert from "node:assert/strict";
 import { FakeClock } from "../../lib/clock.ts";
-import type { ServeConfig } from "../../lib/config_types.ts";
 import { MemoryLogger } from "../../lib/logger.ts";
 import type { BackendSnapshot } from "../../lib/proxy/snapshot.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
@@ -15,6 +14,7 @@ import { Chaos, type ChaosTarget, type SimEvent } from "../../lib/sim/chaos.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
 import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
+import { testServeConfig } from "../_helpers/config.ts";
 
 interface World {
   sim: SimFleet;
@@ -40,27 +40,13 @@ async function startWorld(
     onEvent: (e) => events.push(e),
   });
   const logger = new MemoryLogger();
-  const config: ServeConfig = {
+  const config = testServeConfig({
     apiKey: sim.apiKey,
     apiUrl: sim.apiUrl,
-    listen: { hostname: "127.0.0.1", port: 0 },
-    authToken: null,
     sshKeys: [sim.clientKeyPath],
     knownHosts: sim.knownHostsPath,
-    insecureHostKeys: false,
-    label: null,
-    instances: [],
-    remotePort: null,
-    policy: "least-inflight",
-    stickyHeader: null,
-    markLabel: null,
     pollIntervalMs: 200,
-    healthIntervalMs: 200,
-    maxBodyBytes: 1024 * 1024,
-    drainTimeoutMs: 1_000,
-    tui: false,
-    logFormat: "text",
-  };
+  });
   const tunnelFactory = new SshTunnelFactory({
     sshKeys: [sim.clientKeyPath],
     knownHostsPath: sim.knownHostsPath,

@@ -1,0 +1,34 @@
+/**
+ * A `ServeConfig` for tests that start the proxy with `startProxy()`: the
+ * defaults a test rarely cares about (loopback listen on a free port, no
+ * token, text logs, no TUI), overridden by what it does care about.
+ */
+import type { ServeConfig } from "../../lib/config_types.ts";
+
+/** Defaults for every field but the API endpoint and key. */
+const DEFAULTS: Omit<ServeConfig, "apiKey" | "apiUrl"> = {
+  listen: { hostname: "127.0.0.1", port: 0 },
+  authToken: null,
+  sshKeys: [],
+  knownHosts: "/nonexistent/known_hosts",
+  insecureHostKeys: false,
+  label: null,
+  instances: [],
+  remotePort: null,
+  policy: "least-inflight",
+  stickyHeader: null,
+  markLabel: null,
+  pollIntervalMs: 60_000,
+  healthIntervalMs: 200,
+  maxBodyBytes: 1024 * 1024,
+  drainTimeoutMs: 1_000,
+  tui: false,
+  logFormat: "text",
+};
+
+/** The test defaults with `patch` applied; `apiKey` and `apiUrl` are required. */
+export function testServeConfig(
+  patch: Partial<ServeConfig> & Pick<ServeConfig, "apiKey" | "apiUrl">,
+): ServeConfig {
+  return { ...DEFAULTS, ...patch };
+}
