@@ -5,7 +5,8 @@
  * tests run the whole CLI in-process.
  */
 import { Command, CommanderError, Option } from "commander";
-import { type RawFlags, SERVE_OPTIONS, UsageError } from "./config.ts";
+import { type RawFlags, UsageError } from "./config.ts";
+import { SERVE_OPTIONS } from "./serve_options.ts";
 import type { CliIo } from "./cli_io.ts";
 import { VERSION } from "./version.ts";
 

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { runCli } from "../lib/cli.ts";
 import { memoryIo } from "../lib/cli_io.ts";
-import { SERVE_OPTIONS } from "../lib/config.ts";
+import { SERVE_OPTIONS } from "../lib/serve_options.ts";
 import { VERSION } from "../lib/version.ts";
 
 Deno.test("runCli --help documents every serve option with its env var and default", async () => {
