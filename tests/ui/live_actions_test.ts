@@ -13,14 +13,16 @@ import { FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
 
 const KEY = "live-actions-key-0042";
+/** SGLang instances: abort-all only exists there. */
+const SGLANG_ENV = [["SGLANG_MODEL", "m"], ["SGLANG_ARGS", "--port 18000"]];
 
 Deno.test("LiveUI keys: x drains the selected backend, d then y destroys it through the vast API", async () => {
   const engine = await startFakeEngine({ model: "m", engine: "sglang" });
   const api = startFakeVastApi({
     apiKey: KEY,
     instances: [
-      makeInstanceRecord({ id: 501, jupyter_token: null }),
-      makeInstanceRecord({ id: 502, jupyter_token: null }),
+      makeInstanceRecord({ id: 501, jupyter_token: null, extra_env: SGLANG_ENV }),
+      makeInstanceRecord({ id: 502, jupyter_token: null, extra_env: SGLANG_ENV }),
     ],
   });
   const factory = new FakeTunnelFactory({
