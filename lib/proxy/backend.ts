@@ -18,7 +18,7 @@ import {
   type Engine,
   type SshPath,
 } from "../vast/backend_spec.ts";
-import type { RequestOutcome, RouteTarget } from "./pool.ts";
+import type { RequestOutcome, RouteTarget, UpstreamRequest } from "./pool.ts";
 import type { BackendSnapshot, BackendState, GpuMetrics } from "./snapshot.ts";
 import {
   applyProbe,
@@ -141,6 +141,21 @@ export class Backend implements RouteTarget {
   baseUrl(): string | undefined {
     return this.#inputs.tunnel === "up" ? this.#tunnel?.baseUrl() : undefined;
   }
+
+  /**
+   * The tunnel's channel HTTP client while the tunnel is up and offers one
+   * (SshTunnel does; fakes do not), so the relay skips fetch and the local
+   * forward. The tunnel resolves its current connection per request.
+   */
+  get upstreamRequest(): ((req: UpstreamRequest) => Promise<Response>) | undefined {
+    return this.#inputs.tunnel === "up" && this.#tunnel?.request ? this.#viaTunnel : undefined;
+  }
+
+  #viaTunnel = (req: UpstreamRequest): Promise<Response> => {
+    const tunnel = this.#tunnel;
+    if (!tunnel?.request) return Promise.reject(new TypeError(`instance ${this.id} has no tunnel`));
+    return tunnel.request(req);
+  };
 
   /** The `Authorization` value every request to the instance carries (§4). */
   upstreamAuth(): string | null {

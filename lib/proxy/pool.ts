@@ -19,6 +19,17 @@ export interface RequestOutcome {
   clientCancelled: boolean;
 }
 
+/** One request for `RouteTarget.upstreamRequest`; the body is buffered so a retry can replay it. */
+export interface UpstreamRequest {
+  method: string;
+  /** Path and query. */
+  path: string;
+  /** Already rewritten for the instance (see headers.ts). */
+  headers: Headers;
+  body: Uint8Array | null;
+  signal?: AbortSignal;
+}
+
 /** A backend as routing sees it. Only its owner (`Backend`) mutates it. */
 export interface RouteTarget {
   readonly id: number;
@@ -31,6 +42,13 @@ export interface RouteTarget {
   baseUrl(): string | undefined;
   /** Headers every request to the instance carries (the instance's Bearer token). */
   upstreamAuth(): string | null;
+  /**
+   * A direct way to send one request to the instance (HTTP over an SSH
+   * channel, skipping fetch and the local forward), or undefined when there
+   * is none; the relay then fetches `baseUrl()`. It must reject like fetch:
+   * a `TypeError` for transport failures, the signal's reason on abort.
+   */
+  readonly upstreamRequest?: ((req: UpstreamRequest) => Promise<Response>) | undefined;
   /**
    * Counts a request as started; call the returned function exactly once
    * when it ends (in `finally`), with its outcome.

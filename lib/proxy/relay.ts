@@ -226,15 +226,27 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   else req.signal.addEventListener("abort", onClientAbort);
 
   let upstream: Response;
+  const headers = upstreamRequestHeaders(req.headers, backend.upstreamAuth());
+  // The backend's direct channel path when it has one (no fetch, no local
+  // TCP hop); otherwise fetch through the tunnel's forward.
+  const direct = backend.upstreamRequest;
   try {
-    upstream = await input.fetchFn(new URL(input.path, base), {
-      method: req.method,
-      headers: upstreamRequestHeaders(req.headers, backend.upstreamAuth()),
-      body: input.body,
-      signal: upstreamAbort.signal,
-      // A proxy relays redirects; following them would leave the tunnel.
-      redirect: "manual",
-    });
+    upstream = direct
+      ? await direct({
+        method: req.method,
+        path: input.path,
+        headers,
+        body: input.body,
+        signal: upstreamAbort.signal,
+      })
+      : await input.fetchFn(new URL(input.path, base), {
+        method: req.method,
+        headers,
+        body: input.body,
+        signal: upstreamAbort.signal,
+        // A proxy relays redirects; following them would leave the tunnel.
+        redirect: "manual",
+      });
   } catch (error) {
     detach();
     state.completed = true;
@@ -246,8 +258,11 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     return { error, clientCancelled: state.clientCancelled };
   }
 
-  const headers = downstreamResponseHeaders(upstream.headers, backend.id);
-  const init = { status: upstream.status, statusText: upstream.statusText, headers };
+  const init = {
+    status: upstream.status,
+    statusText: upstream.statusText,
+    headers: downstreamResponseHeaders(upstream.headers, backend.id),
+  };
   let bytes = 0;
   const end = (o: { transportError: boolean }) => {
     state.completed = true;

@@ -11,8 +11,11 @@ import { backoffDelay } from "../vast/backoff.ts";
 import type { BackendSpec } from "../vast/backend_spec.ts";
 import { connectAny, type Connection, type ConnectOptions, endClient } from "./connect.ts";
 import { HostKeyMismatchError, SshConnectError, TunnelNotUpError } from "./errors.ts";
-import { type Forward, startForward } from "./forward.ts";
+import { ChannelHttpClient, ChannelHttpError, type ChannelRequest } from "./channel_http.ts";
+import { type Forward, type ForwardOutClient, startForward } from "./forward.ts";
 import { execCommand } from "./gpu.ts";
+// @ts-types="@types/ssh2"
+import type { ClientChannel } from "ssh2";
 import { defaultKeyFiles, loadAuthSources } from "./keys.ts";
 import { KnownHosts } from "./known_hosts.ts";
 import type {
@@ -43,9 +46,11 @@ export interface TunnelSettings {
   drainIdleMs: number;
 }
 
-/** A connection in use: its forward, when it came up, whether it is gone. */
+/** A connection in use: its forward, HTTP client, when it came up, whether it is gone. */
 interface Live extends Connection {
   forward: Forward;
+  /** The relay's fast path: HTTP over this connection's channels. */
+  http: ChannelHttpClient;
   upAt: number;
   gone: boolean;
 }
@@ -118,6 +123,21 @@ export class SshTunnel implements Tunnel {
     });
   }
 
+  /**
+   * Sends an HTTP request over a channel of the live connection. Looked up
+   * per request, so after a proxy → direct swap new requests go direct while
+   * those already running finish on the retired connection.
+   */
+  request(req: ChannelRequest): Promise<Response> {
+    const live = this.#live;
+    if (!live || live.gone) {
+      return Promise.reject(
+        new ChannelHttpError(`tunnel to instance ${this.instanceId} is ${this.#status.state}`),
+      );
+    }
+    return live.http.request(req);
+  }
+
   /** Drops the current connection and reconnects now, resetting backoff. */
   reconnect(): void {
     if (this.#closed) return;
@@ -153,7 +173,11 @@ export class SshTunnel implements Tunnel {
     this.#live = null;
     if (live) {
       live.gone = true;
-      await live.forward.close({ graceful, timeoutMs });
+      if (!graceful) live.http.close();
+      await Promise.all([
+        live.forward.close({ graceful, timeoutMs }),
+        graceful ? live.http.drain(timeoutMs) : undefined,
+      ]);
       endClient(live.client);
     }
     await this.#loop;
@@ -252,7 +276,10 @@ export class SshTunnel implements Tunnel {
 
   /** Makes `conn` the live connection and announces it. */
   #adopt(conn: Connection, forward: Forward): void {
-    const live: Live = { ...conn, forward, upAt: this.#s.clock.now(), gone: false };
+    const http = new ChannelHttpClient(openChannel(conn.client, this.#spec.remotePort), {
+      host: `127.0.0.1:${this.#spec.remotePort}`,
+    });
+    const live: Live = { ...conn, forward, http, upAt: this.#s.clock.now(), gone: false };
     conn.client.on("error", (err: Error & { code?: string }) => {
       this.#lose(live, lossReason(err));
     });
@@ -328,9 +355,12 @@ export class SshTunnel implements Tunnel {
   #retire(old: Live): void {
     old.gone = true;
     this.#live = null;
-    const drain = old.forward
-      .close({ graceful: true, timeoutMs: this.#s.drainTimeoutMs })
-      .then(() => endClient(old.client));
+    // Requests already on the old connection finish there; its idle
+    // channels close at once, since new requests go to the new connection.
+    const drain = Promise.all([
+      old.forward.close({ graceful: true, timeoutMs: this.#s.drainTimeoutMs }),
+      old.http.drain(this.#s.drainTimeoutMs),
+    ]).then(() => endClient(old.client));
     this.#retired.add(old.forward);
     this.#drains.add(drain);
     drain.finally(() => {
@@ -345,7 +375,8 @@ export class SshTunnel implements Tunnel {
     live.gone = true;
     if (this.#live !== live) return;
     this.#live = null;
-    // Sockets through a dead connection cannot finish; cut them now.
+    // Sockets and channels through a dead connection cannot finish; cut them now.
+    live.http.close();
     const closing = live.forward.close({ graceful: false });
     this.#drains.add(closing);
     closing.finally(() => this.#drains.delete(closing));
@@ -422,6 +453,22 @@ export class SshTunnel implements Tunnel {
   ) {
     this.#s.logger.log(level, msg, { instance: this.instanceId, ...fields });
   }
+}
+
+/** Opens `direct-tcpip` channels to the instance's HTTP port, for `ChannelHttpClient`. */
+function openChannel(client: ForwardOutClient, remotePort: number) {
+  return () =>
+    new Promise<ClientChannel>((resolve, reject) => {
+      try {
+        client.forwardOut("127.0.0.1", 0, "127.0.0.1", remotePort, (err, ch) => {
+          if (err) reject(err);
+          else resolve(ch);
+        });
+      } catch (err) {
+        // forwardOut throws synchronously when the connection is already gone.
+        reject(err);
+      }
+    });
 }
 
 function lossReason(err: Error & { code?: string; level?: string }): string {

@@ -4,6 +4,9 @@
  * proxy never depends on SSH internals.
  */
 import type { BackendSpec, SshPath } from "../vast/backend_spec.ts";
+import type { ChannelRequest } from "./channel_http.ts";
+
+export type { ChannelRequest } from "./channel_http.ts";
 
 /** Lifecycle state of a tunnel. */
 export type TunnelState =
@@ -51,6 +54,14 @@ export interface Tunnel {
   status(): TunnelStatus;
   /** `http://127.0.0.1:<localPort>` while up, else undefined. */
   baseUrl(): string | undefined;
+  /**
+   * Optional fast path: sends one HTTP/1.1 request straight over an SSH
+   * channel of the *current* connection (no local TCP hop, no fetch). Rejects
+   * with a `TypeError` (as fetch does) when the tunnel is not up or the
+   * channel fails before response headers. Tunnels without it are reached
+   * through `baseUrl()`.
+   */
+  request?(req: ChannelRequest): Promise<Response>;
   /** Runs a command on the instance; rejects with a typed error on failure or timeout. */
   exec(command: string, opts?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Drops the current connection (if any) and reconnects now, resetting backoff. */

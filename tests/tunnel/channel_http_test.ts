@@ -1,0 +1,260 @@
+/**
+ * The channel HTTP/1.1 client against scripted fake channels: framing
+ * (Content-Length, chunked split anywhere, close-delimited, no-body
+ * statuses, 1xx), keep-alive reuse and its bound, aborts, and errors that
+ * must look like fetch's network errors to the relay's retry rule.
+ */
+import assert from "node:assert/strict";
+import { Duplex } from "node:stream";
+import { ChannelHttpClient, ChannelHttpError } from "../../lib/tunnel/channel_http.ts";
+import { ChunkedDecoder, findHeadEnd, parseHead } from "../../lib/tunnel/http_parse.ts";
+import { isTransportError } from "../../lib/proxy/errors.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+/** A channel whose far end is the test: it sees writes and pushes replies. */
+class FakeChannel extends Duplex {
+  written = "";
+  destroyedByClient = false;
+  /** Called with each request written; may reply. */
+  onRequest: ((ch: FakeChannel, text: string) => void) | null = null;
+
+  override _write(chunk: Uint8Array, _enc: string, cb: () => void): void {
+    const text = dec.decode(chunk);
+    this.written += text;
+    cb();
+    this.onRequest?.(this, text);
+  }
+
+  override _read(): void {}
+
+  override _destroy(err: Error | null, cb: (err: Error | null) => void): void {
+    this.destroyedByClient = true;
+    cb(err);
+  }
+
+  /** Sends `parts` as separate reads, a macrotask apart. */
+  async reply(...parts: string[]): Promise<void> {
+    for (const p of parts) {
+      this.push(enc.encode(p));
+      await new Promise((r) => setTimeout(r, 0));
+    }
+  }
+}
+
+/** A client whose channels come from `script`; records every channel opened. */
+function client(script: (ch: FakeChannel, text: string) => void, maxIdle = 64) {
+  const opened: FakeChannel[] = [];
+  const http = new ChannelHttpClient(() => {
+    const ch = new FakeChannel();
+    ch.onRequest = script;
+    opened.push(ch);
+    return Promise.resolve(ch);
+  }, { host: "127.0.0.1:8000", maxIdle });
+  return { http, opened };
+}
+
+const get = (path = "/x", signal?: AbortSignal) => ({
+  method: "GET",
+  path,
+  headers: new Headers(),
+  body: null,
+  signal,
+});
+
+const ok = (body: string, extra = "") =>
+  `HTTP/1.1 200 OK\r\ncontent-length: ${enc.encode(body).length}\r\n${extra}\r\n${body}`;
+
+Deno.test("channel http: content-length body; request written in one piece", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok('{"a":1}', "x-y: z\r\n")));
+  const headers = new Headers({ "content-type": "application/json", authorization: "Bearer t" });
+  const res = await http.request({
+    method: "POST",
+    path: "/v1/chat?x=1",
+    headers,
+    body: enc.encode("hello"),
+  });
+  assert.equal(res.status, 200);
+  assert.equal(res.statusText, "OK");
+  assert.equal(res.headers.get("x-y"), "z");
+  assert.equal(await res.text(), '{"a":1}');
+  const w = opened[0].written;
+  assert.ok(w.startsWith("POST /v1/chat?x=1 HTTP/1.1\r\nhost: 127.0.0.1:8000\r\n"), w);
+  assert.ok(w.includes("authorization: Bearer t\r\n"));
+  assert.ok(w.endsWith("content-length: 5\r\n\r\nhello"), w);
+  assert.equal(http.idleCount, 1);
+});
+
+Deno.test("chunked decoder: every split point of a body gives the same payload", () => {
+  const wire = enc.encode(
+    "5;ext=1\r\nhello\r\n1\r\n,\r\nB\r\n 0123456789\r\n0\r\nx-trailer: 1\r\n\r\n",
+  );
+  for (let a = 0; a <= wire.length; a++) {
+    for (let b = a; b <= wire.length; b += 3) {
+      const d = new ChunkedDecoder();
+      let out = "";
+      for (const part of [wire.subarray(0, a), wire.subarray(a, b), wire.subarray(b)]) {
+        if (!d.done) d.push(part, (x) => (out += dec.decode(x)));
+      }
+      assert.equal(out, "hello, 0123456789", `split ${a}/${b}`);
+      assert.ok(d.done);
+      assert.equal(d.rest.length, 0);
+    }
+  }
+});
+
+Deno.test("channel http: chunked body split across odd reads, then reused", async () => {
+  const { http, opened } = client((ch) =>
+    void ch.reply(
+      "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r",
+      "\n\r\n3\r",
+      "\nabc\r\n1",
+      "0\r\n0123456789abcdef\r\n0\r\n",
+      "\r\n",
+    )
+  );
+  const res = await http.request(get());
+  assert.equal(await res.text(), "abc0123456789abcdef");
+  assert.equal(http.idleCount, 1);
+  await (await http.request(get())).text();
+  assert.equal(opened.length, 1, "keep-alive channel reused");
+});
+
+Deno.test("channel http: close-delimited body ends at EOF and is not reused", async () => {
+  const { http } = client((ch) =>
+    void ch.reply("HTTP/1.1 200 OK\r\n\r\npart1", "part2").then(() => ch.push(null))
+  );
+  const res = await http.request(get());
+  assert.equal(await res.text(), "part1part2");
+  assert.equal(http.idleCount, 0);
+});
+
+Deno.test("channel http: HEAD, 204 and 304 have no body and keep the channel", async () => {
+  for (const [method, status] of [["HEAD", 200], ["GET", 204], ["GET", 304]] as const) {
+    const { http, opened } = client((ch) =>
+      void ch.reply(`HTTP/1.1 ${status} X\r\ncontent-length: 10\r\n\r\n`)
+    );
+    const res = await http.request({ ...get(), method });
+    assert.equal(res.status, status);
+    assert.equal(res.body, null);
+    assert.equal(http.idleCount, 1, `${method} ${status}`);
+    assert.equal(opened[0].destroyedByClient, false);
+  }
+});
+
+Deno.test("channel http: 1xx interim responses are skipped", async () => {
+  const { http } = client((ch) =>
+    void ch.reply("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nlink: x\r\n\r\n" + ok("hi"))
+  );
+  const res = await http.request(get());
+  assert.equal(res.status, 200);
+  assert.equal(await res.text(), "hi");
+});
+
+Deno.test("channel http: Connection: close and HTTP/1.0 are not reused", async () => {
+  for (const reply of [ok("a", "connection: close\r\n"), ok("a").replace("1.1", "1.0")]) {
+    const { http, opened } = client((ch) => void ch.reply(reply));
+    await (await http.request(get())).text();
+    assert.equal(http.idleCount, 0);
+    assert.ok(opened[0].destroyedByClient);
+  }
+});
+
+Deno.test("channel http: the idle pool is bounded", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok("x")), 2);
+  const all = await Promise.all([1, 2, 3, 4].map(() => http.request(get())));
+  assert.equal(opened.length, 4, "concurrent requests use their own channels");
+  await Promise.all(all.map((r) => r.text()));
+  assert.equal(http.idleCount, 2);
+  assert.equal(opened.filter((c) => c.destroyedByClient).length, 2);
+});
+
+Deno.test("channel http: abort before headers rejects with AbortError and destroys", async () => {
+  const { http, opened } = client(() => {});
+  const ac = new AbortController();
+  const p = http.request(get("/x", ac.signal));
+  await new Promise((r) => setTimeout(r, 5));
+  ac.abort(new DOMException("client disconnected", "AbortError"));
+  await assert.rejects(p, (e: Error) => e.name === "AbortError" && !isTransportError(e));
+  assert.ok(opened[0].destroyedByClient);
+  assert.equal(http.busyCount, 0);
+});
+
+Deno.test("channel http: abort or cancel mid-body destroys the channel", async () => {
+  for (const how of ["abort", "cancel"]) {
+    const { http, opened } = client((ch) =>
+      void ch.reply("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+    );
+    const ac = new AbortController();
+    const res = await http.request(get("/x", ac.signal));
+    const reader = res.body!.getReader();
+    assert.equal(dec.decode((await reader.read()).value), "first");
+    if (how === "abort") {
+      ac.abort(new DOMException("gone", "AbortError"));
+      await assert.rejects(reader.read(), (e: Error) => e.name === "AbortError");
+    } else {
+      await reader.cancel();
+    }
+    assert.ok(opened[0].destroyedByClient, how);
+    assert.equal(http.idleCount, 0);
+    assert.equal(http.busyCount, 0);
+  }
+});
+
+Deno.test("channel http: malformed status line is a transport error", async () => {
+  const { http, opened } = client((ch) => void ch.reply("HTTP/2 200 OK\r\n\r\n"));
+  await assert.rejects(http.request(get()), (e: Error) => {
+    assert.ok(e instanceof ChannelHttpError && e instanceof TypeError);
+    assert.ok(isTransportError(e));
+    return /malformed status line/.test(e.message);
+  });
+  assert.ok(opened[0].destroyedByClient);
+});
+
+Deno.test("channel http: truncated body errors the stream", async () => {
+  const { http } = client((ch) =>
+    void ch.reply("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").then(() => ch.push(null))
+  );
+  const res = await http.request(get());
+  await assert.rejects(res.text(), TypeError);
+});
+
+Deno.test("channel http: open failure and close before headers are transport errors", async () => {
+  const failing = new ChannelHttpClient(
+    () => Promise.reject(new Error("(SSH) Channel open failure: refused")),
+    { host: "h" },
+  );
+  await assert.rejects(failing.request(get()), (e: Error) => isTransportError(e));
+  const { http } = client((ch) => ch.push(null));
+  await assert.rejects(
+    http.request(get()),
+    (e: Error) => isTransportError(e) && /before response headers/.test(e.message),
+  );
+});
+
+Deno.test("channel http: a pooled channel the server closed is replaced transparently", async () => {
+  let n = 0;
+  const { http, opened } = client((ch) => {
+    // The first channel answers once, then dies on its second request.
+    if (ch === opened[0] && n++ > 0) ch.push(null);
+    else void ch.reply(ok("fine"));
+  });
+  await (await http.request(get())).text();
+  const res = await http.request(get());
+  assert.equal(await res.text(), "fine");
+  assert.equal(opened.length, 2);
+});
+
+Deno.test("head parsing: CRLFCRLF found across boundaries; headers combined", () => {
+  const b = enc.encode("HTTP/1.1 404 Not Found\r\na: 1\r\na: 2\r\nb:x\r\n\r\nbody");
+  const end = findHeadEnd(b, 0);
+  assert.equal(dec.decode(b.subarray(end)), "body");
+  const h = parseHead(b.subarray(0, end - 4));
+  assert.equal(h.status, 404);
+  assert.equal(h.statusText, "Not Found");
+  assert.equal(h.headers.get("a"), "1, 2");
+  assert.equal(h.headers.get("b"), "x");
+  assert.equal(findHeadEnd(enc.encode("HTTP/1.1 200 OK\r\n\r"), 0), -1);
+  assert.throws(() => parseHead(enc.encode("HTTP/1.1 200 OK\r\nno-colon")), ChannelHttpError);
+});
