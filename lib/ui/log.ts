@@ -116,11 +116,12 @@ export const MAX_QUEUED_LINES = 10_000;
  */
 export class LineLogger implements Logger {
   #opts: Required<Omit<LineLoggerOptions, "secrets">> & { secrets: readonly string[] };
-  #pending: Promise<void> = Promise.resolve();
   #encoder = new TextEncoder();
   #failed = false;
-  /** Lines queued but not yet written. */
-  #queued = 0;
+  /** Formatted lines (newline included) waiting for the writer. */
+  #queue: string[] = [];
+  /** The running drain, while there is one. */
+  #draining: Promise<void> | null = null;
   /** Lines dropped since the queue was last full. */
   #dropped = 0;
 
@@ -143,38 +144,46 @@ export class LineLogger implements Logger {
     // A slow reader of our output (a stalled pipe, a log shipper) must not
     // grow memory without bound or hold up requests: past MAX_QUEUED_LINES,
     // lines are dropped and the gap is reported once the queue drains.
-    if (this.#queued >= MAX_QUEUED_LINES) {
+    if (this.#queue.length >= MAX_QUEUED_LINES) {
       this.#dropped++;
       return;
     }
-    this.#queued++;
-    const bytes = this.#encoder.encode(line + "\n");
-    this.#pending = this.#pending.then(async () => {
-      // A closed stdout (e.g. `| head`) must not crash the proxy; drop the rest quietly.
-      if (this.#failed) return;
-      try {
-        await writeAll(this.#opts.writer, bytes);
-        if (this.#dropped > 0 && this.#queued === 1) {
-          const gap = this.#dropped;
+    this.#queue.push(line + "\n");
+    this.#draining ??= this.#drain();
+  }
+
+  /**
+   * Writes queued lines in batches: everything logged while the previous
+   * write was in flight goes out in one write. One write per request line
+   * cost the busy proxy about a tenth of its main thread in the benchmark.
+   */
+  async #drain(): Promise<void> {
+    // Let the lines of the current turn join the first batch.
+    await Promise.resolve();
+    try {
+      while (this.#queue.length > 0) {
+        let text = this.#queue.join("");
+        this.#queue.length = 0;
+        if (this.#dropped > 0) {
+          text += this.format({
+            time: this.#opts.now(),
+            level: "warn",
+            msg: "log output was too slow; lines dropped",
+            fields: { dropped: this.#dropped },
+          }) + "\n";
           this.#dropped = 0;
-          await writeAll(
-            this.#opts.writer,
-            this.#encoder.encode(
-              this.format({
-                time: this.#opts.now(),
-                level: "warn",
-                msg: "log output was too slow; lines dropped",
-                fields: { dropped: gap },
-              }) + "\n",
-            ),
-          );
         }
-      } catch {
-        this.#failed = true;
-      } finally {
-        this.#queued--;
+        // A closed stdout (e.g. `| head`) must not crash the proxy; drop the rest quietly.
+        if (this.#failed) continue;
+        try {
+          await writeAll(this.#opts.writer, this.#encoder.encode(text));
+        } catch {
+          this.#failed = true;
+        }
       }
-    });
+    } finally {
+      this.#draining = null;
+    }
   }
 
   /** The line a record becomes, without the newline (redacted; coloured if enabled). */
@@ -194,7 +203,7 @@ export class LineLogger implements Logger {
   }
 
   /** Resolves once every queued line has been written. */
-  flush(): Promise<void> {
-    return this.#pending;
+  async flush(): Promise<void> {
+    while (this.#draining) await this.#draining;
   }
 }
