@@ -11,7 +11,7 @@
  */
 import { MemoryLogger } from "../lib/logger.ts";
 import { queryGpus } from "../lib/tunnel/gpu.ts";
-import { SshTunnelFactory } from "../lib/tunnel/ssh.ts";
+import { SshTunnelFactory } from "../lib/tunnel/factory.ts";
 import type { TunnelEvent } from "../lib/tunnel/tunnel.ts";
 
 const USAGE = "usage: open_tunnel.ts HOST PORT REMOTE_PORT KEY [URL_PATH]";

@@ -12,7 +12,7 @@ import { VastClient } from "../vast/client.ts";
 import { VastApiError } from "../vast/errors.ts";
 import { type FleetDiff, Watcher } from "../vast/watcher.ts";
 import type { TunnelFactory } from "../tunnel/tunnel.ts";
-import { SshTunnelFactory } from "../tunnel/ssh.ts";
+import { SshTunnelFactory } from "../tunnel/factory.ts";
 import { queryGpus } from "../tunnel/gpu.ts";
 import { abortAll } from "./abort.ts";
 import { createAdminHandler } from "./admin.ts";

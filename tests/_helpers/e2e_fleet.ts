@@ -12,7 +12,7 @@ import {
   makeInstanceRecord,
   startFakeVastApi,
 } from "../../lib/sim/fake_vast_api.ts";
-import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
+import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
 import { testServeConfig } from "./config.ts";
 import { freePort, generateKey, type Sshd, startSshd } from "./sshd.ts";
 

@@ -10,7 +10,7 @@ import { MemoryLogger } from "../../lib/logger.ts";
 import type { StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
-import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
+import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
 import { freePort } from "../_helpers/sshd.ts";
 import { testServeConfig } from "../_helpers/config.ts";

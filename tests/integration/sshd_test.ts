@@ -10,7 +10,7 @@ import { MemoryLogger } from "../../lib/logger.ts";
 import { HostKeyMismatchError } from "../../lib/tunnel/errors.ts";
 import { queryGpus } from "../../lib/tunnel/gpu.ts";
 import { fingerprint } from "../../lib/tunnel/known_hosts.ts";
-import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/ssh.ts";
+import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
 import type { Tunnel, TunnelEvent } from "../../lib/tunnel/tunnel.ts";
 import type { SshEndpoint } from "../../lib/vast/backend_spec.ts";
 import {

@@ -12,7 +12,7 @@ import type { BackendSnapshot } from "../../lib/proxy/snapshot.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
 import { Chaos, type ChaosTarget, type SimEvent } from "../../lib/sim/chaos.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
-import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
+import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
 import { testServeConfig } from "../_helpers/config.ts";
 

@@ -4,7 +4,7 @@
  * back-pressure, SSE, and a cancelled stream reaching the engine as a close.
  */
 import assert from "node:assert/strict";
-import { SshTunnelFactory } from "../../lib/tunnel/ssh.ts";
+import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { isTransportError } from "../../lib/proxy/errors.ts";
 import { sshdAvailable, startSshd, testSpec, waitFor } from "../_helpers/sshd.ts";

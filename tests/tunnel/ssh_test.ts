@@ -4,7 +4,7 @@
  * upgrade that drains the old path.
  */
 import assert from "node:assert/strict";
-import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/ssh.ts";
+import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
 import type { TunnelEvent } from "../../lib/tunnel/tunnel.ts";
 import type { SshEndpoint } from "../../lib/vast/backend_spec.ts";
 import {
