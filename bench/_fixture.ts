@@ -5,6 +5,8 @@
  * started here and stopped by its own pid; nothing leaves 127.0.0.1.
  */
 import { makeInstanceRecord, startFakeVastApi } from "../lib/sim/fake_vast_api.ts";
+// The same loopback sshd setup the tunnel tests use.
+import { freePort, generateKey, writeSshdConfig } from "../tests/_helpers/sshd.ts";
 
 /** API key the fake vast API expects. */
 export const BENCH_API_KEY = "bench-vast-key-0c41e2";
@@ -18,14 +20,6 @@ export const BENCH_MODEL = "bench-model";
 const ROOT = Deno.env.get("BENCH_PROXY_ROOT")?.replace(/\/?$/, "/") ??
   new URL("..", import.meta.url).pathname;
 
-/** A port that was free a moment ago on 127.0.0.1. */
-export function freePort(): number {
-  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = (l.addr as Deno.NetAddr).port;
-  l.close();
-  return port;
-}
-
 /** Resolves once something accepts TCP on `port`, or throws after `timeoutMs`. */
 export async function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -37,13 +31,6 @@ export async function waitPort(port: number, timeoutMs = 10_000): Promise<void> 
       if (Date.now() > deadline) throw new Error(`nothing listens on 127.0.0.1:${port}: ${err}`);
       await new Promise((r) => setTimeout(r, 25));
     }
-  }
-}
-
-async function run(cmd: string, args: string[]): Promise<void> {
-  const out = await new Deno.Command(cmd, { args, stdout: "null", stderr: "piped" }).output();
-  if (!out.success) {
-    throw new Error(`${cmd} ${args.join(" ")}: ${new TextDecoder().decode(out.stderr)}`);
   }
 }
 
@@ -133,30 +120,16 @@ export async function startWorld(): Promise<World> {
   const dir = await Deno.makeTempDir({ prefix: "vastproxy-bench-" });
   const hostKey = `${dir}/host_ed25519`;
   const clientKey = `${dir}/client_ed25519`;
-  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", hostKey]);
-  await run("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", clientKey]);
+  await generateKey(hostKey);
+  await generateKey(clientKey);
   await Deno.copyFile(`${clientKey}.pub`, `${dir}/authorized_keys`);
   const sshdPort = freePort();
-  await Deno.writeTextFile(
-    `${dir}/sshd_config`,
-    [
-      `Port ${sshdPort}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${hostKey}`,
-      `AuthorizedKeysFile ${dir}/authorized_keys`,
-      `PidFile ${dir}/sshd.pid`,
-      "StrictModes no",
-      "UsePAM no",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "PubkeyAuthentication yes",
-      "PermitRootLogin yes",
-      "AllowTcpForwarding yes",
-      "MaxStartups 1000",
-      "LogLevel ERROR",
-      "",
-    ].join("\n"),
-  );
+  await writeSshdConfig(`${dir}/sshd_config`, {
+    port: sshdPort,
+    hostKeyPath: hostKey,
+    dir,
+    extra: ["MaxStartups 1000", "LogLevel ERROR"],
+  });
   const sshd = spawnLogged(
     "/usr/sbin/sshd",
     ["-D", "-e", "-f", `${dir}/sshd_config`],

@@ -151,6 +151,43 @@ async function signalPids(pids: number[], signal: Deno.Signal): Promise<void> {
   }).output();
 }
 
+/**
+ * Writes a loopback-only sshd config for tests and the benchmark: key auth
+ * with `<dir>/authorized_keys`, forwarding allowed, sessions with
+ * `<dir>/bin` first on PATH (where a fake nvidia-smi goes). `extra` lines are
+ * appended (e.g. `MaxStartups 1000`).
+ */
+export async function writeSshdConfig(
+  path: string,
+  opts: { port: number; hostKeyPath: string; dir: string; extra?: string[] },
+): Promise<void> {
+  const { port, hostKeyPath, dir } = opts;
+  await Deno.writeTextFile(
+    path,
+    [
+      `Port ${port}`,
+      "ListenAddress 127.0.0.1",
+      `HostKey ${hostKeyPath}`,
+      `AuthorizedKeysFile ${dir}/authorized_keys`,
+      `PidFile ${dir}/sshd.pid`,
+      "StrictModes no",
+      "UsePAM no",
+      "PasswordAuthentication no",
+      "KbdInteractiveAuthentication no",
+      "PubkeyAuthentication yes",
+      "PermitRootLogin yes",
+      "AllowTcpForwarding yes",
+      // SHLVL=1 makes bash treat the command shell as nested, so it skips
+      // the "run by sshd" ~/.bashrc: the test host's interactive setup
+      // (pyenv rehash locks, banners) must not leak into exec results or
+      // stall them, as it would not on a vast instance.
+      `SetEnv PATH=${dir}/bin:/usr/bin:/bin SHLVL=1`,
+      ...(opts.extra ?? []),
+      "",
+    ].join("\n"),
+  );
+}
+
 /** Starts sshd; resolves once it accepts TCP connections (within 5 s). */
 export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   try {
@@ -175,29 +212,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   }
   const port = opts.port ?? freePort();
   const config = `${dir}/sshd_config`;
-  await Deno.writeTextFile(
-    config,
-    [
-      `Port ${port}`,
-      "ListenAddress 127.0.0.1",
-      `HostKey ${hostKeyPath}`,
-      `AuthorizedKeysFile ${dir}/authorized_keys`,
-      `PidFile ${dir}/sshd.pid`,
-      "StrictModes no",
-      "UsePAM no",
-      "PasswordAuthentication no",
-      "KbdInteractiveAuthentication no",
-      "PubkeyAuthentication yes",
-      "PermitRootLogin yes",
-      "AllowTcpForwarding yes",
-      // SHLVL=1 makes bash treat the command shell as nested, so it skips
-      // the "run by sshd" ~/.bashrc: the test host's interactive setup
-      // (pyenv rehash locks, banners) must not leak into exec results or
-      // stall them, as it would not on a vast instance.
-      `SetEnv PATH=${dir}/bin:/usr/bin:/bin SHLVL=1`,
-      "",
-    ].join("\n"),
-  );
+  await writeSshdConfig(config, { port, hostKeyPath, dir });
   const hostKey = (await Deno.readTextFile(`${hostKeyPath}.pub`)).trim();
 
   let child: Deno.ChildProcess | undefined;
