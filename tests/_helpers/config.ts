@@ -4,6 +4,7 @@
  * token, text logs, no TUI), overridden by what it does care about.
  */
 import type { ServeConfig } from "../../lib/config_types.ts";
+import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
 
 /** Defaults for every field but the API endpoint and key. */
 const DEFAULTS: Omit<ServeConfig, "apiKey" | "apiUrl"> = {
@@ -31,4 +32,29 @@ export function testServeConfig(
   patch: Partial<ServeConfig> & Pick<ServeConfig, "apiKey" | "apiUrl">,
 ): ServeConfig {
   return { ...DEFAULTS, ...patch };
+}
+
+/**
+ * An `SshTunnelFactory` for tests: only `keyPath` authenticates (no agent, no
+ * default key files, no passphrase from the environment, so the developer's
+ * own SSH setup never leaks in), with a short connect timeout and fast
+ * reconnects. `extra` overrides anything.
+ */
+export function testTunnelFactory(
+  keyPath: string,
+  knownHostsPath: string,
+  extra: Partial<SshTunnelFactoryOptions> = {},
+): SshTunnelFactory {
+  return new SshTunnelFactory({
+    sshKeys: [keyPath],
+    knownHostsPath,
+    insecureHostKeys: false,
+    agentSocket: null,
+    passphrase: null,
+    defaultKeyFiles: [],
+    readyTimeoutMs: 3_000,
+    backoffBaseMs: 100,
+    backoffMaxMs: 500,
+    ...extra,
+  });
 }

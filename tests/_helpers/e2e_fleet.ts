@@ -12,8 +12,7 @@ import {
   makeInstanceRecord,
   startFakeVastApi,
 } from "../../lib/sim/fake_vast_api.ts";
-import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
-import { testServeConfig } from "./config.ts";
+import { testServeConfig, testTunnelFactory } from "./config.ts";
 import { freePort, generateKey, type Sshd, startSshd } from "./sshd.ts";
 
 /** The vast API key every e2e fleet uses. */
@@ -136,20 +135,12 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
       maxBodyBytes: opts.maxBodyBytes ?? 8 * 1024 * 1024,
       drainTimeoutMs: 2_000,
     });
-    const tunnelFactory = new SshTunnelFactory({
-      sshKeys: [clientKey],
-      knownHostsPath: knownHosts,
-      insecureHostKeys: false,
+    const tunnelFactory = testTunnelFactory(clientKey, knownHosts, {
       passphrase: opts.keyPassphrase ?? null,
-      agentSocket: null,
-      defaultKeyFiles: [],
       username: Deno.env.get("USER") ?? "root",
       logger,
-      readyTimeoutMs: 3_000,
       keepaliveIntervalMs: opts.keepaliveIntervalMs ?? 1_000,
       keepaliveCountMax: opts.keepaliveCountMax ?? 3,
-      backoffBaseMs: 100,
-      backoffMaxMs: 500,
     });
     const proxy = await startProxy(config, { logger, tunnelFactory });
     cleanups.push(() => proxy.shutdown(500));

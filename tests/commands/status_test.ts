@@ -10,10 +10,9 @@ import { MemoryLogger } from "../../lib/logger.ts";
 import type { StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
-import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
 import { freePort } from "../_helpers/sshd.ts";
-import { testServeConfig } from "../_helpers/config.ts";
+import { testServeConfig, testTunnelFactory } from "../_helpers/config.ts";
 
 const PROXY_TOKEN = "status-test-proxy-token-4f1e";
 
@@ -34,18 +33,7 @@ async function withProxy(fn: (proxy: RunningProxy, sim: SimFleet) => Promise<voi
   try {
     proxy = await startProxy(config, {
       logger,
-      tunnelFactory: new SshTunnelFactory({
-        sshKeys: [sim.clientKeyPath],
-        knownHostsPath: sim.knownHostsPath,
-        insecureHostKeys: false,
-        passphrase: null,
-        agentSocket: null,
-        defaultKeyFiles: [],
-        logger,
-        readyTimeoutMs: 3_000,
-        backoffBaseMs: 100,
-        backoffMaxMs: 500,
-      }),
+      tunnelFactory: testTunnelFactory(sim.clientKeyPath, sim.knownHostsPath, { logger }),
     });
     const p = proxy;
     await eventually("3 healthy backends", () => p.status().counts.healthy === 3);

@@ -10,7 +10,8 @@ import { MemoryLogger } from "../../lib/logger.ts";
 import { HostKeyMismatchError } from "../../lib/tunnel/errors.ts";
 import { queryGpus } from "../../lib/tunnel/gpu.ts";
 import { fingerprint } from "../../lib/tunnel/known_hosts.ts";
-import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
+import type { SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
+import { testTunnelFactory } from "../_helpers/config.ts";
 import type { Tunnel, TunnelEvent } from "../../lib/tunnel/tunnel.ts";
 import type { SshEndpoint } from "../../lib/vast/backend_spec.ts";
 import {
@@ -27,14 +28,10 @@ import {
 const ignore = !sshdAvailable();
 
 function factory(keyPath: string, dir: string, extra: Partial<SshTunnelFactoryOptions> = {}) {
-  return new SshTunnelFactory({
-    sshKeys: [keyPath],
-    knownHostsPath: `${dir}/state/known_hosts`,
-    insecureHostKeys: false,
-    agentSocket: null,
-    passphrase: null,
-    defaultKeyFiles: [],
-    readyTimeoutMs: 3_000,
+  // The production backoff (1 s doubling to 60 s): the backoff tests assert it.
+  return testTunnelFactory(keyPath, `${dir}/state/known_hosts`, {
+    backoffBaseMs: 1_000,
+    backoffMaxMs: 60_000,
     ...extra,
   });
 }

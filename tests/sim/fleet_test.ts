@@ -12,9 +12,8 @@ import type { BackendSnapshot } from "../../lib/proxy/snapshot.ts";
 import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
 import { Chaos, type ChaosTarget, type SimEvent } from "../../lib/sim/chaos.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
-import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
-import { testServeConfig } from "../_helpers/config.ts";
+import { testServeConfig, testTunnelFactory } from "../_helpers/config.ts";
 
 interface World {
   sim: SimFleet;
@@ -47,19 +46,10 @@ async function startWorld(
     knownHosts: sim.knownHostsPath,
     pollIntervalMs: 200,
   });
-  const tunnelFactory = new SshTunnelFactory({
-    sshKeys: [sim.clientKeyPath],
-    knownHostsPath: sim.knownHostsPath,
-    insecureHostKeys: false,
-    passphrase: null,
-    agentSocket: null,
-    defaultKeyFiles: [],
+  const tunnelFactory = testTunnelFactory(sim.clientKeyPath, sim.knownHostsPath, {
     logger,
-    readyTimeoutMs: 3_000,
     keepaliveIntervalMs: 1_000,
     keepaliveCountMax: 3,
-    backoffBaseMs: 100,
-    backoffMaxMs: 500,
   });
   let proxy: RunningProxy;
   try {

@@ -4,7 +4,7 @@
  * back-pressure, SSE, and a cancelled stream reaching the engine as a close.
  */
 import assert from "node:assert/strict";
-import { SshTunnelFactory } from "../../lib/tunnel/factory.ts";
+import { testTunnelFactory } from "../_helpers/config.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { isTransportError } from "../../lib/proxy/errors.ts";
 import { sshdAvailable, startSshd, testSpec, waitFor } from "../_helpers/sshd.ts";
@@ -17,14 +17,11 @@ Deno.test({
   async fn() {
     const sshd = await startSshd();
     const engine = await startFakeEngine({ tokenDelayMs: 0 });
-    const t = new SshTunnelFactory({
-      sshKeys: [sshd.clientKeyPath],
-      knownHostsPath: `${sshd.dir}/known_hosts`,
-      insecureHostKeys: false,
-      agentSocket: null,
-      passphrase: null,
-      defaultKeyFiles: [],
+    const t = testTunnelFactory(sshd.clientKeyPath, `${sshd.dir}/known_hosts`, {
       readyTimeoutMs: 2_000,
+      // The defaults this test was written against.
+      backoffBaseMs: 1_000,
+      backoffMaxMs: 60_000,
     }).open(testSpec(31, [{ host: "127.0.0.1", port: sshd.port, path: "direct" }], engine.port));
     const req = (method: string, path: string, body: string | null = null, signal?: AbortSignal) =>
       t.request!({

@@ -4,7 +4,8 @@
  * upgrade that drains the old path.
  */
 import assert from "node:assert/strict";
-import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
+import type { SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
+import { testTunnelFactory } from "../_helpers/config.ts";
 import type { TunnelEvent } from "../../lib/tunnel/tunnel.ts";
 import type { SshEndpoint } from "../../lib/vast/backend_spec.ts";
 import {
@@ -21,17 +22,10 @@ const ignore = !sshdAvailable();
 
 /** Small keepalive and backoff so losses show within a second. */
 function fastFactory(keyPath: string, dir: string, extra: Partial<SshTunnelFactoryOptions> = {}) {
-  return new SshTunnelFactory({
-    sshKeys: [keyPath],
-    knownHostsPath: `${dir}/known_hosts`,
-    insecureHostKeys: false,
-    agentSocket: null,
-    passphrase: null,
-    defaultKeyFiles: [],
+  return testTunnelFactory(keyPath, `${dir}/known_hosts`, {
     readyTimeoutMs: 2_000,
     keepaliveIntervalMs: 200,
     keepaliveCountMax: 3,
-    backoffBaseMs: 100,
     backoffMaxMs: 400,
     drainIdleMs: 200,
     ...extra,
