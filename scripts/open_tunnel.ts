@@ -9,7 +9,7 @@
  * from that machine, KEY a private key file. Host keys are pinned in a fresh
  * temp file (this is a demo), under instance id 0. User: $TUNNEL_USER or root.
  */
-import { MemoryLogger } from "../lib/logger.ts";
+import { MemoryLogger } from "../lib/core/logger.ts";
 import { queryGpus } from "../lib/tunnel/gpu.ts";
 import { SshTunnelFactory } from "../lib/tunnel/factory.ts";
 import type { TunnelEvent } from "../lib/tunnel/tunnel.ts";

@@ -12,7 +12,7 @@
  *
  * Usage: deno task soak [--duration 2m] [--instances 3] [--concurrency 8] [--chaos-every 6s]
  */
-import { parseDuration } from "../lib/units.ts";
+import { parseDuration } from "../lib/cli/units.ts";
 import { startE2eFleet } from "../tests/_helpers/e2e_fleet.ts";
 import { sshdAvailable } from "../tests/_helpers/sshd.ts";
 

@@ -2,7 +2,7 @@
  * Talking to a running vastproxy's own endpoints, for `status` and `wait`.
  */
 import type { StatusSnapshot } from "../proxy/snapshot.ts";
-import { UsageError } from "../config.ts";
+import { UsageError } from "../cli/config.ts";
 
 /** Default address of a local proxy (DESIGN.md §2 default --listen). */
 export const DEFAULT_PROXY_URL = "http://127.0.0.1:8080";

@@ -4,9 +4,9 @@
  * switches to plain lines once the table closes so shutdown messages are
  * still seen.
  */
-import type { CliIo } from "../cli_io.ts";
-import type { LogFields, Logger, LogLevel } from "../logger.ts";
-import type { RunningProxy } from "../proxy/server.ts";
+import type { CliIo } from "../cli/cli_io.ts";
+import type { LogFields, Logger, LogLevel } from "../core/logger.ts";
+import type { RunningProxy } from "../app/proxy_app.ts";
 import { LineLogger, shouldUseColor } from "../ui/log.ts";
 import { denoTerminal, enterRawMode, exitRawMode, LiveUI, UiLogBuffer } from "../ui/live.ts";
 import { textWriter } from "./_io_writer.ts";

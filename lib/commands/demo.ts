@@ -5,10 +5,10 @@
  * Serve options the user gives (--listen, --policy, --no-tui, …) apply; the
  * ones that select a real account or real instances are the demo's own.
  */
-import type { CliIo } from "../cli_io.ts";
-import { loadDotenv, type RawFlags, resolveServeConfig, UsageError } from "../config.ts";
-import type { ServeConfig } from "../config_types.ts";
-import type { Logger } from "../logger.ts";
+import type { CliIo } from "../cli/cli_io.ts";
+import { loadDotenv, type RawFlags, resolveServeConfig, UsageError } from "../cli/config.ts";
+import type { ServeConfig } from "../cli/config_types.ts";
+import type { Logger } from "../core/logger.ts";
 import type { SimEvent } from "../sim/chaos.ts";
 import { type SimFleet, type SimFleetOptions, startSimFleet } from "../sim/fleet.ts";
 import { runProxy } from "./serve.ts";

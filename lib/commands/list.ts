@@ -3,8 +3,8 @@
  * SSH endpoints, detected engine and port), then exit. Useful to check what
  * `serve` would proxy before running it.
  */
-import type { CliIo } from "../cli_io.ts";
-import { parsePort, type RawFlags, resolveApiConfig, UsageError } from "../config.ts";
+import type { CliIo } from "../cli/cli_io.ts";
+import { parsePort, type RawFlags, resolveApiConfig, UsageError } from "../cli/config.ts";
 import { VastApiError } from "../vast/errors.ts";
 import { VastClient } from "../vast/client.ts";
 import { passesFilters, resolveInstance } from "../vast/instance.ts";

@@ -2,11 +2,11 @@
  * `vastproxy serve` (the default command): resolve the configuration, start
  * the proxy, show the live table or log lines, and drain on SIGINT/SIGTERM.
  */
-import type { CliIo } from "../cli_io.ts";
-import { type RawFlags, resolveServeConfig, UsageError } from "../config.ts";
-import type { ServeConfig } from "../config_types.ts";
-import type { Logger } from "../logger.ts";
-import { ApiKeyRejectedError, type ProxyDeps, startProxy } from "../proxy/server.ts";
+import type { CliIo } from "../cli/cli_io.ts";
+import { type RawFlags, resolveServeConfig, UsageError } from "../cli/config.ts";
+import type { ServeConfig } from "../cli/config_types.ts";
+import type { Logger } from "../core/logger.ts";
+import { ApiKeyRejectedError, type ProxyDeps, startProxy } from "../app/proxy_app.ts";
 import { createServeUi } from "./_serve_ui.ts";
 
 /** Every secret of a config, for log redaction as a last line of defence. */

@@ -2,7 +2,7 @@
  * `vastproxy status`: one look at a running proxy's backends, as the same
  * table the live UI shows (or its JSON with --json).
  */
-import type { CliIo } from "../cli_io.ts";
+import type { CliIo } from "../cli/cli_io.ts";
 import { renderPlainTable } from "../ui/table.ts";
 import { shouldUseColor } from "../ui/log.ts";
 import { fetchStatus, proxyBaseUrl, ProxyUnreachableError } from "./_proxy_client.ts";

@@ -3,10 +3,10 @@
  * A proxy that is not up yet is not an error: CI starts it in the background
  * and calls `wait` at once, so we keep polling until the timeout.
  */
-import { type Clock, realClock } from "../clock.ts";
-import type { CliIo } from "../cli_io.ts";
-import { UsageError } from "../config.ts";
-import { parseDuration } from "../units.ts";
+import { type Clock, realClock } from "../core/clock.ts";
+import type { CliIo } from "../cli/cli_io.ts";
+import { UsageError } from "../cli/config.ts";
+import { parseDuration } from "../cli/units.ts";
 import { fetchStatus, proxyBaseUrl, ProxyUnreachableError } from "./_proxy_client.ts";
 
 /** Options of `wait` as typed on the command line. */

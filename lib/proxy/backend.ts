@@ -9,15 +9,16 @@
  * that tests call directly; `startLoops(signal)` merely repeats them on the
  * injected clock.
  */
-import type { Clock } from "../clock.ts";
-import type { Logger } from "../logger.ts";
+import type { Clock } from "../core/clock.ts";
+import { errorText } from "../core/errors.ts";
+import type { Logger } from "../core/logger.ts";
 import type { Tunnel, TunnelEvent, TunnelFactory } from "../tunnel/tunnel.ts";
 import {
   type BackendSpec,
   connectionKey,
   type Engine,
   type SshPath,
-} from "../vast/backend_spec.ts";
+} from "../core/backend_spec.ts";
 import type { RequestOutcome, RouteTarget, UpstreamRequest } from "./pool.ts";
 import type { BackendSnapshot, BackendState, GpuMetrics } from "./snapshot.ts";
 import {
@@ -32,13 +33,7 @@ import {
   transition,
 } from "./backend_state.ts";
 import { type HistogramData, LatencyHistogram } from "./histogram.ts";
-import {
-  DEFAULT_HEALTH_TIMEOUT_MS,
-  describe,
-  type GpuProbe,
-  probeModels,
-  readGpus,
-} from "./health.ts";
+import { DEFAULT_HEALTH_TIMEOUT_MS, type GpuProbe, probeModels, readGpus } from "./health.ts";
 
 export type { BackendEvent } from "./backend_state.ts";
 export type { GpuProbe, GpuResult } from "./health.ts";
@@ -328,7 +323,7 @@ export class Backend implements RouteTarget {
       } catch (err) {
         this.#deps.logger.log("warn", "closing tunnel failed", {
           id: this.id,
-          error: describe(err),
+          error: errorText(err),
         });
       }
     }
@@ -439,7 +434,7 @@ export class Backend implements RouteTarget {
       // A listener's bug must not break the owner's bookkeeping.
       this.#deps.logger.log("error", "backend event listener failed", {
         id: this.id,
-        error: describe(err),
+        error: errorText(err),
       });
     }
   }

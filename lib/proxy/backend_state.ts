@@ -7,7 +7,7 @@
  * and tests can check it without a tunnel.
  */
 import type { TunnelEvent, TunnelState } from "../tunnel/tunnel.ts";
-import type { SshPath } from "../vast/backend_spec.ts";
+import type { SshPath } from "../core/backend_spec.ts";
 import type { ProbeResult } from "./health.ts";
 import type { BackendState } from "./snapshot.ts";
 

@@ -5,27 +5,14 @@
  * `Backend`s. Each backend still owns its own state; the fleet only decides
  * which backends exist.
  */
-import type { BackendSpec } from "../vast/backend_spec.ts";
-import { connectionKey } from "../vast/backend_spec.ts";
+import type { BackendSpec } from "../core/backend_spec.ts";
+import type { FleetDiff } from "../core/fleet_diff.ts";
+import { connectionKey } from "../core/backend_spec.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
 import type { BackendSnapshot, StatusSnapshot } from "./snapshot.ts";
 import { Backend, type BackendDeps, type BackendEvent } from "./backend.ts";
 import type { HistogramData } from "./histogram.ts";
-import { describe } from "./health.ts";
-
-/**
- * What the watcher reports after a poll (lib/vast/watcher.ts's `FleetDiff`
- * fits). The fleet decides rebuild vs. in-place update itself, from
- * `connectionKey` and eligibility, so a `rebuild` hint is not needed and
- * `changed` and `updated` are handled alike.
- */
-export interface FleetDiff {
-  added: BackendSpec[];
-  changed: { before: BackendSpec; after: BackendSpec }[];
-  /** Display-only changes. */
-  updated?: { before: BackendSpec; after: BackendSpec }[];
-  removed: BackendSpec[];
-}
+import { errorText } from "../core/errors.ts";
 
 /** Collaborators of a `Fleet`: everything each backend needs, plus drain timing. */
 export interface FleetDeps extends BackendDeps {
@@ -146,7 +133,7 @@ export class Fleet implements Pool {
       const b = this.#backends.get(spec.id);
       if (b) this.#retire(b, this.#drainTimeout());
     }
-    for (const { after } of [...diff.changed, ...diff.updated ?? []]) this.#change(after);
+    for (const { after } of [...diff.changed, ...diff.updated]) this.#change(after);
     // An id we already hold is a change we missed, not a second backend.
     for (const spec of diff.added) this.#change(spec);
   }
@@ -217,7 +204,7 @@ export class Fleet implements Pool {
     } catch (err) {
       this.#deps.logger.log("error", "fleet event listener failed", {
         id: b.id,
-        error: describe(err),
+        error: errorText(err),
       });
     }
   }

@@ -4,9 +4,10 @@
  * so the backend's loop, the tunnel's `verify` (checking a new path before the
  * direct upgrade) and tests all run the very same check.
  */
-import type { Clock } from "../clock.ts";
+import type { Clock } from "../core/clock.ts";
 import type { Tunnel } from "../tunnel/tunnel.ts";
-import type { GpuMetrics } from "./snapshot.ts";
+import type { GpuResult } from "../core/gpu_metrics.ts";
+import { errorText } from "../core/errors.ts";
 
 /** What one probe found. `error` is safe to show and log (no token, no body). */
 export type ProbeResult =
@@ -76,7 +77,7 @@ export async function probeModels(baseUrl: string, opts: ProbeOptions): Promise<
   } catch (err) {
     if (timedOut) return { ok: false, error: `GET /v1/models timed out after ${timeoutMs} ms` };
     if (opts.signal?.aborted) return { ok: false, error: "health check aborted" };
-    return { ok: false, error: `GET /v1/models failed: ${describe(err)}` };
+    return { ok: false, error: `GET /v1/models failed: ${errorText(err)}` };
   } finally {
     opts.signal?.removeEventListener("abort", onOuterAbort);
     timer.abort();
@@ -101,14 +102,7 @@ export function parseModelIds(body: unknown): string[] | null {
   return ids;
 }
 
-/** A short, secret-free description of a thrown value. */
-export function describe(err: unknown): string {
-  if (err instanceof Error) return err.message || err.name;
-  return String(err);
-}
-
-/** Result of one nvidia-smi run (the shape of lib/tunnel/gpu.ts's `queryGpus`). */
-export type GpuResult = { ok: true; gpus: GpuMetrics[] } | { ok: false; error: string };
+export type { GpuResult } from "../core/gpu_metrics.ts";
 
 /** Reads GPU metrics over a tunnel; `queryGpus` from lib/tunnel/gpu.ts fits. */
 export type GpuProbe = (tunnel: Tunnel, opts: { timeoutMs: number }) => Promise<GpuResult>;
@@ -122,6 +116,6 @@ export async function readGpus(
   try {
     return await probe(tunnel, { timeoutMs });
   } catch (err) {
-    return { ok: false, error: describe(err) };
+    return { ok: false, error: errorText(err) };
   }
 }

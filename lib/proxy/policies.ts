@@ -9,7 +9,7 @@
  * Policies only see `RouteTarget`s that already passed the filters; they
  * never look at SSH, health or state internals (Caddy's Selector shape).
  */
-import type { PolicyName } from "../config_types.ts";
+import type { PolicyName } from "../cli/config_types.ts";
 import type { RouteTarget } from "./pool.ts";
 import type { RouteInfo } from "./route_info.ts";
 

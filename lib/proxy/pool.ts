@@ -4,7 +4,7 @@
  * and the fleet only through `Pool`; neither reaches into SSH or health
  * internals.
  */
-import type { Engine } from "../vast/backend_spec.ts";
+import type { Engine } from "../core/backend_spec.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
 /** Outcome of one proxied request, for counters and passive health. */

@@ -7,8 +7,8 @@
  * `Deno.serve` runs it in production. Backends are seen only as
  * `RouteTarget`s from a `Pool`.
  */
-import { type Clock, realClock } from "../clock.ts";
-import { type Logger, nullLogger } from "../logger.ts";
+import { type Clock, realClock } from "../core/clock.ts";
+import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
 import { errorResponse, type ProxyErrorCode, shouldRetry, TransportError } from "./errors.ts";
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts";

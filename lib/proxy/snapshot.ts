@@ -3,7 +3,8 @@
  * `Fleet.snapshot()` produce these frozen values; /vastproxy/status serves
  * them as JSON, and the UI and `vastproxy status` render them.
  */
-import type { Engine, SshPath } from "../vast/backend_spec.ts";
+import type { Engine, SshPath } from "../core/backend_spec.ts";
+import type { GpuMetrics } from "../core/gpu_metrics.ts";
 
 /** Backend lifecycle states (DESIGN.md §6). */
 export type BackendState =
@@ -15,16 +16,8 @@ export type BackendState =
   | "hostkey-mismatch"
   | "removed";
 
-/** One GPU's metrics from nvidia-smi; null where the driver said `[N/A]`. */
-export interface GpuMetrics {
-  index: number;
-  name: string;
-  utilization: number | null; // percent
-  memoryUsed: number | null; // MiB
-  memoryTotal: number | null; // MiB
-  temperature: number | null; // °C
-  powerDraw: number | null; // W
-}
+/** One backend as the outside sees it. Field names are the /vastproxy/status JSON contract. */
+export type { GpuMetrics } from "../core/gpu_metrics.ts";
 
 /** One backend as the outside sees it. Field names are the /vastproxy/status JSON contract. */
 export interface BackendSnapshot {

@@ -5,7 +5,7 @@
  * live table shows what the proxy does about such events; tests drive it with
  * a `FakeClock` and injected randomness and call `step()` directly.
  */
-import type { Clock } from "../clock.ts";
+import type { Clock } from "../core/clock.ts";
 
 /** What happened in the simulated fleet, for the demo's log and for tests. */
 export type SimEvent =

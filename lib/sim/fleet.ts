@@ -8,7 +8,7 @@
  * `vastproxy demo`, fleet-scale tests and the benchmark share it, so start-up
  * is parallel and `close()` stops everything it started.
  */
-import { type Clock, realClock } from "../clock.ts";
+import { type Clock, realClock } from "../core/clock.ts";
 import {
   ed25519KeyPair,
   PROFILES,

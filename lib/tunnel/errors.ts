@@ -3,7 +3,7 @@
  * state, and what to do about it; none ever carries a secret (instance token,
  * key passphrase) — only ids, endpoints, file paths and fingerprints.
  */
-import type { SshPath } from "../vast/backend_spec.ts";
+import type { SshPath } from "../core/backend_spec.ts";
 
 /** The instance offered a host key different from the one pinned for it. */
 export class HostKeyMismatchError extends Error {

@@ -3,10 +3,10 @@
  * into the settings every `SshTunnel` shares. Keys are read and parsed once
  * here, not once per connection.
  */
-import { type Clock, realClock } from "../clock.ts";
-import type { Logger } from "../logger.ts";
-import { nullLogger } from "../logger.ts";
-import type { BackendSpec } from "../vast/backend_spec.ts";
+import { type Clock, realClock } from "../core/clock.ts";
+import type { Logger } from "../core/logger.ts";
+import { nullLogger } from "../core/logger.ts";
+import type { BackendSpec } from "../core/backend_spec.ts";
 import { defaultKeyFiles, loadAuthSources } from "./keys.ts";
 import { KnownHosts } from "./known_hosts.ts";
 import { SshTunnel, type TunnelSettings } from "./ssh.ts";

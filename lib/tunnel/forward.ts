@@ -6,8 +6,8 @@
 import * as net from "node:net";
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
-import type { Logger } from "../logger.ts";
-import { nullLogger } from "../logger.ts";
+import type { Logger } from "../core/logger.ts";
+import { nullLogger } from "../core/logger.ts";
 
 /** The part of an ssh2 `Client` a forward uses (lets tests pass a fake). */
 export interface ForwardOutClient {

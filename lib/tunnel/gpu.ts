@@ -6,7 +6,7 @@
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
 import { Buffer } from "node:buffer";
-import type { GpuMetrics } from "../proxy/snapshot.ts";
+import type { GpuMetrics, GpuResult } from "../core/gpu_metrics.ts";
 import type { ExecResult, Tunnel } from "./tunnel.ts";
 import { ExecError } from "./errors.ts";
 
@@ -108,9 +108,6 @@ function closeQuietly(channel: ClientChannel | undefined): void {
   }
 }
 
-/** Result of one metrics query. */
-export type GpuQueryResult = { ok: true; gpus: GpuMetrics[] } | { ok: false; error: string };
-
 /**
  * Runs nvidia-smi through `tunnel` and parses it. Never throws: a non-zero
  * exit, a missing binary, a timeout or a tunnel that is down come back as
@@ -119,7 +116,7 @@ export type GpuQueryResult = { ok: true; gpus: GpuMetrics[] } | { ok: false; err
 export async function queryGpus(
   tunnel: Pick<Tunnel, "exec">,
   opts: { timeoutMs?: number } = {},
-): Promise<GpuQueryResult> {
+): Promise<GpuResult> {
   let result: ExecResult;
   try {
     result = await tunnel.exec(NVIDIA_SMI_COMMAND, { timeoutMs: opts.timeoutMs ?? 5_000 });

@@ -11,8 +11,8 @@
 // @ts-types="@types/ssh2"
 import { utils } from "ssh2";
 import type { AnyAuthMethod, ParsedKey } from "ssh2";
-import type { Logger } from "../logger.ts";
-import { nullLogger } from "../logger.ts";
+import type { Logger } from "../core/logger.ts";
+import { nullLogger } from "../core/logger.ts";
 
 /** One way to authenticate. */
 export type AuthSource =

@@ -16,8 +16,8 @@
  * pinning at once both keep their lines.
  */
 import { createHash } from "node:crypto";
-import type { Logger } from "../logger.ts";
-import { nullLogger } from "../logger.ts";
+import type { Logger } from "../core/logger.ts";
+import { nullLogger } from "../core/logger.ts";
 
 /** One pinned key. */
 export interface HostKeyPin {

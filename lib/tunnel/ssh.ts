@@ -4,13 +4,13 @@
  * connects, waits while up, upgrades proxy → direct, and backs off; ssh2
  * callbacks only report a loss and poke the loop.
  */
-import type { Clock } from "../clock.ts";
-import type { Logger } from "../logger.ts";
-import { backoffDelay } from "../vast/backoff.ts";
-import type { BackendSpec } from "../vast/backend_spec.ts";
+import type { Clock } from "../core/clock.ts";
+import type { Logger } from "../core/logger.ts";
+import { backoffDelay } from "../core/backoff.ts";
+import type { BackendSpec } from "../core/backend_spec.ts";
 import { connectAny, type Connection, type ConnectOptions, endClient } from "./connect.ts";
 import { HostKeyMismatchError, SshConnectError, TunnelNotUpError } from "./errors.ts";
-import { ChannelHttpClient, ChannelHttpError, type ChannelRequest } from "./channel_http.ts";
+import { ChannelHttpClient, ChannelHttpError, type ChannelRequest } from "../http1/client.ts";
 import { type Forward, type ForwardOutClient, startForward } from "./forward.ts";
 import { execCommand } from "./gpu.ts";
 // @ts-types="@types/ssh2"

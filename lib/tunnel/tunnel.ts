@@ -3,10 +3,10 @@
  * implements it over ssh2; tests and the proxy's unit tests use fakes, so the
  * proxy never depends on SSH internals.
  */
-import type { BackendSpec, SshPath } from "../vast/backend_spec.ts";
-import type { ChannelRequest } from "./channel_http.ts";
+import type { BackendSpec, SshPath } from "../core/backend_spec.ts";
+import type { ChannelRequest } from "../http1/client.ts";
 
-export type { ChannelRequest } from "./channel_http.ts";
+export type { ChannelRequest } from "../http1/client.ts";
 
 /** Lifecycle state of a tunnel. */
 export type TunnelState =

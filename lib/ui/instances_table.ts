@@ -4,7 +4,7 @@
  * records, so what is shown is exactly what the proxy would use.
  */
 import Table from "cli-table3";
-import type { BackendSpec } from "../vast/backend_spec.ts";
+import type { BackendSpec } from "../core/backend_spec.ts";
 import { instanceSummary } from "../vast/instance.ts";
 
 /** Rendering options. */

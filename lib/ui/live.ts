@@ -5,8 +5,8 @@
  * and key presses only mark the screen dirty or trigger one extra redraw
  * (STYLE.md rule 19, deployctl's `top`).
  */
-import { type Clock, realClock } from "../clock.ts";
-import { type LogFields, type Logger, type LogLevel, redact } from "../logger.ts";
+import { type Clock, realClock } from "../core/clock.ts";
+import { type LogFields, type Logger, type LogLevel, redact } from "../core/logger.ts";
 import type { StatusSnapshot } from "../proxy/snapshot.ts";
 import { TERM } from "./ansi.ts";
 import { type Action, KeyController, parseKeys, promptFor } from "./keys.ts";

@@ -3,7 +3,13 @@
  * shippers (`--log-format json`). Used when stdout is not a TTY or with
  * `--no-tui`; the live UI's log pane reuses `formatText`.
  */
-import { type LogFields, type Logger, type LogLevel, type LogRecord, redact } from "../logger.ts";
+import {
+  type LogFields,
+  type Logger,
+  type LogLevel,
+  type LogRecord,
+  redact,
+} from "../core/logger.ts";
 import { paint, type Style } from "./ansi.ts";
 
 /** Something bytes can be written to (`Deno.stdout`, `Deno.stderr`, a test buffer). */

@@ -11,7 +11,7 @@
  */
 import type { BackendSnapshot, BackendState, StatusSnapshot } from "../proxy/snapshot.ts";
 import { displayWidth, fit, paint, type Style, truncate } from "./ansi.ts";
-import { formatDuration } from "../units.ts";
+import { formatDuration } from "../cli/units.ts";
 
 /** Options of `renderStatus`. */
 export interface RenderOptions {

@@ -5,9 +5,9 @@
  * clock; every failure surfaces as a `VastApiError` whose message never
  * contains the API key.
  */
-import { type Clock, realClock } from "../clock.ts";
-import { type Logger, nullLogger, redact } from "../logger.ts";
-import { backoffDelay } from "./backoff.ts";
+import { type Clock, realClock } from "../core/clock.ts";
+import { type Logger, nullLogger, redact } from "../core/logger.ts";
+import { backoffDelay } from "../core/backoff.ts";
 import { kindForStatus, VastApiError } from "./errors.ts";
 import { parseInstances, type VastInstanceRecord } from "./schema.ts";
 

@@ -3,7 +3,7 @@
  * server's port, engine, token. Pure functions of the record (DESIGN §4), so
  * the watcher can diff their results and tests can table-drive them.
  */
-import type { BackendSpec, Engine, SshEndpoint } from "./backend_spec.ts";
+import type { BackendSpec, Engine, SshEndpoint } from "../core/backend_spec.ts";
 import type { VastInstanceRecord } from "./schema.ts";
 
 /** Port of vast's LLM templates when nothing else says otherwise. */

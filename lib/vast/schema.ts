@@ -4,7 +4,7 @@
  * record is skipped with a log line instead of failing the whole listing.
  */
 import { z } from "zod";
-import type { Logger } from "../logger.ts";
+import type { Logger } from "../core/logger.ts";
 
 /** A port binding as docker reports it; HostPort is a string, tolerate a number. */
 const portBinding = z.looseObject({

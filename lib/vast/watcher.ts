@@ -16,38 +16,19 @@
  *   failed listing changes nothing at all.
  * A poll where nothing differs yields `null`, not an empty diff.
  */
-import type { Clock } from "../clock.ts";
-import type { Logger } from "../logger.ts";
-import { type BackendSpec, connectionKey } from "./backend_spec.ts";
-import { backoffDelay } from "./backoff.ts";
+import type { Clock } from "../core/clock.ts";
+import type { Logger } from "../core/logger.ts";
+import { type BackendSpec, connectionKey } from "../core/backend_spec.ts";
+import type { FleetDiff } from "../core/fleet_diff.ts";
+import { backoffDelay } from "../core/backoff.ts";
 import { resolveInstance } from "./instance.ts";
 import type { VastInstanceRecord } from "./schema.ts";
+import { errorText } from "../core/errors.ts";
 
 /** The one thing the watcher needs from the API client. */
 export interface InstanceLister {
   /** All instances of the account; rejects on failure. */
   listInstances(signal?: AbortSignal): Promise<VastInstanceRecord[]>;
-}
-
-/** A spec before and after a poll. */
-export interface SpecChange {
-  before: BackendSpec;
-  after: BackendSpec;
-}
-
-/** A change the fleet must act on. */
-export interface FleetChange extends SpecChange {
-  /** The connection (endpoints, port, token) differs: replace the tunnel. */
-  rebuild: boolean;
-}
-
-/** What one poll changed. */
-export interface FleetDiff {
-  added: BackendSpec[];
-  changed: FleetChange[];
-  /** Display-only changes; never need a rebuild. */
-  updated: SpecChange[];
-  removed: BackendSpec[];
 }
 
 /** Construction options. */
@@ -207,8 +188,4 @@ export class Watcher {
 
 function sameSpec(a: BackendSpec, b: BackendSpec): boolean {
   return JSON.stringify(a) === JSON.stringify(b);
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }

@@ -6,7 +6,7 @@
  */
 import type { Pool, RequestOutcome, RouteTarget } from "../../lib/proxy/pool.ts";
 import type { BackendSnapshot, StatusSnapshot } from "../../lib/proxy/snapshot.ts";
-import type { Engine } from "../../lib/vast/backend_spec.ts";
+import type { Engine } from "../../lib/core/backend_spec.ts";
 
 /** Options of a fake target. */
 export interface FakeTargetOptions {

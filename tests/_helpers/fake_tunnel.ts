@@ -13,7 +13,7 @@ import type {
   TunnelOptions,
   TunnelStatus,
 } from "../../lib/tunnel/tunnel.ts";
-import type { BackendSpec, SshPath } from "../../lib/vast/backend_spec.ts";
+import type { BackendSpec, SshPath } from "../../lib/core/backend_spec.ts";
 
 /** How `FakeTunnel.up()` presents the connection. */
 export interface FakeUpOptions {

@@ -4,7 +4,7 @@
  * never by name.
  */
 
-import type { BackendSpec, SshEndpoint } from "../../lib/vast/backend_spec.ts";
+import type { BackendSpec, SshEndpoint } from "../../lib/core/backend_spec.ts";
 
 /** Where the system sshd lives. */
 export const SSHD_PATH = "/usr/sbin/sshd";

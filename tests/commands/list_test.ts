@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { memoryIo } from "../../lib/cli_io.ts";
-import { runCli } from "../../lib/cli.ts";
+import { memoryIo } from "../../lib/cli/cli_io.ts";
+import { runCli } from "../../lib/cli/cli.ts";
 import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_api.ts";
 
 const KEY = "test-key-0123456789";

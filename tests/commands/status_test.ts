@@ -3,12 +3,12 @@
  * fleet, with a client token), and against nothing at all.
  */
 import assert from "node:assert/strict";
-import { memoryIo } from "../../lib/cli_io.ts";
-import { runCli } from "../../lib/cli.ts";
+import { memoryIo } from "../../lib/cli/cli_io.ts";
+import { runCli } from "../../lib/cli/cli.ts";
 import { statusCommand } from "../../lib/commands/status.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import type { StatusSnapshot } from "../../lib/proxy/snapshot.ts";
-import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
+import { type RunningProxy, startProxy } from "../../lib/app/proxy_app.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
 import { freePort } from "../_helpers/sshd.ts";

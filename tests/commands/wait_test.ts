@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
-import { memoryIo } from "../../lib/cli_io.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
+import { memoryIo } from "../../lib/cli/cli_io.ts";
 import { waitCommand } from "../../lib/commands/wait.ts";
 
 function statusBody(healthy: number, total: number) {

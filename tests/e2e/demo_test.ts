@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { memoryIo } from "../../lib/cli_io.ts";
-import { runCli } from "../../lib/cli.ts";
+import { memoryIo } from "../../lib/cli/cli_io.ts";
+import { runCli } from "../../lib/cli/cli.ts";
 import { demoCommand } from "../../lib/commands/demo.ts";
 import type { StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import { freePort } from "../_helpers/sshd.ts";

@@ -7,9 +7,9 @@
  * input that are about HTTP or the vast API, where a real sshd adds nothing
  * but seconds.
  */
-import type { Clock } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
-import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
+import type { Clock } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
+import { type RunningProxy, startProxy } from "../../lib/app/proxy_app.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import {
   type FakeVastApi,
@@ -17,7 +17,7 @@ import {
   startFakeVastApi,
 } from "../../lib/sim/fake_vast_api.ts";
 import type { TunnelFactory, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
-import type { BackendSpec } from "../../lib/vast/backend_spec.ts";
+import type { BackendSpec } from "../../lib/core/backend_spec.ts";
 import { type FakeTunnel, FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { testServeConfig } from "../_helpers/config.ts";
 

@@ -7,7 +7,7 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { resolveServeConfig, UsageError } from "../../lib/config.ts";
+import { resolveServeConfig, UsageError } from "../../lib/cli/config.ts";
 import { bearerToken, createTokenCheck, timingSafeEqual } from "../../lib/proxy/auth.ts";
 import { formatJson, formatText } from "../../lib/ui/log.ts";
 import { renderPlainTable, renderStatus } from "../../lib/ui/table.ts";

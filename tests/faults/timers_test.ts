@@ -4,8 +4,8 @@
  * polling the vast.ai API in a tight loop.
  */
 import assert from "node:assert/strict";
-import { realClock } from "../../lib/clock.ts";
-import { parseDuration } from "../../lib/units.ts";
+import { realClock } from "../../lib/core/clock.ts";
+import { parseDuration } from "../../lib/cli/units.ts";
 
 Deno.test("realClock.sleep() with a duration beyond the timer limit waits instead of firing at once", async () => {
   const ms = parseDuration("1000h")!;

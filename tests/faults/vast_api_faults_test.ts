@@ -7,7 +7,7 @@
  * Minutes of API backoff run in well under a second of real time.
  */
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
 import type { FaultKind } from "../../lib/sim/fake_vast_api.ts";
 import { VastClient } from "../../lib/vast/client.ts";
 import { VastApiError } from "../../lib/vast/errors.ts";

@@ -6,10 +6,10 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { nullLogger } from "../../lib/logger.ts";
+import { nullLogger } from "../../lib/core/logger.ts";
 import { makeInstanceRecord } from "../../lib/sim/fake_vast_api.ts";
 import { parseNvidiaSmi } from "../../lib/tunnel/gpu.ts";
-import { formatDuration, parseDuration, parseSize } from "../../lib/units.ts";
+import { formatDuration, parseDuration, parseSize } from "../../lib/cli/units.ts";
 import { resolveInstance } from "../../lib/vast/instance.ts";
 import { parseInstances } from "../../lib/vast/schema.ts";
 

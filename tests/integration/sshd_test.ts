@@ -5,15 +5,15 @@
  * which sshd reaches exactly as an instance reaches its LLM server.
  */
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import { HostKeyMismatchError } from "../../lib/tunnel/errors.ts";
 import { queryGpus } from "../../lib/tunnel/gpu.ts";
 import { fingerprint } from "../../lib/tunnel/known_hosts.ts";
 import type { SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
 import { testTunnelFactory } from "../_helpers/config.ts";
 import type { Tunnel, TunnelEvent } from "../../lib/tunnel/tunnel.ts";
-import type { SshEndpoint } from "../../lib/vast/backend_spec.ts";
+import type { SshEndpoint } from "../../lib/core/backend_spec.ts";
 import {
   eventLog,
   freePort,

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { FakeClock, flushMicrotasks } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import { Backend, type BackendDeps, type BackendEvent } from "../../lib/proxy/backend.ts";
 import { deriveState, INITIAL_INPUTS, transition } from "../../lib/proxy/backend_state.ts";
 import type { RequestOutcome } from "../../lib/proxy/pool.ts";

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
-import { FakeClock, flushMicrotasks } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import type { BackendEvent } from "../../lib/proxy/backend.ts";
-import { Fleet, type FleetDiff } from "../../lib/proxy/fleet.ts";
+import type { FleetChange, FleetDiff } from "../../lib/core/fleet_diff.ts";
+import { Fleet } from "../../lib/proxy/fleet.ts";
 import type { RequestOutcome } from "../../lib/proxy/pool.ts";
-import type { BackendSpec } from "../../lib/vast/backend_spec.ts";
+import type { BackendSpec } from "../../lib/core/backend_spec.ts";
 import { FakeTunnelFactory, testSpec } from "../_helpers/fake_tunnel.ts";
 
 const ok: RequestOutcome = {
@@ -38,11 +39,15 @@ function setup() {
   return { clock, logger, factory, fleet, events, served };
 }
 
-const diff = (d: Partial<FleetDiff>): FleetDiff => ({
+/** A diff; `changed` entries need no `rebuild` hint (the fleet decides that itself). */
+const diff = (
+  d: Partial<Omit<FleetDiff, "changed">> & { changed?: Omit<FleetChange, "rebuild">[] },
+): FleetDiff => ({
   added: [],
-  changed: [],
+  updated: [],
   removed: [],
   ...d,
+  changed: (d.changed ?? []).map((c) => ({ ...c, rebuild: false })),
 });
 
 /** Lets the immediate checks started by tunnels coming up finish. */

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import OpenAI from "openai";
-import { abortAll, AbortAllError } from "../../lib/proxy/abort.ts";
+import { abortAll, AbortAllError } from "../../lib/app/abort_all.ts";
 import { createPolicy } from "../../lib/proxy/policies.ts";
 import { createHandler, type RelayDeps, type RequestLogLine } from "../../lib/proxy/relay.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";

@@ -6,10 +6,10 @@
  * and returns happen exactly when the test says.
  */
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import type { BackendSnapshot } from "../../lib/proxy/snapshot.ts";
-import { type RunningProxy, startProxy } from "../../lib/proxy/server.ts";
+import { type RunningProxy, startProxy } from "../../lib/app/proxy_app.ts";
 import { Chaos, type ChaosTarget, type SimEvent } from "../../lib/sim/chaos.ts";
 import { type SimFleet, startSimFleet } from "../../lib/sim/fleet.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import {
   authMethods,
   defaultKeyFiles,

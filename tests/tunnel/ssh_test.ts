@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import type { SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
 import { testTunnelFactory } from "../_helpers/config.ts";
 import type { TunnelEvent } from "../../lib/tunnel/tunnel.ts";
-import type { SshEndpoint } from "../../lib/vast/backend_spec.ts";
+import type { SshEndpoint } from "../../lib/core/backend_spec.ts";
 import {
   eventLog,
   freePort,

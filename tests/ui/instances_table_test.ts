@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import type { BackendSpec } from "../../lib/vast/backend_spec.ts";
+import type { BackendSpec } from "../../lib/core/backend_spec.ts";
 import { instancesJson, renderInstanceTable } from "../../lib/ui/instances_table.ts";
 
 const TOKEN = "ebc1e4b9922bd49aacfb54bba36259c801f5c4d9edaace7576f9b1ecd067559d";

@@ -3,11 +3,11 @@
  * `RunningProxy.actions`, which change backend state and call the vast API.
  */
 import assert from "node:assert/strict";
-import { startProxy } from "../../lib/proxy/server.ts";
+import { startProxy } from "../../lib/app/proxy_app.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_api.ts";
 import { LiveUI, UiLogBuffer } from "../../lib/ui/live.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import { testServeConfig } from "../_helpers/config.ts";
 import { FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";

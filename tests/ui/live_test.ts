@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { FakeClock, flushMicrotasks } from "../../lib/clock.ts";
+import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
 import type { BackendSnapshot, StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import { TERM } from "../../lib/ui/ansi.ts";
 import { LiveUI, UiLogBuffer } from "../../lib/ui/live.ts";

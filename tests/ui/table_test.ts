@@ -8,7 +8,7 @@ import {
   renderPlainTable,
   renderStatus,
 } from "../../lib/ui/table.ts";
-import { formatDuration } from "../../lib/units.ts";
+import { formatDuration } from "../../lib/cli/units.ts";
 
 const NOW = 1_800_000_000_000;
 

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { FakeClock } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import {
   type FakeVastApi,
   makeInstanceRecord,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import { makeInstanceRecord } from "../../lib/sim/fake_vast_api.ts";
 import { parseInstances } from "../../lib/vast/schema.ts";
 

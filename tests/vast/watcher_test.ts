@@ -1,16 +1,12 @@
 import assert from "node:assert/strict";
-import { FakeClock, flushMicrotasks } from "../../lib/clock.ts";
-import { MemoryLogger, nullLogger } from "../../lib/logger.ts";
+import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
+import { MemoryLogger, nullLogger } from "../../lib/core/logger.ts";
 import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_api.ts";
 import { VastClient } from "../../lib/vast/client.ts";
 import { VastApiError } from "../../lib/vast/errors.ts";
 import { instanceRecordSchema, type VastInstanceRecord } from "../../lib/vast/schema.ts";
-import {
-  type FleetDiff,
-  type InstanceLister,
-  Watcher,
-  type WatcherOptions,
-} from "../../lib/vast/watcher.ts";
+import type { FleetDiff } from "../../lib/core/fleet_diff.ts";
+import { type InstanceLister, Watcher, type WatcherOptions } from "../../lib/vast/watcher.ts";
 
 const POLL = 10_000;
 

@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
-import { runCli } from "../lib/cli.ts";
-import { memoryIo } from "../lib/cli_io.ts";
-import { SERVE_OPTIONS } from "../lib/serve_options.ts";
-import { VERSION } from "../lib/version.ts";
+import { runCli } from "../../lib/cli/cli.ts";
+import { memoryIo } from "../../lib/cli/cli_io.ts";
+import { SERVE_OPTIONS } from "../../lib/cli/serve_options.ts";
+import { VERSION } from "../../lib/core/version.ts";
 
 Deno.test("runCli --help documents every serve option with its env var and default", async () => {
   const io = memoryIo();
@@ -22,7 +22,7 @@ Deno.test("runCli --version prints the version from deno.json", async () => {
   const io = memoryIo();
   assert.equal(await runCli(["--version"], io), 0);
   assert.equal(io.stdout().trim(), VERSION);
-  const denoJson = JSON.parse(await Deno.readTextFile(new URL("../deno.json", import.meta.url)));
+  const denoJson = JSON.parse(await Deno.readTextFile(new URL("../../deno.json", import.meta.url)));
   assert.equal(denoJson.version, VERSION);
 });
 
@@ -69,7 +69,7 @@ Deno.test("runCli wait exits 2 on a bad --healthy or --timeout", async () => {
 Deno.test("main.ts exits 2 with a message naming the variable when run as a process", async () => {
   const out = await new Deno.Command(Deno.execPath(), {
     args: ["run", "--allow-env", "--allow-read", "main.ts", "serve"],
-    cwd: new URL("..", import.meta.url).pathname,
+    cwd: new URL("../..", import.meta.url).pathname,
     // Keep the environment (Deno's cache and certificates live there); only blank the key.
     env: { VAST_API_KEY: "", NO_COLOR: "1" },
     stdout: "piped",

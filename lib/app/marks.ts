@@ -9,9 +9,9 @@
  * vast API rate-limits per endpoint and a set racing a clear for the same
  * instance could leave the wrong answer behind.
  */
-import type { Logger } from "../logger.ts";
-import type { BackendEvent } from "./backend.ts";
-import { describe } from "./health.ts";
+import type { Logger } from "../core/logger.ts";
+import type { BackendEvent } from "../proxy/backend.ts";
+import { errorText } from "../core/errors.ts";
 
 /** Sets or clears an instance's vast label (`VastClient.setLabel` fits). */
 export interface LabelSetter {
@@ -143,7 +143,7 @@ export class Marks {
         this.#deps.logger.log("warn", `could not ${want} label`, {
           id,
           label: this.#label,
-          error: describe(err),
+          error: errorText(err),
           attempt: entry.attempts,
           retry: !giveUp,
         });

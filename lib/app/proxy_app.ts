@@ -4,24 +4,26 @@
  * `demo`, the end-to-end tests and the benchmark all start it through
  * `startProxy()`, so they exercise the same wiring.
  */
-import { type Clock, realClock } from "../clock.ts";
-import type { ServeConfig } from "../config_types.ts";
-import type { Logger } from "../logger.ts";
-import { VERSION } from "../version.ts";
+import { type Clock, realClock } from "../core/clock.ts";
+import type { ServeConfig } from "../cli/config_types.ts";
+import type { Logger } from "../core/logger.ts";
+import { VERSION } from "../core/version.ts";
 import { VastClient } from "../vast/client.ts";
 import { VastApiError } from "../vast/errors.ts";
-import { type FleetDiff, Watcher } from "../vast/watcher.ts";
+import type { FleetDiff } from "../core/fleet_diff.ts";
+import { Watcher } from "../vast/watcher.ts";
 import type { TunnelFactory } from "../tunnel/tunnel.ts";
 import { SshTunnelFactory } from "../tunnel/factory.ts";
 import { queryGpus } from "../tunnel/gpu.ts";
-import { abortAll } from "./abort.ts";
-import { createAdminHandler } from "./admin.ts";
-import type { BackendEvent } from "./backend.ts";
-import { Fleet } from "./fleet.ts";
+import { abortAll } from "./abort_all.ts";
+import { createAdminHandler } from "../proxy/admin.ts";
+import type { BackendEvent } from "../proxy/backend.ts";
+import { Fleet } from "../proxy/fleet.ts";
 import { Marks } from "./marks.ts";
-import { createPolicy } from "./policies.ts";
-import { createHandler, type RequestLogLine } from "./relay.ts";
-import type { StatusSnapshot } from "./snapshot.ts";
+import { createPolicy } from "../proxy/policies.ts";
+import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
+import type { StatusSnapshot } from "../proxy/snapshot.ts";
+import { errorText } from "../core/errors.ts";
 
 /** What the wiring may take from outside (tests inject fakes). */
 export interface ProxyDeps {
@@ -102,10 +104,6 @@ async function raceTimeout(p: Promise<unknown>, ms: number, clock: Clock): Promi
   } finally {
     timer.abort();
   }
-}
-
-function errorText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
 
 function describeDiff(diff: FleetDiff, logger: Logger): void {

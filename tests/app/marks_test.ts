@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
-import { FakeClock, flushMicrotasks } from "../../lib/clock.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
+import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
 import type { BackendEvent } from "../../lib/proxy/backend.ts";
 import { Fleet } from "../../lib/proxy/fleet.ts";
-import { type LabelSetter, Marks } from "../../lib/proxy/marks.ts";
+import { type LabelSetter, Marks } from "../../lib/app/marks.ts";
 import type { BackendState } from "../../lib/proxy/snapshot.ts";
 import { FakeTunnelFactory, testSpec } from "../_helpers/fake_tunnel.ts";
 
@@ -151,11 +151,11 @@ Deno.test("Marks follows a fleet's backends from healthy to removed", async () =
   });
   const marks = new Marks(LABEL, { client, logger, labelOf: (id) => fleet.labelOf(id) });
   const spec = testSpec(1);
-  await fleet.apply({ added: [spec], changed: [], removed: [] });
+  await fleet.apply({ added: [spec], changed: [], updated: [], removed: [] });
   await clock.tick(0);
   await marks.flush();
   assert.deepEqual(client.calls, [[1, LABEL]]);
-  await fleet.apply({ added: [], changed: [], removed: [spec] });
+  await fleet.apply({ added: [], changed: [], updated: [], removed: [spec] });
   await flushMicrotasks();
   await fleet.drainAll(0);
   await marks.clearAll();

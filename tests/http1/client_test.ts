@@ -6,8 +6,8 @@
  */
 import assert from "node:assert/strict";
 import { Duplex } from "node:stream";
-import { ChannelHttpClient, ChannelHttpError } from "../../lib/tunnel/channel_http.ts";
-import { ChunkedDecoder, findHeadEnd, parseHead } from "../../lib/tunnel/http_parse.ts";
+import { ChannelHttpClient, ChannelHttpError } from "../../lib/http1/client.ts";
+import { ChunkedDecoder, findHeadEnd, parseHead } from "../../lib/http1/parse.ts";
 import { isTransportError } from "../../lib/proxy/errors.ts";
 
 const enc = new TextEncoder();

@@ -8,7 +8,7 @@ import { Command, CommanderError, Option } from "commander";
 import { type RawFlags, UsageError } from "./config.ts";
 import { SERVE_OPTIONS } from "./serve_options.ts";
 import type { CliIo } from "./cli_io.ts";
-import { VERSION } from "./version.ts";
+import { VERSION } from "../core/version.ts";
 
 /** Exit codes (DESIGN.md §2). */
 export const EXIT = { ok: 0, failure: 1, usage: 2 } as const;
@@ -109,7 +109,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
       .description("run the proxy (the default command)"),
   ).action(function (this: Command) {
     const flags = givenFlags(this, SERVE_NAMES);
-    run = async () => (await import("./commands/serve.ts")).serveCommand(flags, io);
+    run = async () => (await import("../commands/serve.ts")).serveCommand(flags, io);
   });
 
   program.command("list")
@@ -136,7 +136,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
         "env-file",
       ]);
       const json = this.opts().json === true;
-      run = async () => (await import("./commands/list.ts")).listCommand(flags, { json }, io);
+      run = async () => (await import("../commands/list.ts")).listCommand(flags, { json }, io);
     });
 
   program.command("status")
@@ -147,7 +147,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
     .action(function (this: Command) {
       const o = this.opts();
       run = async () =>
-        (await import("./commands/status.ts")).statusCommand(
+        (await import("../commands/status.ts")).statusCommand(
           { url: o.url, authToken: o.authToken, json: o.json === true },
           io,
         );
@@ -162,7 +162,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
     .action(function (this: Command) {
       const o = this.opts();
       run = async () =>
-        (await import("./commands/wait.ts")).waitCommand(
+        (await import("../commands/wait.ts")).waitCommand(
           { url: o.url, healthy: o.healthy, timeout: o.timeout, authToken: o.authToken },
           io,
         );
@@ -176,7 +176,7 @@ export async function runCli(args: string[], io: CliIo): Promise<number> {
   ).action(function (this: Command) {
     const flags = givenFlags(this, SERVE_NAMES);
     const instances = this.opts().instances as string | undefined;
-    run = async () => (await import("./commands/demo.ts")).demoCommand(flags, { instances }, io);
+    run = async () => (await import("../commands/demo.ts")).demoCommand(flags, { instances }, io);
   });
 
   program.addHelpText("after", serveOptionsHelp());

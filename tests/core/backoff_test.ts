@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { backoffDelay } from "../../lib/vast/backoff.ts";
+import { backoffDelay } from "../../lib/core/backoff.ts";
 
 Deno.test("backoffDelay() doubles from baseMs and caps at maxMs", () => {
   const d = (attempt: number) =>

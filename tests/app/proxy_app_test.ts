@@ -3,9 +3,9 @@
  * engines, so shutdown behaviour is tested with real sockets but no sshd.
  */
 import assert from "node:assert/strict";
-import type { ServeConfig } from "../../lib/config_types.ts";
-import { MemoryLogger } from "../../lib/logger.ts";
-import { startProxy } from "../../lib/proxy/server.ts";
+import type { ServeConfig } from "../../lib/cli/config_types.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
+import { startProxy } from "../../lib/app/proxy_app.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_api.ts";
 import { testServeConfig } from "../_helpers/config.ts";

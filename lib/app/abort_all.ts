@@ -4,8 +4,8 @@
  * have no such endpoint; they abort a request when its connection closes,
  * which the relay already does on client disconnect.
  */
-import { instanceAuthorization } from "./headers.ts";
-import type { RouteTarget } from "./pool.ts";
+import { instanceAuthorization } from "../proxy/headers.ts";
+import type { RouteTarget } from "../proxy/pool.ts";
 
 /** Why `abortAll` could not send its request. */
 export class AbortAllError extends Error {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
-import { isLoopback, parseListen, resolveServeConfig, UsageError } from "../lib/config.ts";
-import { parseDotenv } from "../lib/dotenv.ts";
-import { formatDuration, parseDuration, parseSize } from "../lib/units.ts";
+import { isLoopback, parseListen, resolveServeConfig, UsageError } from "../../lib/cli/config.ts";
+import { parseDotenv } from "../../lib/cli/dotenv.ts";
+import { formatDuration, parseDuration, parseSize } from "../../lib/cli/units.ts";
 
 function files(map: Record<string, string>) {
   return (path: string) => {

@@ -18,9 +18,10 @@ import {
   MAX_HEAD_BYTES,
   parseHead,
   type ResponseHead,
-} from "./http_parse.ts";
+} from "./parse.ts";
+import { errorText } from "../core/errors.ts";
 
-export { ChannelHttpError } from "./http_parse.ts";
+export { ChannelHttpError } from "./parse.ts";
 
 /** One request to the instance. The relay has the body buffered (it may replay it). */
 export interface ChannelRequest {
@@ -261,7 +262,7 @@ export class ChannelHttpClient {
       }
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
-      throw new ChannelHttpError(`cannot open SSH channel: ${errText(err)}`, { cause: err });
+      throw new ChannelHttpError(`cannot open SSH channel: ${errorText(err)}`, { cause: err });
     }
     return new Conn(ch);
   }
@@ -408,8 +409,4 @@ function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
   out.set(a);
   out.set(b, a.byteLength);
   return out;
-}
-
-function errText(err: unknown): string {
-  return err instanceof Error ? err.message : String(err);
 }
