@@ -1,6 +1,8 @@
 /**
- * Opens one SSH tunnel by hand and fetches through it — a quick way to see
- * lib/tunnel/ work against any sshd (a local one, or a vast instance).
+ * Opens one SSH tunnel by hand and sends one request through it over an SSH
+ * channel — the same path every proxied request takes — a quick way to see
+ * lib/tunnel/ and lib/http1/ work against any sshd (a local one, or a vast
+ * instance). For a local TCP port forward, use `ssh -L` (docs/TUNNEL.md).
  *
  *     deno run --allow-net --allow-read --allow-write --allow-env \
  *       scripts/open_tunnel.ts HOST PORT REMOTE_PORT KEY [URL_PATH]
@@ -10,6 +12,7 @@
  * temp file (this is a demo), under instance id 0. User: $TUNNEL_USER or root.
  */
 import { MemoryLogger } from "../lib/core/logger.ts";
+import { readAll } from "../lib/http1/types.ts";
 import { queryGpus } from "../lib/tunnel/gpu.ts";
 import { SshTunnelFactory } from "../lib/tunnel/factory.ts";
 import type { TunnelEvent } from "../lib/tunnel/tunnel.ts";
@@ -59,8 +62,8 @@ async function main(args: string[]): Promise<number> {
     console.log("event:", JSON.stringify(first));
     if (first.type !== "up") return 1;
     const t0 = performance.now();
-    const res = await fetch(`${tunnel.baseUrl()}${urlPath}`);
-    const body = await res.text();
+    const res = await tunnel.request({ method: "GET", target: urlPath, headers: [], body: null });
+    const body = new TextDecoder().decode(await readAll(res, 1024 * 1024));
     const ms = (performance.now() - t0).toFixed(1);
     console.log(`GET ${urlPath} → ${res.status} in ${ms} ms, ${body.length} chars:`);
     console.log(body.slice(0, 500));

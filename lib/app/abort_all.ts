@@ -4,7 +4,10 @@
  * have no such endpoint; they abort a request when its connection closes,
  * which the relay already does on client disconnect.
  */
+import { errorText } from "../core/errors.ts";
+import { type HeaderPairs, Http1Error, readAll } from "../http1/types.ts";
 import { instanceAuthorization } from "../proxy/headers.ts";
+import { OWN_AFFINITY } from "../proxy/health.ts";
 import type { RouteTarget } from "../proxy/pool.ts";
 
 /** Why `abortAll` could not send its request. */
@@ -19,6 +22,8 @@ export class AbortAllError extends Error {
     this.instanceId = instanceId;
   }
 }
+
+const ABORT_ALL_BODY = new TextEncoder().encode(JSON.stringify({ abort_all: true }));
 
 /** Options of `abortAll`. */
 export interface AbortAllOptions {
@@ -37,7 +42,6 @@ export interface AbortAllOptions {
  */
 export async function abortAll(
   target: RouteTarget,
-  fetchFn: typeof fetch = fetch,
   opts: AbortAllOptions = {},
 ): Promise<{ status: number }> {
   if (target.engine !== "sglang" && target.engine !== "unknown") {
@@ -46,35 +50,29 @@ export async function abortAll(
       `Cannot abort requests on instance ${target.id}: engine ${target.engine} has no abort-all endpoint; only SGLang does`,
     );
   }
-  const base = target.baseUrl();
-  if (!base) {
-    throw new AbortAllError(
-      target.id,
-      `Cannot abort requests on instance ${target.id}: tunnel is down; retry once it reconnects`,
-    );
-  }
-  const headers = new Headers({ "content-type": "application/json" });
+  const headers: HeaderPairs = [["content-type", "application/json"]];
   const auth = instanceAuthorization(target.upstreamAuth());
-  if (auth) headers.set("authorization", auth);
+  if (auth) headers.push(["authorization", auth]);
   const timeout = AbortSignal.timeout(opts.timeoutMs ?? 5000);
   const signal = opts.signal ? AbortSignal.any([opts.signal, timeout]) : timeout;
   try {
-    const res = await fetchFn(new URL("/abort_request", base), {
+    const res = await target.send({
       method: "POST",
+      target: "/abort_request",
       headers,
-      body: JSON.stringify({ abort_all: true }),
+      body: ABORT_ALL_BODY,
       signal,
+      affinity: OWN_AFFINITY,
     });
-    // The body is a short acknowledgement; drain it so the connection is reused.
-    await res.body?.cancel();
+    // The body is a short acknowledgement; read it so the channel is reused.
+    await readAll(res, 64 * 1024).catch(() => {});
     return { status: res.status };
   } catch (err) {
-    throw new AbortAllError(
-      target.id,
-      `Cannot abort requests on instance ${target.id}: ${
-        err instanceof Error ? err.message : String(err)
-      }`,
-      { cause: err },
-    );
+    const why = err instanceof Http1Error && !err.sent
+      ? "tunnel is down; retry once it reconnects"
+      : errorText(err);
+    throw new AbortAllError(target.id, `Cannot abort requests on instance ${target.id}: ${why}`, {
+      cause: err,
+    });
   }
 }

@@ -21,6 +21,7 @@ import type { BackendEvent } from "../proxy/backend.ts";
 import { Fleet } from "../proxy/fleet.ts";
 import { Marks } from "./marks.ts";
 import { createPolicy } from "../proxy/policies.ts";
+import { guardResponse } from "../proxy/guard.ts";
 import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
 import type { StatusSnapshot } from "../proxy/snapshot.ts";
 import { errorText } from "../core/errors.ts";
@@ -31,8 +32,6 @@ export interface ProxyDeps {
   /** SSH tunnels [SshTunnelFactory from the config]. */
   tunnelFactory?: TunnelFactory;
   clock?: Clock;
-  /** Upstream fetch for the relay and health checks [global fetch]. */
-  fetch?: typeof fetch;
   /** Fetch used for the vast.ai API [global fetch]. */
   vastFetch?: typeof fetch;
   /** Receives one line per proxied request [logged at info]. */
@@ -164,7 +163,6 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     tunnelFactory,
     clock,
     logger,
-    fetch: deps.fetch,
     healthIntervalMs: config.healthIntervalMs,
     gpuProbe: queryGpus,
     drainTimeoutMs: config.drainTimeoutMs,
@@ -207,7 +205,6 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     authToken: config.authToken,
     maxBodyBytes: config.maxBodyBytes,
     admin: createAdminHandler({ status, histograms: () => fleet.histograms() }),
-    fetch: deps.fetch,
     clock,
     logger,
     onRequestLog: deps.onRequestLog ?? ((l) =>
@@ -222,6 +219,10 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
         cancelled: l.clientCancelled || undefined,
       })),
   });
+
+  // Every response leaves through guardResponse: no header byte can make Deno.serve panic.
+  const onUnsendableHeader = (name: string) =>
+    logger.log("warn", "dropped a response header the proxy cannot send", { header: name });
 
   let resolveListening!: (addr: Deno.NetAddr) => void;
   const listening = new Promise<Deno.NetAddr>((r) => (resolveListening = r));
@@ -241,7 +242,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
           { status: 500 },
         );
       },
-    }, handler);
+    }, async (req, info) => guardResponse(await handler(req, info), onUnsendableHeader));
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
       throw new Error(
@@ -306,7 +307,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       const b = fleet.backend(id);
       if (!b) return;
       try {
-        const r = await abortAll(b, deps.fetch);
+        const r = await abortAll(b);
         logger.log("info", "abort all sent", { id, status: r.status });
       } catch (err) {
         logger.log("warn", "abort all failed", { id, error: errorText(err) });

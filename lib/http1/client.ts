@@ -1,15 +1,31 @@
 /**
- * An HTTP/1.1 client that speaks straight over SSH `direct-tcpip` channels,
- * so the relay skips `fetch`, the loopback TCP hop and the `node:net` forward
- * (docs/BENCHMARKS.md). Each channel carries one request at a time and is
- * kept alive in a bounded idle pool for the next one, as fetch keeps its
- * sockets. Errors before response headers are `ChannelHttpError`s, a
- * `TypeError` like fetch's network errors, so the relay's retry rule treats
- * both alike; an abort rejects with the signal's reason, as fetch does.
+ * The one HTTP/1.1 client the proxy uses to talk to an engine: relayed
+ * traffic, health checks, model lists, abort-all and upgrade checks all go
+ * through it, over streams from an `OpenStream` (ssh2 `direct-tcpip`
+ * channels in production, TCP sockets to a local engine double in tests).
+ *
+ * Why hand-written rather than undici: see docs/TUNNEL.md. In short, the
+ * proxy needs header bytes passed through exactly, a precise "did the
+ * request reach the engine" answer for the retry rule, and control over when
+ * a channel is reused; those are the three things a general client hides.
+ *
+ * Reuse rules (each one closes a way for one client's answer to reach
+ * another client):
+ * - a channel returns to the pool only when its response ended exactly at a
+ *   message boundary, with nothing after it; HEAD, 1xx, 204, 205, 304,
+ *   close-delimited bodies and framing conflicts close it instead;
+ * - an idle channel that received any byte is discarded before reuse;
+ * - an idle channel is reused only for the same `affinity` (one client
+ *   connection), so an engine writing past the end of a response can at
+ *   worst corrupt that same client's next answer;
+ * - idle channels expire before common engines' keep-alive timeout (uvicorn
+ *   and llama.cpp: 5 s) or the engine's own `Keep-Alive: timeout` hint, so
+ *   the race with an engine closing an idle connection is avoided, not retried.
  */
 import type { Duplex } from "node:stream";
+import { errorText } from "../core/errors.ts";
+import { Conn } from "./conn.ts";
 import {
-  ChannelHttpError,
   ChunkedDecoder,
   encodeRequest,
   findHeadEnd,
@@ -18,188 +34,109 @@ import {
   MAX_HEAD_BYTES,
   parseHead,
   type ResponseHead,
+  resumeFrom,
 } from "./parse.ts";
-import { errorText } from "../core/errors.ts";
+import { Http1Error, type Http1Request, type Http1Response } from "./types.ts";
 
-export { ChannelHttpError } from "./parse.ts";
+/** Opens a fresh byte stream to the engine's HTTP port. */
+export type OpenStream = () => Promise<Duplex>;
 
-/** One request to the instance. The relay has the body buffered (it may replay it). */
-export interface ChannelRequest {
-  method: string;
-  /** Path and query, e.g. `/v1/chat/completions`. */
-  path: string;
-  /** Already rewritten for the instance (no hop-by-hop fields). */
-  headers: Headers;
-  body: Uint8Array | null;
-  /** Aborting destroys the channel, so the engine sees the close at once. */
-  signal?: AbortSignal;
-}
-
-/** Opens a fresh byte stream to the instance's HTTP port (an ssh2 `forwardOut` channel). */
-export type OpenChannel = () => Promise<Duplex>;
-
-/** Options of `ChannelHttpClient`. */
-export interface ChannelHttpOptions {
-  /** `Host` header value sent when the request has none (e.g. `127.0.0.1:8000`). */
+/** Options of `Http1Client`; defaults in brackets. */
+export interface Http1ClientOptions {
+  /** `Host` sent when the request has none (e.g. `127.0.0.1:8000`). */
   host: string;
-  /** Idle keep-alive channels kept for reuse; more are closed (default 64). */
+  /** Idle channels kept in all [64]. */
   maxIdle?: number;
+  /** Idle channels kept for one affinity [8]. */
+  maxIdlePerAffinity?: number;
+  /**
+   * How long an idle channel is kept [3000 ms]: below the 5 s keep-alive
+   * timeout of uvicorn and llama.cpp with room for a slow link, and short
+   * enough that idle channels do not hold llama.cpp's few server threads.
+   */
+  idleTtlMs?: number;
+  /** Time source for idle expiry [Date.now]. */
+  now?: () => number;
 }
 
-// Above this much unread data a channel is paused, so ssh2 stops granting
-// window and a slow client throttles the engine instead of filling memory.
-const HIGH_WATER = 256 * 1024;
+/** Affinity of requests that name none (the proxy's own checks). */
+const NO_AFFINITY = "";
+/** Margin kept below an engine's announced keep-alive timeout. */
+const KEEP_ALIVE_MARGIN_MS = 1000;
 const EMPTY = new Uint8Array(0);
 
-/** A channel plus a pull-style reader over its 'data' events. */
-class Conn {
-  readonly ch: Duplex;
-  dead = false;
-  /** Called once when the channel ends or fails (the pool forgets it). */
-  onDead: (() => void) | null = null;
-  #queue: Uint8Array[] = [];
-  #queued = 0;
-  #paused = false;
-  #eof = false;
-  #error: unknown = null;
-  #wake: (() => void) | null = null;
-
-  constructor(ch: Duplex) {
-    this.ch = ch;
-    ch.on("data", (b: Uint8Array) => {
-      this.#queue.push(b);
-      this.#queued += b.byteLength;
-      if (this.#queued >= HIGH_WATER && !this.#paused) {
-        this.#paused = true;
-        ch.pause();
-      }
-      this.#notify();
-    });
-    const ended = () => {
-      this.#eof = true;
-      this.#die();
-    };
-    ch.on("end", ended);
-    ch.on("close", ended);
-    ch.on("error", (err: unknown) => {
-      this.#error ??= new ChannelHttpError("SSH channel failed", { cause: err });
-      this.#die();
-    });
-  }
-
-  /** True when nothing is buffered and the channel is still open (safe to reuse). */
-  get clean(): boolean {
-    return !this.dead && this.#queued === 0;
-  }
-
-  /** Next chunk, or null at end of stream; throws the channel's error. */
-  async read(): Promise<Uint8Array | null> {
-    for (;;) {
-      const b = this.#queue.shift();
-      if (b) {
-        this.#queued -= b.byteLength;
-        if (this.#paused && this.#queued < HIGH_WATER) {
-          this.#paused = false;
-          this.ch.resume();
-        }
-        return b;
-      }
-      if (this.#error !== null) throw this.#error;
-      if (this.#eof) return null;
-      await new Promise<void>((r) => (this.#wake = r));
-    }
-  }
-
-  /** Puts bytes read too far back in front of the queue. */
-  unshift(b: Uint8Array): void {
-    this.#queue.unshift(b);
-    this.#queued += b.byteLength;
-  }
-
-  /** Closes the channel; pending and later reads throw `reason` when given. */
-  destroy(reason?: unknown): void {
-    if (reason !== undefined) this.#error ??= reason;
-    this.#die();
-    try {
-      this.ch.destroy();
-    } catch {
-      // The connection is already gone: nothing left to release.
-    }
-  }
-
-  #die(): void {
-    if (!this.dead) {
-      this.dead = true;
-      this.onDead?.();
-    }
-    this.#notify();
-  }
-
-  #notify(): void {
-    const w = this.#wake;
-    this.#wake = null;
-    w?.();
-  }
+/** Counters for tests and status. */
+export interface Http1ClientStats {
+  /** Streams opened since creation. */
+  opened: number;
+  /** Requests sent since creation. */
+  requests: number;
+  /** Idle streams now. */
+  idle: number;
+  /** Streams carrying a request or an unread body now. */
+  busy: number;
 }
 
-/** Thrown when a reused channel turned out closed before answering: retried once, fresh. */
-class StaleChannel extends ChannelHttpError {}
-
-/** A keep-alive HTTP/1.1 client over channels from `open`; see the module doc. */
-export class ChannelHttpClient {
-  #open: OpenChannel;
+/** A keep-alive HTTP/1.1 client over streams from `open`; see the module doc. */
+export class Http1Client {
+  #open: OpenStream;
   #host: string;
   #maxIdle: number;
-  #idle: Conn[] = [];
+  #maxPerKey: number;
+  #ttl: number;
+  #now: () => number;
+  // Idle streams by affinity, most recent last.
+  #idle = new Map<string, Conn[]>();
+  #idleCount = 0;
   #busy = new Set<Conn>();
+  #opened = 0;
+  #requests = 0;
   #closing = false;
   #drained: (() => void) | null = null;
+  #sweep: ReturnType<typeof setTimeout> | undefined;
 
-  /** `open` is called for each new channel; nothing opens until the first request. */
-  constructor(open: OpenChannel, opts: ChannelHttpOptions) {
+  /** `open` is called for each new stream; nothing opens until the first request. */
+  constructor(open: OpenStream, opts: Http1ClientOptions) {
     this.#open = open;
     this.#host = opts.host;
     this.#maxIdle = opts.maxIdle ?? 64;
+    this.#maxPerKey = opts.maxIdlePerAffinity ?? 8;
+    this.#ttl = opts.idleTtlMs ?? 3000;
+    this.#now = opts.now ?? Date.now;
   }
 
-  /** Channels waiting in the pool. */
-  get idleCount(): number {
-    return this.#idle.length;
-  }
-
-  /** Channels carrying a request or an unread response body. */
-  get busyCount(): number {
-    return this.#busy.size;
+  /** A snapshot of the counters. */
+  stats(): Http1ClientStats {
+    return {
+      opened: this.#opened,
+      requests: this.#requests,
+      idle: this.#idleCount,
+      busy: this.#busy.size,
+    };
   }
 
   /**
-   * Sends `req` and resolves once response headers arrived, with a body
-   * stream that reads from the channel only as it is consumed (back-pressure).
+   * Sends `req` and resolves once the final response head arrived, with a
+   * body read from the stream only as it is consumed (back-pressure).
+   * Rejects with `Http1Error` (its `sent` says whether the engine may have
+   * seen the request) or, on abort, with the signal's reason.
    */
-  async request(req: ChannelRequest): Promise<Response> {
-    if (this.#closing) throw new ChannelHttpError("SSH connection is closing");
+  async request(req: Http1Request): Promise<Http1Response> {
+    if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
     req.signal?.throwIfAborted();
-    const payload = encodeRequest(req.method, req.path, req.headers, req.body, this.#host);
-    const pooled = this.#takeIdle();
-    if (pooled) {
-      try {
-        return await this.#exchange(pooled, req, payload, true);
-      } catch (err) {
-        // The engine may close an idle keep-alive connection just as we reuse
-        // it; like fetch, retry such a request once on a fresh channel.
-        if (!(err instanceof StaleChannel) || req.signal?.aborted) throw err;
-      }
-    }
-    return this.#exchange(await this.#connect(req.signal), req, payload, false);
+    const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
+    const key = req.affinity ?? NO_AFFINITY;
+    const conn = this.#takeIdle(key) ?? await this.#connect(req.signal);
+    return this.#exchange(conn, key, req, payload);
   }
 
   /**
    * Stops pooling and waits (up to `timeoutMs`) for requests in flight to
-   * finish, then closes every channel. For a connection being retired.
+   * finish, then closes every stream. For a connection being retired.
    */
   async drain(timeoutMs: number): Promise<void> {
     this.#closing = true;
-    for (const c of this.#idle.splice(0)) c.destroy();
+    this.#dropIdle();
     if (this.#busy.size > 0) {
       let timer: ReturnType<typeof setTimeout> | undefined;
       await new Promise<void>((r) => {
@@ -211,46 +148,91 @@ export class ChannelHttpClient {
     this.close();
   }
 
-  /** Closes every channel now, idle or busy; later requests fail. */
+  /** Closes every stream now, idle or busy; later requests fail. */
   close(): void {
     this.#closing = true;
     this.#drained?.();
-    for (const c of this.#idle.splice(0)) c.destroy();
-    for (const c of this.#busy) {
-      c.destroy(new ChannelHttpError("SSH connection closed"));
-    }
+    this.#dropIdle();
+    for (const c of this.#busy) c.destroy(new Http1Error("SSH connection closed", { sent: true }));
     this.#busy.clear();
   }
 
-  #takeIdle(): Conn | null {
-    for (let c = this.#idle.pop(); c; c = this.#idle.pop()) {
-      if (c.clean) return c;
+  #dropIdle(): void {
+    for (const list of this.#idle.values()) for (const c of list) c.destroy();
+    this.#idle.clear();
+    this.#idleCount = 0;
+    clearTimeout(this.#sweep);
+    this.#sweep = undefined;
+  }
+
+  /** The most recent usable idle stream for `key`; stale or dirty ones are closed on the way. */
+  #takeIdle(key: string): Conn | null {
+    const list = this.#idle.get(key);
+    if (!list) return null;
+    const now = this.#now();
+    for (let c = list.pop(); c; c = list.pop()) {
+      this.#idleCount--;
+      c.onDead = null;
+      if (c.clean && now - c.idleSince < c.idleTtlMs) {
+        if (list.length === 0) this.#idle.delete(key);
+        return c;
+      }
       c.destroy();
     }
+    this.#idle.delete(key);
     return null;
   }
 
-  #release(conn: Conn, reuse: boolean): void {
+  #release(conn: Conn, key: string, reuse: boolean): void {
     this.#busy.delete(conn);
-    if (reuse && !this.#closing && conn.clean && this.#idle.length < this.#maxIdle) {
-      conn.onDead = () => {
-        const i = this.#idle.indexOf(conn);
-        if (i !== -1) this.#idle.splice(i, 1);
-      };
-      this.#idle.push(conn);
-    } else {
-      conn.destroy();
-    }
     if (this.#busy.size === 0) this.#drained?.();
+    const list = this.#idle.get(key) ?? [];
+    if (
+      !reuse || this.#closing || !conn.clean || conn.idleTtlMs <= 0 ||
+      this.#idleCount >= this.#maxIdle || list.length >= this.#maxPerKey
+    ) {
+      conn.destroy();
+      return;
+    }
+    conn.idleSince = this.#now();
+    conn.onDead = () => {
+      const at = list.indexOf(conn);
+      if (at !== -1) {
+        list.splice(at, 1);
+        this.#idleCount--;
+        if (list.length === 0 && this.#idle.get(key) === list) this.#idle.delete(key);
+      }
+    };
+    list.push(conn);
+    this.#idle.set(key, list);
+    this.#idleCount++;
+    this.#scheduleSweep();
+  }
+
+  /** Closes expired idle streams in the background, so engines get their connections back. */
+  #scheduleSweep(): void {
+    if (this.#sweep !== undefined) return;
+    this.#sweep = setTimeout(() => {
+      this.#sweep = undefined;
+      const now = this.#now();
+      for (const [key, list] of this.#idle) {
+        for (const c of list.filter((c) => now - c.idleSince >= c.idleTtlMs || !c.clean)) {
+          c.destroy(); // its onDead takes it out of `list`
+        }
+        if (list.length === 0) this.#idle.delete(key);
+      }
+      if (this.#idleCount > 0) this.#scheduleSweep();
+    }, Math.max(50, Math.min(this.#ttl, 1000)));
+    Deno.unrefTimer(this.#sweep as unknown as number);
   }
 
   async #connect(signal: AbortSignal | undefined): Promise<Conn> {
-    let ch: Duplex;
+    let stream: Duplex;
     try {
       const opening = this.#open();
-      if (!signal) ch = await opening;
+      if (!signal) stream = await opening;
       else {
-        // Abort the wait, not the open: a channel that arrives late is closed.
+        // Abort the wait, not the open: a stream that arrives late is closed.
         const aborted = new Promise<never>((_, reject) => {
           const onAbort = () => reject(signal.reason);
           if (signal.aborted) onAbort();
@@ -258,22 +240,27 @@ export class ChannelHttpClient {
           opening.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
         });
         opening.then((c) => signal.aborted && c.destroy(), () => {});
-        ch = await Promise.race([opening, aborted]);
+        stream = await Promise.race([opening, aborted]);
       }
     } catch (err) {
       if (signal?.aborted) throw signal.reason;
-      throw new ChannelHttpError(`cannot open SSH channel: ${errorText(err)}`, { cause: err });
+      throw new Http1Error(`cannot open SSH channel: ${errorText(err)}`, {
+        sent: false,
+        cause: err,
+      });
     }
-    return new Conn(ch);
+    this.#opened++;
+    const conn = new Conn(stream);
+    conn.idleTtlMs = this.#ttl;
+    return conn;
   }
 
   async #exchange(
     conn: Conn,
-    req: ChannelRequest,
+    key: string,
+    req: Http1Request,
     payload: Uint8Array,
-    reused: boolean,
-  ): Promise<Response> {
-    conn.onDead = null;
+  ): Promise<Http1Response> {
     this.#busy.add(conn);
     const { signal } = req;
     let finished = false;
@@ -281,9 +268,9 @@ export class ChannelHttpClient {
       if (finished) return;
       finished = true;
       signal?.removeEventListener("abort", onAbort);
-      this.#release(conn, reuse);
+      this.#release(conn, key, reuse);
     };
-    // Destroying the channel is what makes sshd close the engine's socket.
+    // Destroying the stream is what makes sshd close the engine's socket.
     const onAbort = () => {
       conn.destroy(signal?.reason);
       finish(false);
@@ -293,51 +280,87 @@ export class ChannelHttpClient {
 
     let head: ResponseHead;
     let framing: Framing;
+    let interim: boolean;
     try {
-      conn.ch.write(payload);
-      head = await readHead(conn, reused);
+      if (conn.dead) {
+        // Closed before a byte was written: provably never reached the engine.
+        throw new Http1Error("SSH channel closed before the request was sent", { sent: false });
+      }
+      conn.write(payload);
+      conn.uses++;
+      this.#requests++;
+      ({ head, interim } = await readHead(conn));
       framing = framingOf(req.method, head);
     } catch (err) {
       finish(false);
       throw signal?.aborted ? signal.reason : err;
     }
-    const init = responseInit(head);
-    if (framing.kind === "none" || (framing.kind === "length" && framing.length === 0)) {
-      finish(head.keepAlive);
-      return new Response(null, init);
+    if (head.keepAliveTimeout !== null) {
+      conn.idleTtlMs = Math.min(
+        conn.idleTtlMs,
+        head.keepAliveTimeout * 1000 - KEEP_ALIVE_MARGIN_MS,
+      );
     }
-    return new Response(bodyStream(conn, framing, head.keepAlive, finish, signal), init);
+    // Only a cleanly delimited answer to a plain request leaves the stream
+    // at a message boundary we can trust.
+    const reusable = head.keepAlive && !interim &&
+      (framing.kind === "length" || framing.kind === "chunked");
+    const headers = framing.kind === "length" || framing.kind === "none"
+      ? head.headers
+      : head.headers.filter(([n]) => n !== "content-length"); // the body is not that long
+    const res = (body: ReadableStream<Uint8Array> | null): Http1Response => ({
+      status: head.status,
+      statusText: head.statusText,
+      headers,
+      body,
+    });
+    if (framing.kind === "none" || (framing.kind === "length" && framing.length === 0)) {
+      finish(reusable);
+      return res(null);
+    }
+    return res(bodyStream(conn, framing, reusable, finish, signal));
   }
 }
 
-/** Reads up to the final (non-1xx) response head; leftover bytes go back to `conn`. */
-async function readHead(conn: Conn, reused: boolean): Promise<ResponseHead> {
+/**
+ * Reads up to the final (non-1xx) response head; bytes past it go back to
+ * `conn`. `interim` tells whether 1xx answers came first.
+ */
+async function readHead(conn: Conn): Promise<{ head: ResponseHead; interim: boolean }> {
   let acc: Uint8Array = EMPTY;
   let from = 0;
-  let gotAny = false;
+  let interim = false;
   for (;;) {
     const end = acc.length > 0 ? findHeadEnd(acc, from) : -1;
     if (end === -1) {
-      if (acc.length > MAX_HEAD_BYTES) throw new ChannelHttpError("response head too large");
+      if (acc.length > MAX_HEAD_BYTES) {
+        throw new Http1Error(`response head over ${MAX_HEAD_BYTES} bytes`, { sent: true });
+      }
       const chunk = await conn.read();
       if (chunk === null) {
-        const msg = "connection closed before response headers";
-        throw reused && !gotAny ? new StaleChannel(msg) : new ChannelHttpError(msg);
+        throw new Http1Error("engine closed the connection before response headers", {
+          sent: true,
+        });
       }
-      gotAny = true;
-      from = Math.max(0, acc.length - 3);
+      from = resumeFrom(acc.length);
       acc = acc.length === 0 ? chunk : concat(acc, chunk);
       continue;
     }
-    const head = parseHead(acc.subarray(0, end - 4));
+    if (end > MAX_HEAD_BYTES) {
+      throw new Http1Error(`response head over ${MAX_HEAD_BYTES} bytes`, { sent: true });
+    }
+    const head = parseHead(acc.subarray(0, end));
     acc = acc.subarray(end);
     from = 0;
     if (head.status >= 200) {
       if (acc.length > 0) conn.unshift(acc);
-      return head;
+      return { head, interim };
     }
-    // 100 Continue, 103 Early Hints: interim, the real answer follows.
-    if (head.status === 101) throw new ChannelHttpError("unexpected protocol switch");
+    // 101 would hand the stream to another protocol; the relay asked for none.
+    if (head.status === 101) {
+      throw new Http1Error("engine switched protocols unasked", { sent: true });
+    }
+    interim = true; // 100 Continue, 103 Early Hints: the real answer follows
   }
 }
 
@@ -345,7 +368,7 @@ async function readHead(conn: Conn, reused: boolean): Promise<ResponseHead> {
 function bodyStream(
   conn: Conn,
   framing: Framing,
-  keepAlive: boolean,
+  reusable: boolean,
   finish: (reuse: boolean) => void,
   signal: AbortSignal | undefined,
 ): ReadableStream<Uint8Array> {
@@ -357,7 +380,9 @@ function bodyStream(
         for (;;) {
           const chunk = await conn.read();
           if (chunk === null) {
-            if (framing.kind !== "close") throw new ChannelHttpError("connection closed mid-body");
+            if (framing.kind !== "close") {
+              throw new Http1Error("engine closed the connection mid-body", { sent: true });
+            }
             finish(false);
             controller.close();
             return;
@@ -370,7 +395,8 @@ function bodyStream(
               controller.enqueue(d);
             });
             if (chunked.done) {
-              finish(keepAlive && chunked.rest.length === 0);
+              // Bytes after the last chunk: the engine said more than one answer.
+              finish(reusable && chunked.rest.length === 0);
               controller.close();
               return;
             }
@@ -382,7 +408,7 @@ function bodyStream(
           controller.enqueue(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
           if (remaining === 0) {
             // Extra bytes after the body break the framing: never reuse then.
-            finish(keepAlive && take === chunk.byteLength);
+            finish(reusable && take === chunk.byteLength);
             controller.close();
           }
           return;
@@ -393,15 +419,10 @@ function bodyStream(
       }
     },
     cancel() {
+      conn.destroy();
       finish(false);
     },
   }, { highWaterMark: 0 });
-}
-
-function responseInit(head: ResponseHead): ResponseInit {
-  // Response rejects reason phrases with odd bytes; the status is what matters.
-  const ok = /^[\t\x20-\x7e]*$/.test(head.statusText);
-  return { status: head.status, statusText: ok ? head.statusText : "", headers: head.headers };
 }
 
 function concat(a: Uint8Array, b: Uint8Array): Uint8Array {

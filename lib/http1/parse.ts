@@ -1,18 +1,12 @@
 /**
- * The byte-level half of the channel HTTP/1.1 client (channel_http.ts):
- * finding and parsing a response head, the request head, and a streaming
- * `Transfer-Encoding: chunked` decoder. Pure functions over `Uint8Array`s, so
- * the framing rules are testable without any stream.
+ * The byte-level half of the HTTP/1.1 client (client.ts), per RFC 9112:
+ * finding and parsing a response head, deciding how its body is framed,
+ * encoding the request, and a streaming `Transfer-Encoding: chunked`
+ * decoder. Pure functions over `Uint8Array`s, so every framing rule is
+ * testable without a stream.
  */
-
-/** Raised for a malformed or truncated response. A `TypeError`, as fetch's network errors are. */
-export class ChannelHttpError extends TypeError {
-  /** `message` carries no URL or secret. */
-  constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "ChannelHttpError";
-  }
-}
+import { bytesToLatin1, latin1ToBytes, writeLatin1 } from "./latin1.ts";
+import { type HeaderPairs, Http1Error } from "./types.ts";
 
 /** Largest response head accepted; real engines send well under 1 KiB. */
 export const MAX_HEAD_BYTES = 64 * 1024;
@@ -21,56 +15,116 @@ const CR = 13;
 const LF = 10;
 
 /**
- * Index just past the `\r\n\r\n` that ends a head, searching from `from`, or
- * -1. Scans bytes rather than decoding text: the head is usually one read.
+ * Index just past the empty line that ends a head, searching from `from`, or
+ * -1. Lines may end in CRLF or a bare LF (RFC 9112 §2.2 lets a recipient
+ * accept both), so both `\n\n` and `\n\r\n` close a head.
  */
 export function findHeadEnd(buf: Uint8Array, from: number): number {
-  for (let i = Math.max(0, from); i + 3 < buf.length; i++) {
-    if (buf[i + 3] !== LF) {
-      // The 4th byte must be LF; skip ahead when it is not even CR or LF.
-      const b = buf[i + 3];
-      if (b !== CR) i += 3;
-      continue;
-    }
-    if (buf[i] === CR && buf[i + 1] === LF && buf[i + 2] === CR) return i + 4;
+  let i = buf.indexOf(LF, Math.max(0, from));
+  while (i !== -1) {
+    if (buf[i + 1] === LF) return i + 2;
+    if (buf[i + 1] === CR && buf[i + 2] === LF) return i + 3;
+    i = buf.indexOf(LF, i + 1);
   }
   return -1;
 }
 
-/** A parsed response head. */
-export interface ResponseHead {
-  status: number;
-  statusText: string;
-  headers: Headers;
-  /** `HTTP/1.1` (and not `Connection: close`): the connection may be reused. */
-  keepAlive: boolean;
+/** Where a caller should resume `findHeadEnd` after appending bytes to `buf`. */
+export function resumeFrom(length: number): number {
+  return Math.max(0, length - 3);
 }
 
-const latin1 = new TextDecoder("latin1");
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?: (.*))?$/;
+/** A parsed response head. */
+export interface ResponseHead {
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+  status: number;
+  /** Reason phrase as a byte string. */
+  statusText: string;
+  /** Fields in order: names lower-case, values byte strings with obs-fold joined by a space. */
+  headers: HeaderPairs;
+  /** HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`. */
+  keepAlive: boolean;
+  /** Seconds from `Keep-Alive: timeout=N`, or null. */
+  keepAliveTimeout: number | null;
+}
 
-/** Parses a head (status line + fields, without the final CRLFCRLF); throws `ChannelHttpError`. */
+const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?:[ \t](.*))?$/;
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+
+/** Strips leading and trailing SP / HTAB only (String.prototype.trim would also eat 0xa0). */
+function trimOws(s: string): string {
+  let a = 0;
+  let b = s.length;
+  while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;
+  while (b > a && (s.charCodeAt(b - 1) === 0x20 || s.charCodeAt(b - 1) === 0x09)) b--;
+  return a === 0 && b === s.length ? s : s.slice(a, b);
+}
+
+/**
+ * Parses a head (status line and fields, without the terminating empty
+ * line). Throws `Http1Error` (sent) for a head that cannot be read safely: a
+ * bad status line, a line without a colon, a field name that is not a token,
+ * or a fold with nothing before it.
+ */
 export function parseHead(bytes: Uint8Array): ResponseHead {
-  const lines = latin1.decode(bytes).split("\r\n");
-  const m = STATUS_LINE.exec(lines[0]);
+  const text = bytesToLatin1(bytes);
+  const lines = text.split("\n");
+  const first = lines[0].endsWith("\r") ? lines[0].slice(0, -1) : lines[0];
+  const m = STATUS_LINE.exec(first);
   if (!m) {
-    throw new ChannelHttpError(`malformed status line: ${JSON.stringify(lines[0].slice(0, 80))}`);
+    throw new Http1Error(
+      `malformed status line from the engine: ${JSON.stringify(first.slice(0, 80))}`,
+      { sent: true },
+    );
   }
-  const headers = new Headers();
+  const headers: HeaderPairs = [];
   for (let i = 1; i < lines.length; i++) {
-    const line = lines[i];
+    let line = lines[i];
+    if (line.endsWith("\r")) line = line.slice(0, -1);
     if (line === "") continue;
+    const c0 = line.charCodeAt(0);
+    if (c0 === 0x20 || c0 === 0x09) {
+      // obs-fold (RFC 9112 §5.2): a recipient replaces it with a space.
+      const last = headers.at(-1);
+      if (!last) {
+        throw new Http1Error("malformed response head: fold before any field", { sent: true });
+      }
+      const more = trimOws(line);
+      last[1] = last[1] === "" ? more : more === "" ? last[1] : `${last[1]} ${more}`;
+      continue;
+    }
     const colon = line.indexOf(":");
-    if (colon <= 0) throw new ChannelHttpError("malformed header line");
-    try {
-      headers.append(line.slice(0, colon), line.slice(colon + 1).trim());
-    } catch (err) {
-      throw new ChannelHttpError("invalid header in response", { cause: err });
+    if (colon <= 0) throw new Http1Error("malformed response header line", { sent: true });
+    // Whitespace before the colon is not allowed; a proxy removes it (§5.1).
+    const name = trimOws(line.slice(0, colon)).toLowerCase();
+    if (!TOKEN.test(name)) throw new Http1Error("malformed response header name", { sent: true });
+    headers.push([name, trimOws(line.slice(colon + 1))]);
+  }
+  const minor = Number(m[1]);
+  let close = false;
+  let keepAliveToken = false;
+  let keepAliveTimeout: number | null = null;
+  for (const [n, v] of headers) {
+    if (n === "connection") {
+      for (const t of v.toLowerCase().split(",")) {
+        const opt = trimOws(t);
+        if (opt === "close") close = true;
+        else if (opt === "keep-alive") keepAliveToken = true;
+      }
+    } else if (n === "keep-alive") {
+      const t = /(?:^|[,;\s])timeout\s*=\s*"?([0-9]{1,6})/i.exec(v);
+      if (t) keepAliveTimeout = Number(t[1]);
     }
   }
-  const connection = headers.get("connection")?.toLowerCase() ?? "";
-  const keepAlive = m[1] === "1" && !/(^|,)\s*close\s*(,|$)/.test(connection);
-  return { status: Number(m[2]), statusText: m[3] ?? "", headers, keepAlive };
+  return {
+    minor,
+    status: Number(m[2]),
+    statusText: m[3] ?? "",
+    headers,
+    keepAlive: !close && (minor === 1 || keepAliveToken),
+    keepAliveTimeout,
+  };
 }
 
 /** How a response body is delimited (RFC 9112 §6.3). */
@@ -80,58 +134,80 @@ export type Framing =
   | { kind: "chunked" }
   | { kind: "close" };
 
-/** The body framing of a response to `method`; throws on a contradictory Content-Length. */
+/**
+ * The body framing of a response to `method`. Transfer-Encoding wins over
+ * Content-Length; a response whose last coding is not chunked is read until
+ * close; differing Content-Length values are a protocol error.
+ */
 export function framingOf(method: string, head: ResponseHead): Framing {
   const s = head.status;
-  if (method === "HEAD" || s === 204 || s === 304 || s < 200) return { kind: "none" };
-  const te = head.headers.get("transfer-encoding");
-  if (te !== null) {
-    // Chunked must be the last coding; anything else is read until close.
-    return /(^|,)\s*chunked\s*$/i.test(te) ? { kind: "chunked" } : { kind: "close" };
+  // 205 has no content either (RFC 9110 §15.3.6); what an engine sends after it is discarded.
+  if (method === "HEAD" || s < 200 || s === 204 || s === 205 || s === 304) return { kind: "none" };
+  let te: string | null = null;
+  let cl: string | null = null;
+  for (const [n, v] of head.headers) {
+    if (n === "transfer-encoding") te = te === null ? v : `${te}, ${v}`;
+    else if (n === "content-length") cl = cl === null ? v : `${cl}, ${v}`;
   }
-  const cl = head.headers.get("content-length");
+  if (te !== null) {
+    const codings = te.split(",").map((c) => trimOws(c).toLowerCase()).filter((c) => c !== "");
+    return codings.at(-1) === "chunked" ? { kind: "chunked" } : { kind: "close" };
+  }
   if (cl === null) return { kind: "close" };
-  // Repeated identical values arrive combined as "n, n".
-  const values = new Set(cl.split(",").map((v) => v.trim()));
+  // Repeated identical values ("5, 5", or two fields) are one length.
+  const values = new Set(cl.split(",").map(trimOws));
   const [only] = values;
   if (values.size !== 1 || !/^[0-9]{1,15}$/.test(only)) {
-    throw new ChannelHttpError("invalid Content-Length in response");
+    throw new Http1Error("conflicting or invalid Content-Length from the engine", { sent: true });
   }
   return { kind: "length", length: Number(only) };
 }
 
-const encoder = new TextEncoder();
+/** Fields the client frames itself; callers' copies are ignored. */
+const OWN_FIELDS = new Set(["content-length", "transfer-encoding", "connection", "keep-alive"]);
+/** A byte string that would split the request head or is not a byte string. */
+// deno-lint-ignore no-control-regex -- matching control bytes is the point
+const UNSAFE_TEXT = /[\r\n\0]|[^\x00-\xff]/;
+// deno-lint-ignore no-control-regex -- as above
+const UNSAFE_TARGET = /[\s\0]|[^\x00-\xff]/;
 
 /**
- * The request as one buffer (head + body) so it leaves in one channel write,
- * hence one SSH packet for a typical chat request. `headers` already went
- * through the relay's rewriting; `Host` is added when absent, and
- * `Content-Length` always comes from the body actually sent.
+ * The request as one buffer (head and body), so a typical chat request
+ * leaves in one channel write, hence one SSH packet. Header values go out
+ * byte for byte; `Host` is added when absent; `Content-Length` always comes
+ * from the body actually sent. Throws `Http1Error` (not sent) for a target or
+ * field that would break the head.
  */
 export function encodeRequest(
   method: string,
-  path: string,
-  headers: Headers,
+  target: string,
+  headers: HeaderPairs,
   body: Uint8Array | null,
   host: string,
 ): Uint8Array {
-  let head = `${method} ${path} HTTP/1.1\r\n`;
-  if (!headers.has("host")) head += `host: ${host}\r\n`;
+  if (!TOKEN.test(method) || target === "" || UNSAFE_TARGET.test(target)) {
+    throw new Http1Error("invalid request line for the engine", { sent: false });
+  }
+  let head = `${method} ${target} HTTP/1.1\r\n`;
+  let hasHost = false;
   for (const [name, value] of headers) {
-    if (name === "content-length" || name === "transfer-encoding" || name === "connection") {
-      continue;
+    if (OWN_FIELDS.has(name)) continue;
+    if (!TOKEN.test(name) || UNSAFE_TEXT.test(value)) {
+      throw new Http1Error(`invalid request header ${JSON.stringify(name)}`, { sent: false });
     }
+    if (name === "host") hasHost = true;
     head += `${name}: ${value}\r\n`;
   }
-  // fetch sends a zero length for bodyless POST-like requests; so do we.
+  if (!hasHost) head = head.replace("\r\n", `\r\nhost: ${host}\r\n`);
+  // Bodyless POST-like requests carry an explicit zero length, as fetch does.
   const needsLength = body !== null || !(method === "GET" || method === "HEAD");
   if (needsLength) head += `content-length: ${body?.byteLength ?? 0}\r\n`;
   head += "\r\n";
-  if (!body || body.byteLength === 0) return encoder.encode(head);
-  const out = new Uint8Array(head.length * 3 + body.byteLength);
-  const { written } = encoder.encodeInto(head, out);
-  out.set(body, written);
-  return out.subarray(0, written + body.byteLength);
+  if (!body || body.byteLength === 0) return latin1ToBytes(head);
+  const out = new Uint8Array(head.length + body.byteLength);
+  const at = writeLatin1(head, out, 0);
+  out.set(body, at);
+  return out;
 }
 
 /** Decoder states (plain numbers: a hot switch). */
@@ -143,14 +219,15 @@ const MAX_LINE = 8 * 1024;
 /**
  * A streaming `Transfer-Encoding: chunked` decoder. `push()` takes bytes as
  * they arrive, split anywhere, and hands out the payload as views into the
- * input (no copying); trailers are read and ignored.
+ * input (no copying). Chunk extensions and trailer fields are read and
+ * dropped (Deno.serve cannot send trailers on).
  */
 export class ChunkedDecoder {
   #state: number = ChunkState.Size;
   #remaining = 0;
   // A size or trailer line that straddles reads (rare: lines are tiny).
   #line = "";
-  /** Bytes after the terminating chunk, set once done (non-empty: protocol error for reuse). */
+  /** Bytes after the terminating chunk, set once done (non-empty: the channel cannot be reused). */
   rest: Uint8Array = new Uint8Array(0);
 
   /** True once the last chunk and its trailers were read. */
@@ -158,7 +235,7 @@ export class ChunkedDecoder {
     return this.#state === ChunkState.Done;
   }
 
-  /** Decodes `buf`, calling `emit` for each payload slice; throws `ChannelHttpError` on bad framing. */
+  /** Decodes `buf`, calling `emit` for each payload slice; throws `Http1Error` on bad framing. */
   push(buf: Uint8Array, emit: (data: Uint8Array) => void): void {
     let i = 0;
     const n = buf.length;
@@ -173,23 +250,22 @@ export class ChunkedDecoder {
           break;
         }
         case ChunkState.DataCr:
-          if (buf[i] === CR) {
-            this.#state = ChunkState.DataLf;
-            i++;
-            break;
-          }
-          this.#state = ChunkState.DataLf; // tolerate a bare LF
+          // A bare LF after the data is tolerated, like a bare LF elsewhere.
+          if (buf[i] === CR) i++;
+          this.#state = ChunkState.DataLf;
           break;
         case ChunkState.DataLf:
-          if (buf[i++] !== LF) throw new ChannelHttpError("malformed chunked body");
+          if (buf[i++] !== LF) throw new Http1Error("malformed chunked body", { sent: true });
           this.#state = ChunkState.Size;
           break;
         case ChunkState.Size:
         case ChunkState.Trailer: {
           const lf = buf.indexOf(LF, i);
           const end = lf === -1 ? n : lf;
-          this.#line += latin1.decode(buf.subarray(i, end));
-          if (this.#line.length > MAX_LINE) throw new ChannelHttpError("chunk line too long");
+          this.#line += bytesToLatin1(buf.subarray(i, end));
+          if (this.#line.length > MAX_LINE) {
+            throw new Http1Error("chunk line too long", { sent: true });
+          }
           i = end;
           if (lf === -1) break;
           i++; // past LF
@@ -201,7 +277,7 @@ export class ChunkedDecoder {
               this.rest = buf.subarray(i);
               return;
             }
-            break; // a trailer field: ignored
+            break; // a trailer field: dropped
           }
           const size = parseChunkSize(line);
           if (size === 0) this.#state = ChunkState.Trailer;
@@ -220,8 +296,10 @@ export class ChunkedDecoder {
 }
 
 function parseChunkSize(line: string): number {
-  const semi = line.indexOf(";"); // chunk extensions are ignored
-  const hex = (semi === -1 ? line : line.slice(0, semi)).trim();
-  if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) throw new ChannelHttpError("malformed chunk size");
+  const semi = line.indexOf(";"); // chunk extensions are dropped
+  const hex = trimOws(semi === -1 ? line : line.slice(0, semi));
+  if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) {
+    throw new Http1Error("malformed chunk size", { sent: true });
+  }
   return parseInt(hex, 16);
 }

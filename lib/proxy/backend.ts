@@ -19,7 +19,9 @@ import {
   type Engine,
   type SshPath,
 } from "../core/backend_spec.ts";
-import type { RequestOutcome, RouteTarget, UpstreamRequest } from "./pool.ts";
+import type { Http1Request, Http1Response } from "../http1/types.ts";
+import { Http1Error } from "../http1/types.ts";
+import type { RequestOutcome, RouteTarget } from "./pool.ts";
 import type { BackendSnapshot, BackendState, GpuMetrics } from "./snapshot.ts";
 import {
   applyProbe,
@@ -33,7 +35,13 @@ import {
   transition,
 } from "./backend_state.ts";
 import { type HistogramData, LatencyHistogram } from "./histogram.ts";
-import { DEFAULT_HEALTH_TIMEOUT_MS, type GpuProbe, probeModels, readGpus } from "./health.ts";
+import {
+  DEFAULT_HEALTH_TIMEOUT_MS,
+  type GpuProbe,
+  probeModels,
+  readGpus,
+  type Sender,
+} from "./health.ts";
 
 export type { BackendEvent } from "./backend_state.ts";
 export type { GpuProbe, GpuResult } from "./health.ts";
@@ -47,8 +55,6 @@ export interface BackendDeps {
   healthIntervalMs: number;
   /** Active-check timeout; default 5000 ms. */
   healthTimeoutMs?: number;
-  /** Injected for tests; default `globalThis.fetch`. */
-  fetch?: typeof fetch;
   /** GPU metrics reader; without it no metrics are collected. */
   gpuProbe?: GpuProbe;
   /** Receives state and path events, in order. */
@@ -129,28 +135,23 @@ export class Backend implements RouteTarget {
   /** True when routing may pick it: healthy, not drained, tunnel up. */
   get routable(): boolean {
     return this.#status.name === "healthy" && !this.#inputs.drained &&
-      this.baseUrl() !== undefined;
-  }
-
-  /** `http://127.0.0.1:<port>` of the tunnel's forward while it is up. */
-  baseUrl(): string | undefined {
-    return this.#inputs.tunnel === "up" ? this.#tunnel?.baseUrl() : undefined;
+      this.#inputs.tunnel === "up";
   }
 
   /**
-   * The tunnel's channel HTTP client while the tunnel is up and offers one
-   * (SshTunnel does; fakes do not), so the relay skips fetch and the local
-   * forward. The tunnel resolves its current connection per request.
+   * Sends one request over the tunnel's current connection: relayed
+   * traffic, health checks and abort-all all take this one path. Not sent
+   * (and so safe to retry elsewhere) while the tunnel is down.
    */
-  get upstreamRequest(): ((req: UpstreamRequest) => Promise<Response>) | undefined {
-    return this.#inputs.tunnel === "up" && this.#tunnel?.request ? this.#viaTunnel : undefined;
-  }
-
-  #viaTunnel = (req: UpstreamRequest): Promise<Response> => {
+  send(req: Http1Request): Promise<Http1Response> {
     const tunnel = this.#tunnel;
-    if (!tunnel?.request) return Promise.reject(new TypeError(`instance ${this.id} has no tunnel`));
+    if (!tunnel || this.#inputs.tunnel !== "up") {
+      return Promise.reject(
+        new Http1Error(`instance ${this.id} has no SSH connection`, { sent: false }),
+      );
+    }
     return tunnel.request(req);
-  };
+  }
 
   /** The `Authorization` value every request to the instance carries (§4). */
   upstreamAuth(): string | null {
@@ -166,7 +167,7 @@ export class Backend implements RouteTarget {
   start(): void {
     if (this.#inputs.phase !== "idle" || !this.#spec.eligible || this.closing) return;
     const tunnel = this.#deps.tunnelFactory.open(this.#spec, {
-      verify: async (baseUrl) => (await this.#probe(baseUrl)).ok,
+      verify: async (send) => (await this.#probe(send)).ok,
     });
     this.#tunnel = tunnel;
     const s = tunnel.status();
@@ -385,21 +386,20 @@ export class Backend implements RouteTarget {
 
   async #probeStep(): Promise<void> {
     if (this.#inputs.phase !== "running") return;
-    const url = this.baseUrl();
-    if (url === undefined) return; // the tunnel state already says why
+    const tunnel = this.#tunnel;
+    if (!tunnel || this.#inputs.tunnel !== "up") return; // the tunnel state already says why
     const epoch = this.#epoch;
-    const result = await this.#probe(url);
+    const result = await this.#probe((req) => tunnel.request(req));
     if (epoch !== this.#epoch || this.#inputs.phase !== "running") return;
     if (result.ok) this.#models = Object.freeze(result.models);
     this.#update(applyProbe(this.#inputs, result));
   }
 
-  #probe(baseUrl: string) {
-    return probeModels(baseUrl, {
+  #probe(send: Sender) {
+    return probeModels(send, {
       token: this.#spec.token,
       clock: this.#deps.clock,
       timeoutMs: this.#timeoutMs(),
-      fetch: this.#deps.fetch,
       signal: this.#life.signal,
     });
   }

@@ -1,3 +1,5 @@
+import { Http1Error } from "../http1/types.ts";
+
 /**
  * Every error the proxy itself answers with, in OpenAI's shape
  * `{"error":{"message","type","code"}}` so OpenAI clients surface the message
@@ -78,12 +80,10 @@ export function errorResponse(
 
 /** Inputs of the retry decision for one failed attempt. */
 export interface RetryInput {
-  /** What the attempt threw (a fetch rejection), if anything. */
+  /** What the attempt threw. */
   error: unknown;
   /** Retries already made for this request (0 after the first attempt). */
   attempt: number;
-  /** True once response headers reached the client: nothing can be retried then. */
-  headersSent: boolean;
   /** True when the client went away: retrying would serve nobody. */
   clientCancelled: boolean;
   /** Retry limit (default 2, DESIGN.md §7). */
@@ -91,40 +91,31 @@ export interface RetryInput {
 }
 
 /**
- * Whether a failed attempt may be retried on another backend. Only a
- * transport failure before response headers qualifies: the engine never saw
- * or never answered the request, so replaying the buffered body is safe.
- * An HTTP error status is an answer, and is passed through instead.
+ * Whether a failed attempt may be replayed (on another backend when there
+ * is one). Only a request that provably never reached an engine qualifies:
+ * no channel could be opened, or the channel closed before a byte was
+ * written. Anything later (a crash after reading the request, a malformed
+ * or oversized head, any response byte) may mean the engine already ran it,
+ * and an LLM request run twice is paid twice; such a failure becomes a 502.
  */
 export function shouldRetry(input: RetryInput): boolean {
   const max = input.maxRetries ?? 2;
-  if (input.headersSent || input.clientCancelled) return false;
-  if (input.attempt >= max) return false;
-  return isTransportError(input.error);
+  if (input.clientCancelled || input.attempt >= max) return false;
+  return neverReachedEngine(input.error);
+}
+
+/** True when `error` proves the request never reached the engine. */
+export function neverReachedEngine(error: unknown): boolean {
+  return error instanceof Http1Error && !error.sent;
 }
 
 /**
- * True for a fetch rejection caused by the network (refused, reset, tunnel
- * down), false for aborts, which come from our own cancellation.
+ * True for a failure of the path to the engine (channel, SSH, engine
+ * connection), false for aborts, which come from our own cancellation.
+ * Such failures count against a backend and trigger a passive health check.
  */
 export function isTransportError(error: unknown): boolean {
   if (error instanceof DOMException && error.name === "AbortError") return false;
   if (error instanceof Error && error.name === "AbortError") return false;
-  // fetch rejects with TypeError for network failures (Deno and browsers alike).
-  return error instanceof TypeError || error instanceof Deno.errors.ConnectionRefused ||
-    error instanceof Deno.errors.ConnectionReset || error instanceof Deno.errors.BrokenPipe ||
-    error instanceof TransportError;
-}
-
-/** Raised by the relay itself when a chosen backend has no tunnel any more. */
-export class TransportError extends Error {
-  /** Instance whose tunnel was missing. */
-  readonly instanceId: number;
-
-  /** `instanceId` names the backend; the message carries no secret. */
-  constructor(instanceId: number, message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = "TransportError";
-    this.instanceId = instanceId;
-  }
+  return error instanceof Http1Error;
 }

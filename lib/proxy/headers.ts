@@ -1,3 +1,5 @@
+import type { HeaderPairs } from "../http1/types.ts";
+
 /**
  * Header rewriting for the relay, in one place: what is removed on the way
  * to the instance and back (hop-by-hop headers, RFC 9110 §7.6.1), and what
@@ -25,8 +27,7 @@ export const HOP_BY_HOP: readonly string[] = Object.freeze([
 const HOP_BY_HOP_SET: ReadonlySet<string> = new Set(HOP_BY_HOP);
 
 /** Header names the sender listed in `Connection` (lower case), or null when none. */
-function connectionListed(headers: Headers): Set<string> | null {
-  const value = headers.get("connection");
+function connectionListed(value: string | null): Set<string> | null {
   if (!value) return null;
   const named = new Set<string>();
   for (const part of value.split(",")) {
@@ -37,32 +38,14 @@ function connectionListed(headers: Headers): Set<string> | null {
 }
 
 /**
- * Copies `headers` minus hop-by-hop ones and `alsoDrop`, in one pass.
- *
- * This runs twice per proxied request, so it avoids copy-then-delete: each
- * `Headers.delete()` re-validates and rescans the list, and 10+ of them per
- * request showed up in profiles. Iterating a `Headers` yields lower-case
- * names with repeated fields already combined, exactly what the old
- * `new Headers(headers)` copy held.
+ * True when `value` can leave through `Deno.serve`: tab, visible ASCII and
+ * obs-text (0x80–0xff) only. Deno.serve panics and exits the whole process
+ * on any other byte (a control character, DEL), so nothing else may pass.
  */
-function copyWithout(headers: Headers, alsoDrop: ReadonlySet<string> | null): Headers {
-  const named = connectionListed(headers);
-  const out = new Headers();
-  for (const [name, value] of headers) {
-    if (HOP_BY_HOP_SET.has(name) || named?.has(name) || alsoDrop?.has(name)) continue;
-    out.append(name, value);
-  }
-  return out;
+export function isEmittableValue(value: string): boolean {
+  return EMITTABLE.test(value);
 }
-
-/**
- * A copy of `headers` without hop-by-hop headers, including any header the
- * sender listed in `Connection` (that is how HTTP/1.1 marks custom ones).
- * A garbage `Connection` value simply names nothing that exists.
- */
-export function withoutHopByHop(headers: Headers): Headers {
-  return copyWithout(headers, null);
-}
+const EMITTABLE = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 /**
  * The `Authorization` value for an instance from `RouteTarget.upstreamAuth()`.
@@ -74,47 +57,69 @@ export function instanceAuthorization(upstreamAuth: string | null): string | nul
   return /^bearer\s/i.test(upstreamAuth) ? upstreamAuth : `Bearer ${upstreamAuth}`;
 }
 
-/** Request headers the proxy replaces or that fetch sets itself (see below). */
+/**
+ * Request headers the proxy replaces: `Host` (the instance's own address
+ * goes instead), `Content-Length` (recomputed from the buffered body),
+ * `X-VastProxy-Instance`, the client's `Authorization` (the proxy token must
+ * never reach an instance), and `Expect` (the proxy already has the whole
+ * body, so 100-continue is over by the time the engine is asked).
+ */
 const UPSTREAM_DROP: ReadonlySet<string> = new Set([
   "host",
   "content-length",
   INSTANCE_HEADER,
   "authorization",
-  "accept-encoding",
+  "expect",
 ]);
 
-/** The instance's own `X-VastProxy-Instance` (if any) is replaced by the proxy's. */
-const DOWNSTREAM_DROP: ReadonlySet<string> = new Set([INSTANCE_HEADER]);
-
 /**
- * Headers for the request to the instance: the client's headers minus
- * hop-by-hop ones, `Host` (fetch sets it for the tunnel address),
- * `Content-Length` (fetch recomputes it from the buffered body),
- * `X-VastProxy-Instance`, and the client's own `Authorization`, which is
- * replaced by the instance's token or dropped when it has none: the proxy
- * token must never reach an instance, nor an instance token a client.
- *
- * `Accept-Encoding` is forced to `identity`: Deno's fetch transparently
- * decompresses gzip/br bodies yet keeps `Content-Encoding`, so passing a
- * compressed answer through would hand the client plain bytes labelled gzip.
- * Over a loopback tunnel compression buys nothing anyway; Deno.serve still
- * compresses towards the client when it asked for it.
+ * Headers for the request to the instance, as byte-string pairs in the
+ * client's order: the client's headers minus hop-by-hop ones (including any
+ * it listed in `Connection`) and `UPSTREAM_DROP`, plus the instance's token
+ * as `Authorization` when it has one. Values pass through byte for byte
+ * (Deno.serve hands them over as byte strings).
  */
-export function upstreamRequestHeaders(incoming: Headers, upstreamAuth: string | null): Headers {
-  const out = copyWithout(incoming, UPSTREAM_DROP);
+export function upstreamRequestHeaders(
+  incoming: Headers,
+  upstreamAuth: string | null,
+): HeaderPairs {
+  const named = connectionListed(incoming.get("connection"));
+  const out: HeaderPairs = [];
+  for (const [name, value] of incoming) {
+    if (HOP_BY_HOP_SET.has(name) || named?.has(name) || UPSTREAM_DROP.has(name)) continue;
+    out.push([name, value]);
+  }
   const auth = instanceAuthorization(upstreamAuth);
-  if (auth) out.set("authorization", auth);
-  out.set("accept-encoding", "identity");
+  if (auth) out.push(["authorization", auth]);
   return out;
 }
 
 /**
- * Headers for the response to the client: the instance's headers minus
- * hop-by-hop ones (Deno.serve frames the body itself), plus
- * `X-VastProxy-Instance: <id>` so clients can see and pin where they landed.
+ * Headers for the response to the client: the instance's fields minus
+ * hop-by-hop ones (Deno.serve frames the body itself) and its own
+ * `X-VastProxy-Instance`, plus `X-VastProxy-Instance: <id>`. A field that
+ * Deno.serve cannot emit (a control byte in its value) is left out and
+ * reported through `onDropped`, so no engine byte can take the proxy down.
  */
-export function downstreamResponseHeaders(upstream: Headers, instanceId: number): Headers {
-  const out = copyWithout(upstream, DOWNSTREAM_DROP);
+export function downstreamResponseHeaders(
+  upstream: HeaderPairs,
+  instanceId: number,
+  onDropped?: (name: string) => void,
+): Headers {
+  let connection: string | null = null;
+  for (const [n, v] of upstream) {
+    if (n === "connection") connection = connection === null ? v : `${connection},${v}`;
+  }
+  const named = connectionListed(connection);
+  const out = new Headers();
+  for (const [name, value] of upstream) {
+    if (HOP_BY_HOP_SET.has(name) || named?.has(name) || name === INSTANCE_HEADER) continue;
+    if (!isEmittableValue(value)) {
+      onDropped?.(name);
+      continue;
+    }
+    out.append(name, value);
+  }
   out.set(INSTANCE_HEADER, String(instanceId));
   return out;
 }

@@ -1,13 +1,22 @@
 /**
- * One active health check (DESIGN.md §6): `GET {baseUrl}/v1/models` with the
+ * One active health check (DESIGN.md §6): `GET /v1/models` through the tunnel, with the
  * instance's Bearer token and a timeout; and one GPU read (§5). It is a plain function of its inputs
  * so the backend's loop, the tunnel's `verify` (checking a new path before the
  * direct upgrade) and tests all run the very same check.
  */
 import type { Clock } from "../core/clock.ts";
+import {
+  type HeaderPairs,
+  type Http1Request,
+  type Http1Response,
+  readAll,
+} from "../http1/types.ts";
 import type { Tunnel } from "../tunnel/tunnel.ts";
 import type { GpuResult } from "../core/gpu_metrics.ts";
 import { errorText } from "../core/errors.ts";
+
+/** Sends one request to an instance (a tunnel's `request`, a backend's `send`). */
+export type Sender = (req: Http1Request) => Promise<Http1Response>;
 
 /** What one probe found. `error` is safe to show and log (no token, no body). */
 export type ProbeResult =
@@ -22,23 +31,26 @@ export interface ProbeOptions {
   clock: Clock;
   /** Gives up after this long (default 5000 ms, §6). */
   timeoutMs?: number;
-  /** Injected for tests; default `globalThis.fetch`. */
-  fetch?: typeof fetch;
   /** Aborts the probe (backend closing); reported as a failure. */
   signal?: AbortSignal;
 }
 
 /** Default active-check timeout (DESIGN.md §6). */
 export const DEFAULT_HEALTH_TIMEOUT_MS = 5000;
+/** Largest `/v1/models` body read; a model list is a few KiB. */
+const MAX_MODELS_BODY = 8 * 1024 * 1024;
+/** Probes and other requests of the proxy's own share channels among themselves, not with clients. */
+export const OWN_AFFINITY = "vastproxy";
+const decoder = new TextDecoder();
 
 /**
- * Probes `baseUrl`. Never throws: every failure (HTTP status, transport,
- * timeout, malformed JSON) becomes `{ ok: false, error }`, because to a health
- * loop they all mean the same thing.
+ * Probes the engine behind `send` (a tunnel's or a backend's sender, so the
+ * check travels the same channels as traffic). Never throws: every failure
+ * (HTTP status, transport, timeout, malformed JSON) becomes
+ * `{ ok: false, error }`, because to a health loop they all mean the same.
  */
-export async function probeModels(baseUrl: string, opts: ProbeOptions): Promise<ProbeResult> {
+export async function probeModels(send: Sender, opts: ProbeOptions): Promise<ProbeResult> {
   const timeoutMs = opts.timeoutMs ?? DEFAULT_HEALTH_TIMEOUT_MS;
-  const doFetch = opts.fetch ?? fetch;
   const request = new AbortController();
   // The timer runs on the injected clock (so FakeClock drives it) and is
   // cancelled in `finally`, leaving no pending sleep behind a finished probe.
@@ -55,20 +67,28 @@ export async function probeModels(baseUrl: string, opts: ProbeOptions): Promise<
   if (opts.signal?.aborted) onOuterAbort();
   opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
 
-  const headers: Record<string, string> = { accept: "application/json" };
-  if (opts.token) headers.authorization = `Bearer ${opts.token}`;
+  const headers: HeaderPairs = [["accept", "application/json"]];
+  if (opts.token) headers.push(["authorization", `Bearer ${opts.token}`]);
   try {
-    const res = await doFetch(`${baseUrl}/v1/models`, { headers, signal: request.signal });
-    if (!res.ok) {
-      // Cancel rather than read: frees the connection without downloading a
+    const res = await send({
+      method: "GET",
+      target: "/v1/models",
+      headers,
+      body: null,
+      signal: request.signal,
+      affinity: OWN_AFFINITY,
+    });
+    if (res.status < 200 || res.status > 299) {
+      // Cancel rather than read: frees the channel without downloading a
       // possibly large error page.
       await res.body?.cancel().catch(() => {});
       return { ok: false, error: `GET /v1/models answered HTTP ${res.status}` };
     }
     let body: unknown;
     try {
-      body = await res.json();
-    } catch {
+      body = JSON.parse(decoder.decode(await readAll(res, MAX_MODELS_BODY)));
+    } catch (err) {
+      if (request.signal.aborted) throw err;
       return { ok: false, error: "GET /v1/models returned invalid JSON" };
     }
     const models = parseModelIds(body);

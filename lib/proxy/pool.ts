@@ -5,6 +5,7 @@
  * internals.
  */
 import type { Engine } from "../core/backend_spec.ts";
+import type { Http1Request, Http1Response } from "../http1/types.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
 /** Outcome of one proxied request, for counters and passive health. */
@@ -19,17 +20,6 @@ export interface RequestOutcome {
   clientCancelled: boolean;
 }
 
-/** One request for `RouteTarget.upstreamRequest`; the body is buffered so a retry can replay it. */
-export interface UpstreamRequest {
-  method: string;
-  /** Path and query. */
-  path: string;
-  /** Already rewritten for the instance (see headers.ts). */
-  headers: Headers;
-  body: Uint8Array | null;
-  signal?: AbortSignal;
-}
-
 /** A backend as routing sees it. Only its owner (`Backend`) mutates it. */
 export interface RouteTarget {
   readonly id: number;
@@ -38,17 +28,14 @@ export interface RouteTarget {
   /** Models served, from the last successful health check. */
   readonly models: readonly string[];
   readonly engine: Engine;
-  /** `http://127.0.0.1:<forward port>` while the tunnel is up. */
-  baseUrl(): string | undefined;
   /** Headers every request to the instance carries (the instance's Bearer token). */
   upstreamAuth(): string | null;
   /**
-   * A direct way to send one request to the instance (HTTP over an SSH
-   * channel, skipping fetch and the local forward), or undefined when there
-   * is none; the relay then fetches `baseUrl()`. It must reject like fetch:
-   * a `TypeError` for transport failures, the signal's reason on abort.
+   * Sends one request to the instance over its tunnel's HTTP/1.1 client.
+   * Rejects with `Http1Error` (`sent: false` only when the request provably
+   * never reached the engine) or, on abort, with the signal's reason.
    */
-  readonly upstreamRequest?: ((req: UpstreamRequest) => Promise<Response>) | undefined;
+  send(req: Http1Request): Promise<Http1Response>;
   /**
    * Counts a request as started; call the returned function exactly once
    * when it ends (in `finally`), with its outcome.

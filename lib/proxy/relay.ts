@@ -8,12 +8,20 @@
  * `RouteTarget`s from a `Pool`.
  */
 import { type Clock, realClock } from "../core/clock.ts";
+import { errorText } from "../core/errors.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
-import { errorResponse, type ProxyErrorCode, shouldRetry, TransportError } from "./errors.ts";
+import type { Http1Response } from "../http1/types.ts";
+import {
+  errorResponse,
+  isTransportError,
+  neverReachedEngine,
+  type ProxyErrorCode,
+  shouldRetry,
+} from "./errors.ts";
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
-import type { Pool, RequestOutcome, RouteTarget } from "./pool.ts";
+import type { Pool, RouteTarget } from "./pool.ts";
 import { routeInfoFor } from "./route_info.ts";
 
 /** One line of the request log. Carries the path only: query strings may hold secrets. */
@@ -47,8 +55,6 @@ export interface RelayDeps {
   maxBodyBytes: number;
   /** Handler for `/vastproxy/*` (admin.ts); 404 for those paths when absent. */
   admin?: (req: Request) => Response | Promise<Response>;
-  /** Upstream fetch (default: global fetch). */
-  fetch?: typeof fetch;
   /** Time source for durations (default: real clock). */
   clock?: Clock;
   /** Where transport failures are reported (default: dropped). */
@@ -66,7 +72,6 @@ const ADMIN_PREFIX = "/vastproxy/";
 
 /** Builds the proxy's request handler. */
 export function createHandler(deps: RelayDeps): Handler {
-  const fetchFn = deps.fetch ?? fetch;
   const clock = deps.clock ?? realClock;
   const logger = deps.logger ?? nullLogger;
   const checkToken = createTokenCheck(deps.authToken);
@@ -74,13 +79,19 @@ export function createHandler(deps: RelayDeps): Handler {
   const maxRetries = deps.maxRetries ?? 2;
   const emit = deps.onRequestLog ??
     ((l: RequestLogLine) => logger.log("info", "request", { ...l }));
+  const dropped = new DroppedHeaderLog(logger);
 
-  return async (req) => {
+  return async (req, info) => {
     const started = clock.now();
-    // URL parsing resolves dot segments, so `/vastproxy/../v1/x` is `/v1/x`
-    // here and upstream alike: routing and the instance see the same path.
+    // Routing reads the parsed path (dot segments resolved, so
+    // `/vastproxy/../v1/x` is not an admin route); the engine gets the
+    // request target exactly as the client sent it.
     const url = new URL(req.url);
-    const line = (status: number, extra: Partial<RequestLogLine> = {}) =>
+    // One log line per request, whichever path ends it.
+    let logged = false;
+    const line = (status: number, extra: Partial<RequestLogLine> = {}) => {
+      if (logged) return;
+      logged = true;
       emit({
         method: req.method,
         path: url.pathname,
@@ -92,6 +103,7 @@ export function createHandler(deps: RelayDeps): Handler {
         clientCancelled: false,
         ...extra,
       });
+    };
     const log = (res: Response, extra: Partial<RequestLogLine> = {}): Response => {
       line(res.status, extra);
       return res;
@@ -107,13 +119,20 @@ export function createHandler(deps: RelayDeps): Handler {
     if ((req.method === "GET" || req.method === "HEAD") && url.pathname === "/v1/models") {
       return log(modelsResponse(deps.pool.routable(), clock.now()));
     }
+    const target = requestTarget(req.url);
+    if (target === null) {
+      await req.body?.cancel();
+      return log(errorResponse("bad_request", { message: "Invalid request target" }));
+    }
 
     const read = await readBody(req, deps.maxBodyBytes);
     if (!read.ok) return log(errorResponse(read.code));
-    // GET/HEAD must not carry a body, not even an empty one, or fetch throws.
+    // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
     const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.());
-    const target = `${url.pathname}${url.search}`;
+    // Idle engine channels are reused only for the client connection they
+    // served, so a stray engine byte can never reach another client.
+    const affinity = connectionKey(info);
 
     const tried = new Set<number>();
     for (let attempt = 0;; attempt++) {
@@ -127,10 +146,11 @@ export function createHandler(deps: RelayDeps): Handler {
       tried.add(backend.id);
       const result = await dispatch(backend, {
         req,
-        path: target,
+        target,
         body,
-        fetchFn,
+        affinity,
         clock,
+        onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
       });
       if ("response" in result) return result.response;
@@ -142,39 +162,89 @@ export function createHandler(deps: RelayDeps): Handler {
           clientCancelled: true,
         });
       }
-      logger.log("warn", "upstream transport failure", {
-        instance: backend.id,
-        attempt: attempt + 1,
-        error: describe(result.error),
-      });
       const retry = shouldRetry({
         error: result.error,
         attempt,
-        headersSent: false,
         clientCancelled: false,
         maxRetries,
       });
+      logger.log("warn", "upstream request failed", {
+        instance: backend.id,
+        attempt: attempt + 1,
+        error: describe(result.error),
+        retry: retry ? "yes" : "no",
+      });
       if (!retry) {
         return log(
-          errorResponse("upstream_failed", {
-            message: `Upstream request failed after ${attempt + 1} attempt(s): ${
-              describe(result.error)
-            }`,
-          }),
-          { attempts: attempt + 1 },
+          errorResponse("upstream_failed", { message: failureMessage(backend.id, result.error) }),
+          { instance: backend.id, attempts: attempt + 1 },
         );
       }
     }
   };
 }
 
+/** Names the client connection a request came on (Deno.serve gives its remote address). */
+function connectionKey(info: Deno.ServeHandlerInfo | undefined): string | undefined {
+  const addr = info?.remoteAddr;
+  if (!addr) return undefined;
+  return "hostname" in addr ? `${addr.hostname}:${addr.port}` : JSON.stringify(addr);
+}
+
+/** The 502 text: which instance, what happened, and whether it may have run. */
+function failureMessage(id: number, error: unknown): string {
+  const what = describe(error);
+  return neverReachedEngine(error)
+    ? `Instance ${id} could not be reached (${what}), nor could any other backend`
+    : `Instance ${id} failed after receiving the request (${what}); not retried, since the engine may already have run it`;
+}
+
+/**
+ * The request target (path and query) exactly as it appears in `url`, or
+ * null when it could not go on a request line. Deno.serve builds `req.url`
+ * from the raw target, so the bytes the client sent reach the engine
+ * without the re-encoding `URL` would apply.
+ */
+export function requestTarget(url: string): string | null {
+  const scheme = url.indexOf("://");
+  const slash = scheme === -1 ? -1 : url.indexOf("/", scheme + 3);
+  const target = slash === -1 ? "/" : url.slice(slash);
+  return UNSAFE_TARGET.test(target) ? null : target;
+}
+
+// deno-lint-ignore no-control-regex -- whitespace, NUL and non-bytes cannot go on a request line
+const UNSAFE_TARGET = /[\s\0]|[^\x00-\xff]/;
+
+/** Logs a dropped response header once per instance and name, not once per response. */
+class DroppedHeaderLog {
+  #seen = new Set<string>();
+  #logger: Logger;
+
+  constructor(logger: Logger) {
+    this.#logger = logger;
+  }
+
+  note(instance: number, name: string): void {
+    const key = `${instance} ${name}`;
+    if (this.#seen.has(key) || this.#seen.size >= 1000) return;
+    this.#seen.add(key);
+    this.#logger.log("warn", "dropped a response header the proxy cannot send on", {
+      instance,
+      header: name,
+      why: "control byte in its value",
+    });
+  }
+}
+
 /** Everything `dispatch` needs besides the backend. */
 interface DispatchInput {
   req: Request;
-  path: string;
-  body: Uint8Array<ArrayBuffer> | null;
-  fetchFn: typeof fetch;
+  /** Request target for the engine (raw path and query). */
+  target: string;
+  body: Uint8Array | null;
+  affinity: string | undefined;
   clock: Clock;
+  onHeaderDropped: (name: string) => void;
   /** Called once when the response body ended, with what to log. */
   onDone: (
     d: { instance: number; status: number; bytes: number; clientCancelled: boolean },
@@ -185,111 +255,84 @@ type DispatchResult =
   | { response: Response }
   | { error: unknown; clientCancelled: boolean };
 
+/** Statuses whose responses must not have a body (the Response constructor refuses one). */
+const NULL_BODY = new Set([101, 103, 204, 205, 304]);
+
 /**
  * One attempt on one backend. Resolves with a streaming response once
- * headers arrived, or with the failure (for the retry decision). The
- * backend's `release` runs exactly once: here on failure, else when the
- * relayed body ends, errors or is cancelled.
+ * headers arrived, or with the failure (for the retry decision). `settle`
+ * is the one place the attempt ends: it releases the backend's in-flight
+ * slot exactly once and, once a response was relayed, writes its log line.
  */
 async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<DispatchResult> {
   const { req, clock } = input;
   const release = backend.acquire();
   const dispatchedAt = clock.now();
-  let released = false;
-  const finish = (o: Omit<RequestOutcome, "latencyMs">) => {
-    if (released) return;
-    released = true;
-    release({ ...o, latencyMs: clock.now() - dispatchedAt });
-  };
-
-  const base = backend.baseUrl();
-  if (!base) {
-    finish({ status: null, transportError: true, clientCancelled: false });
-    return {
-      error: new TransportError(backend.id, `instance ${backend.id} has no tunnel`),
-      clientCancelled: false,
-    };
-  }
-
-  // `completed` guards against Deno.serve's legacy behaviour of aborting
-  // `request.signal` after a response finished: only an abort that comes
-  // before the body is fully relayed is a client cancellation.
-  const state = { completed: false, clientCancelled: false };
+  let settled = false;
+  let bytes = 0;
+  // Set once response headers arrived; the log line needs it.
+  let status: number | null = null;
+  // Only an abort before the body was fully relayed is a client cancellation
+  // (Deno.serve may abort `request.signal` after a finished response).
+  let completed = false;
+  let clientCancelled = false;
   const upstreamAbort = new AbortController();
   const onClientAbort = () => {
-    if (state.completed) return;
-    state.clientCancelled = true;
+    if (completed) return;
+    clientCancelled = true;
     upstreamAbort.abort(new DOMException("client disconnected", "AbortError"));
   };
-  const detach = () => req.signal.removeEventListener("abort", onClientAbort);
+  const settle = (transportError: boolean) => {
+    if (settled) return;
+    settled = true;
+    completed = true;
+    req.signal.removeEventListener("abort", onClientAbort);
+    release({
+      status,
+      transportError: transportError && !clientCancelled,
+      clientCancelled,
+      latencyMs: clock.now() - dispatchedAt,
+    });
+    if (status !== null) {
+      // Headers already went out with this status; a client leaving during
+      // the body (an SDK that stops reading after `data: [DONE]` does) is
+      // flagged by clientCancelled, not by a fake status.
+      input.onDone({ instance: backend.id, status, bytes, clientCancelled });
+    }
+  };
   if (req.signal.aborted) onClientAbort();
   else req.signal.addEventListener("abort", onClientAbort);
 
-  let upstream: Response;
-  const headers = upstreamRequestHeaders(req.headers, backend.upstreamAuth());
-  // The backend's direct channel path when it has one (no fetch, no local
-  // TCP hop); otherwise fetch through the tunnel's forward.
-  const direct = backend.upstreamRequest;
+  let upstream: Http1Response;
   try {
-    upstream = direct
-      ? await direct({
-        method: req.method,
-        path: input.path,
-        headers,
-        body: input.body,
-        signal: upstreamAbort.signal,
-      })
-      : await input.fetchFn(new URL(input.path, base), {
-        method: req.method,
-        headers,
-        body: input.body,
-        signal: upstreamAbort.signal,
-        // A proxy relays redirects; following them would leave the tunnel.
-        redirect: "manual",
-      });
-  } catch (error) {
-    detach();
-    state.completed = true;
-    finish({
-      status: null,
-      transportError: !state.clientCancelled,
-      clientCancelled: state.clientCancelled,
+    upstream = await backend.send({
+      method: req.method,
+      target: input.target,
+      headers: upstreamRequestHeaders(req.headers, backend.upstreamAuth()),
+      body: input.body,
+      signal: upstreamAbort.signal,
+      affinity: input.affinity,
     });
-    return { error, clientCancelled: state.clientCancelled };
+  } catch (error) {
+    settle(isTransportError(error));
+    return { error, clientCancelled };
   }
 
-  const init = {
+  status = upstream.status;
+  const init: ResponseInit = {
     status: upstream.status,
-    statusText: upstream.statusText,
-    headers: downstreamResponseHeaders(upstream.headers, backend.id),
+    // The Response constructor refuses some reason phrases; the status is what counts.
+    statusText: REASON.test(upstream.statusText) ? upstream.statusText : "",
+    headers: downstreamResponseHeaders(upstream.headers, backend.id, input.onHeaderDropped),
   };
-  let bytes = 0;
-  const end = (o: { transportError: boolean }) => {
-    state.completed = true;
-    detach();
-    finish({
-      status: upstream.status,
-      transportError: o.transportError,
-      clientCancelled: state.clientCancelled,
-    });
-    input.onDone({
-      instance: backend.id,
-      // Headers already went out with this status; a client leaving during the
-      // body (an SDK that stops reading after `data: [DONE]` does) is flagged
-      // by clientCancelled, not by a fake status. 499 is only for clients that
-      // leave before any response.
-      status: upstream.status,
-      bytes,
-      clientCancelled: state.clientCancelled,
-    });
-  };
-
-  if (!upstream.body) {
-    end({ transportError: false });
+  const source = upstream.body;
+  if (!source || NULL_BODY.has(upstream.status) || req.method === "HEAD") {
+    source?.cancel().catch(() => {});
+    settle(false);
     return { response: new Response(null, init) };
   }
 
-  const reader = upstream.body.getReader();
+  const reader = source.getReader();
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each
   // SSE event is forwarded the moment it arrives.
@@ -298,34 +341,37 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       try {
         const { done, value } = await reader.read();
         if (done) {
-          end({ transportError: false });
+          settle(false);
           controller.close();
           return;
         }
         bytes += value.byteLength;
         controller.enqueue(value);
       } catch (err) {
-        if (state.completed) return;
+        if (settled) return;
         // Headers are out, so no retry: fail the client's stream so it sees
         // a truncated response instead of a clean (wrong) end.
-        end({ transportError: !state.clientCancelled });
+        settle(true);
         // A client that left needs no error (Deno.serve would print it to
         // stderr); an upstream failure must reach the client as one.
-        if (state.clientCancelled) controller.close();
+        if (clientCancelled) controller.close();
         else controller.error(err);
       }
     },
     cancel() {
       // The client went away mid-body: abort the upstream request so the
       // engine sees the connection close and stops generating.
-      if (!state.completed) state.clientCancelled = true;
+      if (!completed) clientCancelled = true;
       upstreamAbort.abort(new DOMException("client disconnected", "AbortError"));
       reader.cancel().catch(() => {});
-      if (!state.completed) end({ transportError: false });
+      settle(false);
     },
   }, { highWaterMark: 0 });
   return { response: new Response(relayed, init) };
 }
+
+/** A reason phrase the Response constructor accepts. */
+const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
 
 type BodyRead =
   | { ok: true; body: Uint8Array<ArrayBuffer> | null }
@@ -393,8 +439,13 @@ function modelsResponse(routable: readonly RouteTarget[], now: number): Response
   return Response.json({ object: "list", data });
 }
 
-/** A failure as text for logs and 502 bodies: no URLs (their query may carry secrets). */
+/**
+ * A failure as text for logs and 502 bodies: no URLs (their query may carry
+ * secrets) and no addresses (the instance's internals are not the client's business).
+ */
 function describe(error: unknown): string {
-  const text = error instanceof Error ? error.message : String(error);
-  return text.replace(/https?:\/\/\S+/g, "<url>").slice(0, 300);
+  return errorText(error)
+    .replace(/https?:\/\/\S+/g, "<url>")
+    .replace(/\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?\b/g, "<address>")
+    .slice(0, 300);
 }

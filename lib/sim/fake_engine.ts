@@ -56,6 +56,8 @@ export interface FakeEngineStats {
   lastBody: string | null;
   /** Successful `abort_all` calls (SGLang). */
   aborts: number;
+  /** Distinct client connections (remote address and port) seen so far. */
+  connections: number;
 }
 
 /** A running fake engine. */
@@ -114,7 +116,9 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     lastHeaders: null,
     lastBody: null,
     aborts: 0,
+    connections: 0,
   };
+  const peers = new Set<string>();
   let healthy = true;
   let forcedStatus: number | null = null;
   let seq = 0;
@@ -252,7 +256,15 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     return stream(tokenDelay, (i) => events[i]?.() ?? null, sseHeaders, tail);
   }
 
-  async function handle(req: Request): Promise<Response> {
+  async function handle(
+    req: Request,
+    info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  ): Promise<Response> {
+    const peer = `${info.remoteAddr.hostname}:${info.remoteAddr.port}`;
+    if (!peers.has(peer)) {
+      peers.add(peer);
+      stats.connections = peers.size;
+    }
     const url = new URL(req.url);
     const bodyBytes = req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array();
     const bodyText = new TextDecoder().decode(bodyBytes);

@@ -46,8 +46,8 @@ export interface SshTunnelFactoryOptions {
   backoffMaxMs?: number;
   /** Drain time of a connection replaced by a direct one [30 000]. */
   drainTimeoutMs?: number;
-  /** Quiet time after a response before a draining socket is closed [5 000]. */
-  drainIdleMs?: number;
+  /** How long an idle HTTP channel stays pooled [3 000, below engines' 5 s keep-alive]. */
+  idleChannelTtlMs?: number;
 }
 
 /** Opens `SshTunnel`s; keys and pins are loaded once here, not per connection. */
@@ -82,7 +82,7 @@ export class SshTunnelFactory implements TunnelFactory {
       backoffBaseMs: opts.backoffBaseMs ?? 1_000,
       backoffMaxMs: opts.backoffMaxMs ?? 60_000,
       drainTimeoutMs: opts.drainTimeoutMs ?? 30_000,
-      drainIdleMs: opts.drainIdleMs ?? 5_000,
+      idleChannelTtlMs: opts.idleChannelTtlMs,
     };
   }
 

@@ -10,8 +10,9 @@ import { backoffDelay } from "../core/backoff.ts";
 import type { BackendSpec } from "../core/backend_spec.ts";
 import { connectAny, type Connection, type ConnectOptions, endClient } from "./connect.ts";
 import { HostKeyMismatchError, SshConnectError, TunnelNotUpError } from "./errors.ts";
-import { ChannelHttpClient, ChannelHttpError, type ChannelRequest } from "../http1/client.ts";
-import { type Forward, type ForwardOutClient, startForward } from "./forward.ts";
+import { Http1Client } from "../http1/client.ts";
+import { Http1Error, type Http1Request, type Http1Response } from "../http1/types.ts";
+import type { ForwardOutClient } from "./forward.ts";
 import { execCommand } from "./gpu.ts";
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
@@ -30,28 +31,27 @@ export interface TunnelSettings {
   healthyResetMs: number;
   backoffBaseMs: number;
   backoffMaxMs: number;
-  /** How long a replaced connection may finish its in-flight sockets. */
+  /** How long a replaced connection may finish its in-flight requests. */
   drainTimeoutMs: number;
-  /** Quiet time after which a draining keep-alive socket counts as idle. */
-  drainIdleMs: number;
+  /** How long an idle channel stays pooled (below the engines' keep-alive timeout). */
+  idleChannelTtlMs?: number;
 }
 
-/** A connection in use: its forward, HTTP client, when it came up, whether it is gone. */
+/** A connection in use: its HTTP client, when it came up, whether it is gone. */
 interface Live extends Connection {
-  forward: Forward;
-  /** The relay's fast path: HTTP over this connection's channels. */
-  http: ChannelHttpClient;
+  /** Every HTTP exchange with the instance rides this client's channels. */
+  http: Http1Client;
   upAt: number;
   gone: boolean;
 }
 
-/** An SSH connection plus local forward to one instance; see `Tunnel`. */
+/** The SSH connection to one instance; see `Tunnel`. */
 export class SshTunnel implements Tunnel {
   /** vast.ai instance id. */
   readonly instanceId: number;
   #spec: BackendSpec;
   #s: TunnelSettings;
-  #verify: (baseUrl: string) => Promise<boolean>;
+  #verify: NonNullable<TunnelOptions["verify"]>;
   #status: TunnelStatus;
   #listeners = new Set<(event: TunnelEvent) => void>();
   #queue: TunnelEvent[] = [];
@@ -67,10 +67,10 @@ export class SshTunnel implements Tunnel {
   // Aborted (and replaced) whenever the loop must re-evaluate: loss,
   // reconnect(), close(). Every wait in the loop listens to it.
   #wake = new AbortController();
-  // Forwards still closing: retired ones draining after a proxy → direct
-  // swap, and lost ones being cut. close() waits for all of them.
+  // Connections still closing: retired ones draining after a proxy → direct
+  // swap. close() waits for all of them (or cuts them, when not graceful).
   #drains = new Set<Promise<void>>();
-  #retired = new Set<Forward>();
+  #retired = new Set<Live>();
   #loop: Promise<void>;
 
   /** Starts connecting at once; use `SshTunnelFactory.open()` rather than this. */
@@ -83,7 +83,6 @@ export class SshTunnel implements Tunnel {
       state: "connecting",
       path: null,
       endpoint: null,
-      localPort: null,
       reason: null,
       since: settings.clock.now(),
     });
@@ -93,12 +92,6 @@ export class SshTunnel implements Tunnel {
   /** Current state (a frozen value). */
   status(): TunnelStatus {
     return this.#status;
-  }
-
-  /** `http://127.0.0.1:<port>` while up. */
-  baseUrl(): string | undefined {
-    const port = this.#status.state === "up" ? this.#status.localPort : null;
-    return port === null ? undefined : `http://127.0.0.1:${port}`;
   }
 
   /** Runs `command` on the live connection (default timeout 10 s). */
@@ -118,11 +111,13 @@ export class SshTunnel implements Tunnel {
    * per request, so after a proxy → direct swap new requests go direct while
    * those already running finish on the retired connection.
    */
-  request(req: ChannelRequest): Promise<Response> {
+  request(req: Http1Request): Promise<Http1Response> {
     const live = this.#live;
     if (!live || live.gone) {
       return Promise.reject(
-        new ChannelHttpError(`tunnel to instance ${this.instanceId} is ${this.#status.state}`),
+        new Http1Error(`tunnel to instance ${this.instanceId} is ${this.#status.state}`, {
+          sent: false,
+        }),
       );
     }
     return live.http.request(req);
@@ -149,7 +144,7 @@ export class SshTunnel implements Tunnel {
     return () => this.#listeners.delete(listener);
   }
 
-  /** Stops every loop and closes the forward(s) and connection(s). */
+  /** Stops every loop and closes the connection(s). */
   close(opts: { graceful?: boolean; timeoutMs?: number } = {}): Promise<void> {
     this.#closing ??= this.#shutdown(opts.graceful ?? false, opts.timeoutMs ?? 30_000);
     return this.#closing;
@@ -163,19 +158,16 @@ export class SshTunnel implements Tunnel {
     this.#live = null;
     if (live) {
       live.gone = true;
-      if (!graceful) live.http.close();
-      await Promise.all([
-        live.forward.close({ graceful, timeoutMs }),
-        graceful ? live.http.drain(timeoutMs) : undefined,
-      ]);
+      if (graceful) await live.http.drain(timeoutMs);
+      else live.http.close();
       endClient(live.client);
     }
     await this.#loop;
     // Retired connections: a graceful close lets them finish too; otherwise
-    // their forwards are cut now (close() on a draining forward escalates).
-    if (!graceful) { for (const f of this.#retired) void f.close({ graceful: false }); }
+    // they are cut now.
+    if (!graceful) { for (const old of this.#retired) old.http.close(); }
     await Promise.all([...this.#drains]);
-    this.#set({ state: "closed", path: null, localPort: null, reason: null });
+    this.#set({ state: "closed", path: null, reason: null });
     this.#emit({ type: "closed" });
   }
 
@@ -214,7 +206,7 @@ export class SshTunnel implements Tunnel {
 
   /** One attempt over all endpoints; on success the tunnel is up. */
   async #connect(): Promise<"up" | "failed" | "mismatch" | "closed"> {
-    this.#set({ state: "connecting", path: null, localPort: null });
+    this.#set({ state: "connecting", path: null });
     let conn: Connection;
     try {
       conn = await connectAny(this.#spec.endpoints, this.#connectOptions());
@@ -233,66 +225,46 @@ export class SshTunnel implements Tunnel {
       this.#emit({ type: "down", reason });
       return "failed";
     }
-    const forward = await this.#openForward(conn);
     // Adopting is synchronous from this check on, so a close can no longer
     // slip between the check and the tunnel's own 'close' listener.
-    if (this.#closed || !forward || conn.isClosed()) {
-      await forward?.close({ graceful: false });
+    if (this.#closed || conn.isClosed()) {
       endClient(conn.client);
       if (this.#closed) return "closed";
-      const reason = forward
-        ? `SSH connection to instance ${this.instanceId} at ${conn.address} closed during setup`
-        : `Cannot open a local forward for instance ${this.instanceId}`;
+      const reason =
+        `SSH connection to instance ${this.instanceId} at ${conn.address} closed during setup`;
       this.#set({ state: "down", reason });
       this.#emit({ type: "down", reason });
       return "failed";
     }
-    this.#adopt(conn, forward);
+    this.#adopt(conn, this.#httpClient(conn));
     return "up";
   }
 
-  async #openForward(conn: Connection): Promise<Forward | undefined> {
-    try {
-      return await startForward(conn.client, this.#spec.remotePort, {
-        logger: this.#s.logger,
-        instanceId: this.instanceId,
-        drainIdleMs: this.#s.drainIdleMs,
-      });
-    } catch (err) {
-      this.#log("error", "cannot open a local forward", { error: String(err) });
-      return undefined;
-    }
+  /** The HTTP/1.1 client over `conn`'s `direct-tcpip` channels to the engine's port. */
+  #httpClient(conn: Connection): Http1Client {
+    return new Http1Client(openChannel(conn.client, this.#spec.remotePort), {
+      host: `127.0.0.1:${this.#spec.remotePort}`,
+      idleTtlMs: this.#s.idleChannelTtlMs,
+      now: () => this.#s.clock.now(),
+    });
   }
 
-  /** Makes `conn` the live connection and announces it. */
-  #adopt(conn: Connection, forward: Forward): void {
-    const http = new ChannelHttpClient(openChannel(conn.client, this.#spec.remotePort), {
-      host: `127.0.0.1:${this.#spec.remotePort}`,
-    });
-    const live: Live = { ...conn, forward, http, upAt: this.#s.clock.now(), gone: false };
+  /**
+   * The one place a connection enters service: makes `conn` live, retiring
+   * the connection it replaces (a proxy → direct upgrade) so requests
+   * already on that one finish there, and announces the new path.
+   */
+  #adopt(conn: Connection, http: Http1Client): void {
+    if (this.#live) this.#retire(this.#live);
+    const live: Live = { ...conn, http, upAt: this.#s.clock.now(), gone: false };
     conn.client.on("error", (err: Error & { code?: string }) => {
       this.#lose(live, lossReason(err));
     });
     conn.client.on("close", () => this.#lose(live, "SSH connection closed"));
     this.#live = live;
-    this.#set({
-      state: "up",
-      path: conn.endpoint.path,
-      endpoint: conn.address,
-      localPort: forward.port,
-      reason: null,
-    });
-    this.#log("info", "SSH tunnel up", {
-      path: conn.endpoint.path,
-      endpoint: conn.address,
-      localPort: forward.port,
-    });
-    this.#emit({
-      type: "up",
-      path: conn.endpoint.path,
-      endpoint: conn.address,
-      localPort: forward.port,
-    });
+    this.#set({ state: "up", path: conn.endpoint.path, endpoint: conn.address, reason: null });
+    this.#log("info", "SSH tunnel up", { path: conn.endpoint.path, endpoint: conn.address });
+    this.#emit({ type: "up", path: conn.endpoint.path, endpoint: conn.address });
   }
 
   /** Waits while `live` serves; on a proxy path, tries direct every `directRetryMs`. */
@@ -325,37 +297,29 @@ export class SshTunnel implements Tunnel {
       }
       return;
     }
-    const forward = await this.#openForward(conn);
-    const verified = forward !== undefined &&
-      await this.#verify(`http://127.0.0.1:${forward.port}`).catch(() => false);
-    if (!forward || !verified || this.#closed || conn.isClosed()) {
-      if (forward && !verified) {
-        this.#log("info", "direct SSH path failed its check; keeping proxy", {});
-      }
-      await forward?.close({ graceful: false });
+    // The check travels the very path traffic would take: the new connection's channels.
+    const http = this.#httpClient(conn);
+    const verified = await this.#verify((req) => http.request(req)).catch(() => false);
+    if (!verified || this.#closed || conn.isClosed() || this.#live !== live) {
+      if (!verified) this.#log("info", "direct SSH path failed its check; keeping proxy", {});
+      http.close();
       endClient(conn.client);
       return;
     }
-    // Adopt first so new requests go direct, then let the old path drain.
-    if (this.#live === live) this.#retire(live);
-    this.#adopt(conn, forward);
+    // New requests go direct at once; those on the proxy path finish there.
+    this.#adopt(conn, http);
   }
 
-  /** Takes `old` out of service; its forward drains, then its connection ends. */
+  /** Takes `old` out of service: its requests in flight finish, then its connection ends. */
   #retire(old: Live): void {
     old.gone = true;
-    this.#live = null;
-    // Requests already on the old connection finish there; its idle
-    // channels close at once, since new requests go to the new connection.
-    const drain = Promise.all([
-      old.forward.close({ graceful: true, timeoutMs: this.#s.drainTimeoutMs }),
-      old.http.drain(this.#s.drainTimeoutMs),
-    ]).then(() => endClient(old.client));
-    this.#retired.add(old.forward);
+    if (this.#live === old) this.#live = null;
+    const drain = old.http.drain(this.#s.drainTimeoutMs).then(() => endClient(old.client));
+    this.#retired.add(old);
     this.#drains.add(drain);
     drain.finally(() => {
       this.#drains.delete(drain);
-      this.#retired.delete(old.forward);
+      this.#retired.delete(old);
     });
   }
 
@@ -365,15 +329,12 @@ export class SshTunnel implements Tunnel {
     live.gone = true;
     if (this.#live !== live) return;
     this.#live = null;
-    // Sockets and channels through a dead connection cannot finish; cut them now.
+    // Channels through a dead connection cannot finish; cut them now.
     live.http.close();
-    const closing = live.forward.close({ graceful: false });
-    this.#drains.add(closing);
-    closing.finally(() => this.#drains.delete(closing));
     endClient(live.client);
     if (this.#s.clock.now() - live.upAt >= this.#s.healthyResetMs) this.#attempt = 0;
     if (!this.#closed) {
-      this.#set({ state: "down", path: null, localPort: null, reason });
+      this.#set({ state: "down", path: null, reason });
       this.#log("warn", "SSH tunnel down", { endpoint: live.address, reason });
       this.#emit({ type: "down", reason });
     }

@@ -1,17 +1,16 @@
 /**
  * The contract between the proxy and an SSH tunnel. lib/tunnel/ssh.ts
- * implements it over ssh2; tests and the proxy's unit tests use fakes, so the
- * proxy never depends on SSH internals.
+ * implements it over ssh2; the proxy's unit tests use doubles that send the
+ * same `Http1Request`s through the same HTTP/1.1 client over TCP, so the
+ * proxy never depends on SSH internals and tests run the production path.
  */
 import type { BackendSpec, SshPath } from "../core/backend_spec.ts";
-import type { ChannelRequest } from "../http1/client.ts";
-
-export type { ChannelRequest } from "../http1/client.ts";
+import type { Http1Request, Http1Response } from "../http1/types.ts";
 
 /** Lifecycle state of a tunnel. */
 export type TunnelState =
   | "connecting" // first connect or reconnect in progress (including backoff)
-  | "up" // connected, local forward listening
+  | "up" // connected: requests travel over its channels
   | "down" // connection lost; reconnect scheduled
   | "hostkey-mismatch" // refused: pinned host key differs; no retry
   | "closed"; // close() called
@@ -23,8 +22,6 @@ export interface TunnelStatus {
   path: SshPath | null;
   /** `host:port` of the live (or last tried) SSH endpoint. */
   endpoint: string | null;
-  /** Local forward port on 127.0.0.1, when up. */
-  localPort: number | null;
   /** Why the tunnel is not up (no secrets), or null. */
   reason: string | null;
   /** When `state` last changed (epoch ms). */
@@ -33,7 +30,7 @@ export interface TunnelStatus {
 
 /** What a tunnel tells its owner. */
 export type TunnelEvent =
-  | { type: "up"; path: SshPath; endpoint: string; localPort: number }
+  | { type: "up"; path: SshPath; endpoint: string }
   | { type: "down"; reason: string }
   | { type: "hostkey-mismatch"; reason: string }
   | { type: "closed" };
@@ -46,22 +43,18 @@ export interface ExecResult {
   code: number | null;
 }
 
-/** An SSH connection to one instance plus its local forward, self-healing. */
+/** An SSH connection to one instance, self-healing; every HTTP exchange rides its channels. */
 export interface Tunnel {
   /** The instance this tunnel reaches. */
   readonly instanceId: number;
   /** Current state. */
   status(): TunnelStatus;
-  /** `http://127.0.0.1:<localPort>` while up, else undefined. */
-  baseUrl(): string | undefined;
   /**
-   * Optional fast path: sends one HTTP/1.1 request straight over an SSH
-   * channel of the *current* connection (no local TCP hop, no fetch). Rejects
-   * with a `TypeError` (as fetch does) when the tunnel is not up or the
-   * channel fails before response headers. Tunnels without it are reached
-   * through `baseUrl()`.
+   * Sends one HTTP/1.1 request over a channel of the *current* connection.
+   * Rejects with `Http1Error` (its `sent` tells whether the engine may have
+   * seen it; not sent while the tunnel is down) or the signal's reason.
    */
-  request?(req: ChannelRequest): Promise<Response>;
+  request(req: Http1Request): Promise<Http1Response>;
   /** Runs a command on the instance; rejects with a typed error on failure or timeout. */
   exec(command: string, opts?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Drops the current connection (if any) and reconnects now, resetting backoff. */
@@ -69,8 +62,8 @@ export interface Tunnel {
   /** Registers a listener; returns an unsubscribe function. Events are delivered in order. */
   subscribe(listener: (event: TunnelEvent) => void): () => void;
   /**
-   * Closes the tunnel. `graceful` stops accepting new forward sockets and lets
-   * open ones finish (up to `timeoutMs`) before ending the SSH connection.
+   * Closes the tunnel. `graceful` refuses new requests and lets those in
+   * flight finish (up to `timeoutMs`) before ending the SSH connection.
    */
   close(opts?: { graceful?: boolean; timeoutMs?: number }): Promise<void>;
 }
@@ -79,9 +72,10 @@ export interface Tunnel {
 export interface TunnelOptions {
   /**
    * Checks a freshly opened path before it replaces a proxied one (the direct
-   * upgrade): given the new forward's base URL, resolves true when healthy.
+   * upgrade): given a sender over the new connection's channels, resolves
+   * true when the engine answers healthily through it.
    */
-  verify?: (baseUrl: string) => Promise<boolean>;
+  verify?: (send: (req: Http1Request) => Promise<Http1Response>) => Promise<boolean>;
 }
 
 /** Creates tunnels; injectable so the proxy is testable without SSH. */

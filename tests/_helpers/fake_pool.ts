@@ -7,6 +7,9 @@
 import type { Pool, RequestOutcome, RouteTarget } from "../../lib/proxy/pool.ts";
 import type { BackendSnapshot, StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import type { Engine } from "../../lib/core/backend_spec.ts";
+import type { Http1Client } from "../../lib/http1/client.ts";
+import { Http1Error, type Http1Request, type Http1Response } from "../../lib/http1/types.ts";
+import { portOf, tcpHttp1Client } from "./tcp_client.ts";
 
 /** Options of a fake target. */
 export interface FakeTargetOptions {
@@ -37,6 +40,10 @@ export class FakeTarget implements RouteTarget {
   /** Releases called more than once for the same acquisition (must stay 0). */
   doubleReleases = 0;
   #waiters: (() => void)[] = [];
+  #client: Http1Client | undefined;
+  #clientUrl: string | undefined;
+  /** When set, answers `send()` instead of the engine at `url` (a scripted engine). */
+  sender: ((req: Http1Request) => Promise<Http1Response>) | undefined;
 
   /** A target with id `id`. */
   constructor(id: number, opts: FakeTargetOptions = {}) {
@@ -57,6 +64,34 @@ export class FakeTarget implements RouteTarget {
   /** The configured base URL. */
   baseUrl(): string | undefined {
     return this.url;
+  }
+
+  /** Streams opened to the engine so far (0 before the first request). */
+  get channelsOpened(): number {
+    return this.#client?.stats().opened ?? 0;
+  }
+
+  /**
+   * Sends through the production HTTP/1.1 client over TCP to `url`'s port;
+   * rejects as "not sent" when the target has no URL (a tunnel that is down).
+   */
+  send(req: Http1Request): Promise<Http1Response> {
+    if (this.sender) return this.sender(req);
+    if (!this.url) {
+      return Promise.reject(new Http1Error(`instance ${this.id} has no tunnel`, { sent: false }));
+    }
+    if (this.#client === undefined || this.#clientUrl !== this.url) {
+      this.#client?.close();
+      this.#client = tcpHttp1Client(portOf(this.url));
+      this.#clientUrl = this.url;
+    }
+    return this.#client.request(req);
+  }
+
+  /** Closes the target's engine connections. */
+  close(): void {
+    this.#client?.close();
+    this.#client = undefined;
   }
 
   /** The configured Authorization value. */

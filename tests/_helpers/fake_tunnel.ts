@@ -1,7 +1,8 @@
 /**
  * Scriptable stand-ins for lib/tunnel/tunnel.ts. A test opens backends with a
- * `FakeTunnelFactory`, then drives each `FakeTunnel` by hand: `up()` with any
- * base URL (a Deno.serve fake, or a URL an injected fetch answers), `down()`,
+ * `FakeTunnelFactory`, then drives each `FakeTunnel` by hand: `up()` with the
+ * base URL of a local engine double (requests then go through the production
+ * HTTP/1.1 client over TCP) or with a scripted `handler`, `down()`,
  * `hostkeyMismatch()`, and scripted `exec` results. Calls to `reconnect()` and
  * `close()` are recorded for assertions.
  */
@@ -14,11 +15,48 @@ import type {
   TunnelStatus,
 } from "../../lib/tunnel/tunnel.ts";
 import type { BackendSpec, SshPath } from "../../lib/core/backend_spec.ts";
+import type { Http1Client } from "../../lib/http1/client.ts";
+import { Http1Error, type Http1Request, type Http1Response } from "../../lib/http1/types.ts";
+import { portOf, tcpHttp1Client } from "./tcp_client.ts";
+
+/** Answers a tunnel's requests in place of an engine. */
+export type RequestHandler = (
+  req: Http1Request,
+  tunnel: FakeTunnel,
+) => Http1Response | Promise<Http1Response>;
+
+/** A web Response as the `Http1Response` an engine would have sent (the body streams). */
+export function fromWebResponse(res: Response): Http1Response {
+  return {
+    status: res.status,
+    statusText: res.statusText,
+    headers: [...res.headers],
+    body: res.body,
+  };
+}
+
+/** A scripted response: JSON (or text) body with a status. */
+export function fakeResponse(
+  status: number,
+  body: unknown = "",
+  headers: [string, string][] = [],
+): Http1Response {
+  const text = typeof body === "string" ? body : JSON.stringify(body);
+  const bytes = new TextEncoder().encode(text);
+  return {
+    status,
+    statusText: "",
+    headers: [["content-length", String(bytes.byteLength)], ...headers],
+    body: new Response(bytes).body,
+  };
+}
 
 /** How `FakeTunnel.up()` presents the connection. */
 export interface FakeUpOptions {
-  /** Base URL the tunnel reports (default `http://127.0.0.1:9`, which nobody serves). */
+  /** Engine double the requests go to over TCP (default `http://127.0.0.1:9`, which nobody serves). */
   baseUrl?: string;
+  /** Scripted answers instead of an engine (wins over `baseUrl`). */
+  handler?: RequestHandler;
   /** SSH path (default `direct`). */
   path?: SshPath;
   /** `host:port` shown as the endpoint (default `ssh.example:22`). */
@@ -42,15 +80,25 @@ export class FakeTunnel implements Tunnel {
   readonly closeCalls: { graceful?: boolean; timeoutMs?: number }[] = [];
   /** How many times `reconnect()` was called. */
   reconnects = 0;
+  /** Every request sent through the tunnel, in order. */
+  readonly requests: Http1Request[] = [];
   /** Answers `exec`; default: exit code 0 and empty output. */
   execHandler: ExecHandler = () => Promise.resolve({ stdout: "", stderr: "", code: 0 });
   #status: TunnelStatus;
   #baseUrl: string | undefined;
+  #handler: RequestHandler | undefined;
+  #client: Http1Client | undefined;
   #listeners = new Set<(e: TunnelEvent) => void>();
   #now: () => number;
 
   /** A tunnel in state `connecting`. */
-  constructor(spec: BackendSpec, options: TunnelOptions = {}, now: () => number = Date.now) {
+  constructor(
+    spec: BackendSpec,
+    options: TunnelOptions = {},
+    now: () => number = Date.now,
+    handler?: RequestHandler,
+  ) {
+    this.#handler = handler;
     this.instanceId = spec.id;
     this.spec = spec;
     this.options = options;
@@ -59,7 +107,6 @@ export class FakeTunnel implements Tunnel {
       state: "connecting",
       path: null,
       endpoint: null,
-      localPort: null,
       reason: null,
       since: now(),
     };
@@ -75,9 +122,23 @@ export class FakeTunnel implements Tunnel {
     return { ...this.#status };
   }
 
-  /** The scripted base URL while up. */
+  /** The engine double's base URL while up. */
   baseUrl(): string | undefined {
     return this.#status.state === "up" ? this.#baseUrl : undefined;
+  }
+
+  /** Records the request; answers with the handler, or the engine double over TCP. */
+  request(req: Http1Request): Promise<Http1Response> {
+    if (this.#status.state !== "up") {
+      return Promise.reject(
+        new Http1Error(`tunnel is ${this.#status.state}`, { sent: false }),
+      );
+    }
+    this.requests.push(req);
+    const handler = this.#handler;
+    if (handler) return Promise.resolve().then(() => handler(req, this));
+    this.#client ??= tcpHttp1Client(portOf(this.#baseUrl ?? "http://127.0.0.1:9"));
+    return this.#client.request(req);
   }
 
   /** Records the command and answers with `execHandler`. */
@@ -100,8 +161,10 @@ export class FakeTunnel implements Tunnel {
   /** Records the call and moves to `closed` (emitting `closed`). */
   close(opts: { graceful?: boolean; timeoutMs?: number } = {}): Promise<void> {
     this.closeCalls.push(opts);
+    this.#client?.close();
+    this.#client = undefined;
     if (this.#status.state !== "closed") {
-      this.#set({ state: "closed", path: null, localPort: null, reason: "closed" });
+      this.#set({ state: "closed", path: null, reason: "closed" });
       this.#emit({ type: "closed" });
     }
     return Promise.resolve();
@@ -110,22 +173,27 @@ export class FakeTunnel implements Tunnel {
   /** Connection established (or path switched): state `up`, emits `up`. */
   up(opts: FakeUpOptions = {}): void {
     this.#baseUrl = opts.baseUrl ?? "http://127.0.0.1:9";
+    this.#handler = opts.handler ?? this.#handler;
+    // A new connection: channels of the old one are gone.
+    this.#client?.close();
+    this.#client = undefined;
     const path = opts.path ?? "direct";
     const endpoint = opts.endpoint ?? "ssh.example:22";
-    const localPort = Number(new URL(this.#baseUrl).port) || 0;
-    this.#set({ state: "up", path, endpoint, localPort, reason: null });
-    this.#emit({ type: "up", path, endpoint, localPort });
+    this.#set({ state: "up", path, endpoint, reason: null });
+    this.#emit({ type: "up", path, endpoint });
   }
 
   /** Connection lost: state `down`, emits `down`. */
   down(reason = "connection reset"): void {
-    this.#set({ state: "down", path: null, localPort: null, reason });
+    this.#client?.close();
+    this.#client = undefined;
+    this.#set({ state: "down", path: null, reason });
     this.#emit({ type: "down", reason });
   }
 
   /** Host key refused: state `hostkey-mismatch`, emits it. */
   hostkeyMismatch(reason = "host key changed"): void {
-    this.#set({ state: "hostkey-mismatch", path: null, localPort: null, reason });
+    this.#set({ state: "hostkey-mismatch", path: null, reason });
     this.#emit({ type: "hostkey-mismatch", reason });
   }
 
@@ -144,17 +212,22 @@ export class FakeTunnelFactory implements TunnelFactory {
   readonly opened: FakeTunnel[] = [];
   /** When set, every new tunnel comes up at once with these options. */
   autoUp: FakeUpOptions | undefined;
+  /** When set, answers every new tunnel's requests. */
+  handler: RequestHandler | undefined;
   #now: () => number;
 
   /** `now` stamps tunnel statuses (pass a FakeClock's `now`). */
-  constructor(opts: { now?: () => number; autoUp?: FakeUpOptions } = {}) {
+  constructor(
+    opts: { now?: () => number; autoUp?: FakeUpOptions; handler?: RequestHandler } = {},
+  ) {
     this.#now = opts.now ?? Date.now;
     this.autoUp = opts.autoUp;
+    this.handler = opts.handler;
   }
 
   /** A new `connecting` tunnel (or `up`, with `autoUp`). */
   open(spec: BackendSpec, opts?: TunnelOptions): FakeTunnel {
-    const t = new FakeTunnel(spec, opts, this.#now);
+    const t = new FakeTunnel(spec, opts, this.#now, this.handler);
     this.opened.push(t);
     if (this.autoUp) t.up(this.autoUp);
     return t;

@@ -5,7 +5,7 @@ import type { BackendEvent } from "../../lib/proxy/backend.ts";
 import { Fleet } from "../../lib/proxy/fleet.ts";
 import { type LabelSetter, Marks } from "../../lib/app/marks.ts";
 import type { BackendState } from "../../lib/proxy/snapshot.ts";
-import { FakeTunnelFactory, testSpec } from "../_helpers/fake_tunnel.ts";
+import { FakeTunnelFactory, fromWebResponse, testSpec } from "../_helpers/fake_tunnel.ts";
 
 const LABEL = "vastproxy";
 
@@ -142,10 +142,13 @@ Deno.test("Marks follows a fleet's backends from healthy to removed", async () =
   const logger = new MemoryLogger();
   // Events flow only after `apply`, by which time `marks` exists.
   const fleet: Fleet = new Fleet({
-    tunnelFactory: new FakeTunnelFactory({ now: () => clock.now(), autoUp: {} }),
+    tunnelFactory: new FakeTunnelFactory({
+      now: () => clock.now(),
+      autoUp: {},
+      handler: () => fromWebResponse(Response.json({ data: [{ id: "m" }] })),
+    }),
     clock,
     logger,
-    fetch: () => Promise.resolve(Response.json({ data: [{ id: "m" }] })),
     healthIntervalMs: 5000,
     onEvent: (e) => marks.onEvent(e),
   });

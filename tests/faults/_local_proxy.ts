@@ -8,6 +8,7 @@
  * but seconds.
  */
 import type { Clock } from "../../lib/core/clock.ts";
+import type { RequestHandler } from "../_helpers/fake_tunnel.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { type RunningProxy, startProxy } from "../../lib/app/proxy_app.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
@@ -41,7 +42,8 @@ export interface LocalProxyOptions {
   drainTimeoutMs?: number;
   clock?: Clock;
   /** Upstream fetch (relay and health checks) [global fetch]. */
-  fetch?: typeof fetch;
+  /** Answers the tunnels' requests when no engines run (`engines: false`). */
+  handler?: RequestHandler;
   /** Fetch for the vast API [global fetch]. */
   vastFetch?: typeof fetch;
 }
@@ -113,7 +115,10 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
     });
     cleanups.push(() => api.close());
     const logger = new MemoryLogger();
-    const tunnels = new FakeTunnelFactory({ now: () => (opts.clock ?? { now: Date.now }).now() });
+    const tunnels = new FakeTunnelFactory({
+      now: () => (opts.clock ?? { now: Date.now }).now(),
+      handler: opts.handler,
+    });
     // Every tunnel comes up at once, at its instance's address.
     const tunnelFactory: TunnelFactory = {
       open(spec: BackendSpec, o?: TunnelOptions): FakeTunnel {
@@ -135,7 +140,6 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
       logger,
       tunnelFactory,
       clock: opts.clock,
-      fetch: opts.fetch,
       vastFetch: opts.vastFetch,
     });
     cleanups.push(() => proxy.shutdown(200));

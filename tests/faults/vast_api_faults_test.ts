@@ -19,6 +19,7 @@ import {
   startLocalProxy,
   virtualBaseUrl,
 } from "./_local_proxy.ts";
+import { fromWebResponse, type RequestHandler } from "../_helpers/fake_tunnel.ts";
 
 const POLL_MS = 1_000;
 
@@ -28,13 +29,15 @@ class VirtualUpstream {
   auth = new Map<number, string[]>();
   /** Bodies held open by `/hold` requests, to finish later. */
   held: ReadableStreamDefaultController<Uint8Array>[] = [];
-  fetch: typeof fetch = (input, init) => {
-    const req = new Request(input, init);
-    const url = new URL(req.url);
+  handler: RequestHandler = (r, tunnel) => {
+    const auth = r.headers.find(([n]) => n === "authorization")?.[1] ?? "";
+    return fromWebResponse(this.#answer(new URL(r.target, tunnel.baseUrl()), auth));
+  };
+  #answer = (url: URL, authorization: string): Response => {
     const index = Number(url.port) - 41_000;
-    this.auth.set(index, [...(this.auth.get(index) ?? []), req.headers.get("authorization") ?? ""]);
+    this.auth.set(index, [...(this.auth.get(index) ?? []), authorization]);
     if (url.pathname === "/v1/models") {
-      return Promise.resolve(Response.json({ object: "list", data: [{ id: "m" }] }));
+      return Response.json({ object: "list", data: [{ id: "m" }] });
     }
     if (url.pathname === "/hold") {
       const body = new ReadableStream<Uint8Array>({
@@ -43,9 +46,9 @@ class VirtualUpstream {
           this.held.push(c);
         },
       });
-      return Promise.resolve(new Response(body));
+      return new Response(body);
     }
-    return Promise.resolve(Response.json({ index }));
+    return Response.json({ index });
   };
 }
 
@@ -93,7 +96,7 @@ async function withHarness(
     instances: opts.instances ?? 3,
     engines: false,
     clock,
-    fetch: up.fetch,
+    handler: up.handler,
     vastFetch: vastFetchOn(clock, apiTimes),
     pollIntervalMs: POLL_MS,
     healthIntervalMs: 2_000,

@@ -66,10 +66,10 @@ Deno.test("fuzz: upstreamRequestHeaders() strips hop-by-hop, pins and client aut
       fc.option(fc.constantFrom("tok-abc", "Bearer tok-def", "bearer tok-ghi")),
       (list, conn, upstreamAuth) => {
         const incoming = build(list, conn);
-        const out = upstreamRequestHeaders(incoming, upstreamAuth);
+        const out = new Headers(upstreamRequestHeaders(incoming, upstreamAuth));
         const dropped = new Set([...HOP_BY_HOP, ...namedByConnection(conn)]);
         for (const name of dropped) {
-          if (name === "authorization" || name === "accept-encoding") continue;
+          if (name === "authorization") continue;
           try {
             assert.equal(out.has(name), false, `${name} forwarded`);
           } catch (err) {
@@ -94,13 +94,11 @@ Deno.test("fuzz: upstreamRequestHeaders() strips hop-by-hop, pins and client aut
           "host",
           "content-length",
           "authorization",
-          "accept-encoding",
         ]);
         for (const [name, value] of incoming) {
           if (special.has(name)) continue;
           assert.equal(out.get(name), value, name);
         }
-        assert.equal(out.get("accept-encoding"), "identity");
       },
     ),
     RUNS,
@@ -115,7 +113,7 @@ Deno.test("fuzz: downstreamResponseHeaders() strips hop-by-hop and always names 
       id,
     ) => {
       const upstream = build(list, conn);
-      const out = downstreamResponseHeaders(upstream, id);
+      const out = downstreamResponseHeaders([...upstream], id);
       for (const name of [...HOP_BY_HOP, ...namedByConnection(conn)]) {
         if (name === INSTANCE_HEADER) continue;
         try {

@@ -6,7 +6,8 @@
 import assert from "node:assert/strict";
 import { testTunnelFactory } from "../_helpers/config.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
-import { isTransportError } from "../../lib/proxy/errors.ts";
+import { Http1Error } from "../../lib/http1/types.ts";
+import { send } from "../_helpers/http1.ts";
 import { sshdAvailable, startSshd, testSpec, waitFor } from "../_helpers/sshd.ts";
 
 const ignore = !sshdAvailable();
@@ -24,13 +25,7 @@ Deno.test({
       backoffMaxMs: 60_000,
     }).open(testSpec(31, [{ host: "127.0.0.1", port: sshd.port, path: "direct" }], engine.port));
     const req = (method: string, path: string, body: string | null = null, signal?: AbortSignal) =>
-      t.request!({
-        method,
-        path,
-        headers: new Headers({ "content-type": "application/json" }),
-        body: body === null ? null : new TextEncoder().encode(body),
-        signal,
-      });
+      send(t, path, { method, headers: [["content-type", "application/json"]], body, signal });
     try {
       await waitFor("up", () => t.status().state === "up");
 
@@ -40,12 +35,13 @@ Deno.test({
       assert.equal(echo.body, '{"hi":"ü"}');
       assert.equal(echo.headers.host, `127.0.0.1:${engine.port}`);
 
-      // Sequential requests ride pooled keep-alive channels.
+      // Sequential requests ride the pooled keep-alive channel the first one opened.
       for (let i = 0; i < 20; i++) {
         const r = await req("POST", "/v1/chat/completions", '{"model":"fake-model","messages":[]}');
         assert.equal(r.status, 200);
         assert.equal((await r.json()).object, "chat.completion");
       }
+      assert.equal(engine.stats.connections, 1, "21 requests, one channel");
 
       const n = 3 * 1024 * 1024 + 7;
       let got = 0;
@@ -71,6 +67,7 @@ Deno.test({
       await engine.close();
       await sshd.stop();
     }
-    await assert.rejects(req("GET", "/health"), (e: Error) => isTransportError(e));
+    // Closed: refused before anything is sent, so the relay could retry elsewhere.
+    await assert.rejects(req("GET", "/health"), (e: Error) => e instanceof Http1Error && !e.sent);
   },
 });

@@ -1,14 +1,16 @@
 /**
- * The channel HTTP/1.1 client against scripted fake channels: framing
+ * The HTTP/1.1 client against scripted fake channels: framing
  * (Content-Length, chunked split anywhere, close-delimited, no-body
- * statuses, 1xx), keep-alive reuse and its bound, aborts, and errors that
- * must look like fetch's network errors to the relay's retry rule.
+ * statuses, 1xx), keep-alive reuse and its bound, aborts, and errors whose
+ * `sent` flag drives the relay's retry rule.
  */
 import assert from "node:assert/strict";
 import { Duplex } from "node:stream";
-import { ChannelHttpClient, ChannelHttpError } from "../../lib/http1/client.ts";
+import { Http1Client } from "../../lib/http1/client.ts";
 import { ChunkedDecoder, findHeadEnd, parseHead } from "../../lib/http1/parse.ts";
+import { Http1Error, type Http1Request } from "../../lib/http1/types.ts";
 import { isTransportError } from "../../lib/proxy/errors.ts";
+import { toResponse } from "../_helpers/http1.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -46,19 +48,30 @@ class FakeChannel extends Duplex {
 /** A client whose channels come from `script`; records every channel opened. */
 function client(script: (ch: FakeChannel, text: string) => void, maxIdle = 64) {
   const opened: FakeChannel[] = [];
-  const http = new ChannelHttpClient(() => {
+  const raw = new Http1Client(() => {
     const ch = new FakeChannel();
     ch.onRequest = script;
     opened.push(ch);
     return Promise.resolve(ch);
   }, { host: "127.0.0.1:8000", maxIdle });
+  // Answers as web Responses, for reading convenience.
+  const http = {
+    raw,
+    request: async (req: Http1Request) => toResponse(await raw.request(req)),
+    get idleCount() {
+      return raw.stats().idle;
+    },
+    get busyCount() {
+      return raw.stats().busy;
+    },
+  };
   return { http, opened };
 }
 
-const get = (path = "/x", signal?: AbortSignal) => ({
+const get = (target = "/x", signal?: AbortSignal): Http1Request => ({
   method: "GET",
-  path,
-  headers: new Headers(),
+  target,
+  headers: [],
   body: null,
   signal,
 });
@@ -68,11 +81,10 @@ const ok = (body: string, extra = "") =>
 
 Deno.test("channel http: content-length body; request written in one piece", async () => {
   const { http, opened } = client((ch) => void ch.reply(ok('{"a":1}', "x-y: z\r\n")));
-  const headers = new Headers({ "content-type": "application/json", authorization: "Bearer t" });
   const res = await http.request({
     method: "POST",
-    path: "/v1/chat?x=1",
-    headers,
+    target: "/v1/chat?x=1",
+    headers: [["content-type", "application/json"], ["authorization", "Bearer t"]],
     body: enc.encode("hello"),
   });
   assert.equal(res.status, 200);
@@ -130,26 +142,31 @@ Deno.test("channel http: close-delimited body ends at EOF and is not reused", as
   assert.equal(http.idleCount, 0);
 });
 
-Deno.test("channel http: HEAD, 204 and 304 have no body and keep the channel", async () => {
-  for (const [method, status] of [["HEAD", 200], ["GET", 204], ["GET", 304]] as const) {
+Deno.test("channel http: HEAD, 204, 205 and 304 have no body, keep Content-Length, and close the channel", async () => {
+  const cases = [["HEAD", 200], ["GET", 204], ["GET", 205], ["GET", 304]] as const;
+  for (const [method, status] of cases) {
     const { http, opened } = client((ch) =>
       void ch.reply(`HTTP/1.1 ${status} X\r\ncontent-length: 10\r\n\r\n`)
     );
-    const res = await http.request({ ...get(), method });
+    const res = await http.raw.request({ ...get(), method });
     assert.equal(res.status, status);
     assert.equal(res.body, null);
-    assert.equal(http.idleCount, 1, `${method} ${status}`);
-    assert.equal(opened[0].destroyedByClient, false);
+    assert.deepEqual(res.headers, [["content-length", "10"]], "the engine's framing field kept");
+    // Whatever the engine sends after such a head is not delimited: never reuse.
+    assert.equal(http.idleCount, 0, `${method} ${status}`);
+    assert.equal(opened[0].destroyedByClient, true);
   }
 });
 
-Deno.test("channel http: 1xx interim responses are skipped", async () => {
-  const { http } = client((ch) =>
+Deno.test("channel http: 1xx interim responses are skipped, and the channel is not reused", async () => {
+  const { http, opened } = client((ch) =>
     void ch.reply("HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early\r\nlink: x\r\n\r\n" + ok("hi"))
   );
   const res = await http.request(get());
   assert.equal(res.status, 200);
   assert.equal(await res.text(), "hi");
+  assert.equal(http.idleCount, 0);
+  assert.ok(opened[0].destroyedByClient);
 });
 
 Deno.test("channel http: Connection: close and HTTP/1.0 are not reused", async () => {
@@ -163,7 +180,9 @@ Deno.test("channel http: Connection: close and HTTP/1.0 are not reused", async (
 
 Deno.test("channel http: the idle pool is bounded", async () => {
   const { http, opened } = client((ch) => void ch.reply(ok("x")), 2);
-  const all = await Promise.all([1, 2, 3, 4].map(() => http.request(get())));
+  const all = await Promise.all(
+    [1, 2, 3, 4].map((i) => http.request({ ...get(), affinity: `c${i}` })),
+  );
   assert.equal(opened.length, 4, "concurrent requests use their own channels");
   await Promise.all(all.map((r) => r.text()));
   assert.equal(http.idleCount, 2);
@@ -205,7 +224,7 @@ Deno.test("channel http: abort or cancel mid-body destroys the channel", async (
 Deno.test("channel http: malformed status line is a transport error", async () => {
   const { http, opened } = client((ch) => void ch.reply("HTTP/2 200 OK\r\n\r\n"));
   await assert.rejects(http.request(get()), (e: Error) => {
-    assert.ok(e instanceof ChannelHttpError && e instanceof TypeError);
+    assert.ok(e instanceof Http1Error && e.sent, "the engine had the request");
     assert.ok(isTransportError(e));
     return /malformed status line/.test(e.message);
   });
@@ -217,23 +236,28 @@ Deno.test("channel http: truncated body errors the stream", async () => {
     void ch.reply("HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc").then(() => ch.push(null))
   );
   const res = await http.request(get());
-  await assert.rejects(res.text(), TypeError);
+  await assert.rejects(
+    res.text(),
+    (e: Error) => e instanceof Http1Error && /mid-body/.test(e.message),
+  );
 });
 
 Deno.test("channel http: open failure and close before headers are transport errors", async () => {
-  const failing = new ChannelHttpClient(
+  const failing = new Http1Client(
     () => Promise.reject(new Error("(SSH) Channel open failure: refused")),
     { host: "h" },
   );
-  await assert.rejects(failing.request(get()), (e: Error) => isTransportError(e));
+  // Never sent: the relay may replay it elsewhere.
+  await assert.rejects(failing.request(get()), (e: Error) => e instanceof Http1Error && !e.sent);
   const { http } = client((ch) => ch.push(null));
+  // Written, then closed: the engine may have run it, so it is never replayed.
   await assert.rejects(
     http.request(get()),
-    (e: Error) => isTransportError(e) && /before response headers/.test(e.message),
+    (e: Error) => e instanceof Http1Error && e.sent && /before response headers/.test(e.message),
   );
 });
 
-Deno.test("channel http: a pooled channel the server closed is replaced transparently", async () => {
+Deno.test("channel http: a pooled channel that dies after the request was written is not replayed", async () => {
   let n = 0;
   const { http, opened } = client((ch) => {
     // The first channel answers once, then dies on its second request.
@@ -241,9 +265,19 @@ Deno.test("channel http: a pooled channel the server closed is replaced transpar
     else void ch.reply(ok("fine"));
   });
   await (await http.request(get())).text();
-  const res = await http.request(get());
-  assert.equal(await res.text(), "fine");
+  await assert.rejects(http.request(get()), (e: Error) => e instanceof Http1Error && e.sent);
+  assert.equal(opened.length, 1, "no second channel: nothing was replayed");
+});
+
+Deno.test("channel http: a pooled channel the engine closed while idle is never used", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok("fine")));
+  await (await http.request(get())).text();
+  opened[0].push(null); // the engine's keep-alive timeout
+  await new Promise((r) => setTimeout(r, 5));
+  assert.equal(http.idleCount, 0);
+  assert.equal(await (await http.request(get())).text(), "fine");
   assert.equal(opened.length, 2);
+  assert.equal(opened[0].written.split("GET ").length - 1, 1, "one request on the closed channel");
 });
 
 Deno.test("head parsing: CRLFCRLF found across boundaries; headers combined", () => {
@@ -253,8 +287,7 @@ Deno.test("head parsing: CRLFCRLF found across boundaries; headers combined", ()
   const h = parseHead(b.subarray(0, end - 4));
   assert.equal(h.status, 404);
   assert.equal(h.statusText, "Not Found");
-  assert.equal(h.headers.get("a"), "1, 2");
-  assert.equal(h.headers.get("b"), "x");
+  assert.deepEqual(h.headers, [["a", "1"], ["a", "2"], ["b", "x"]]);
   assert.equal(findHeadEnd(enc.encode("HTTP/1.1 200 OK\r\n\r"), 0), -1);
-  assert.throws(() => parseHead(enc.encode("HTTP/1.1 200 OK\r\nno-colon")), ChannelHttpError);
+  assert.throws(() => parseHead(enc.encode("HTTP/1.1 200 OK\r\nno-colon")), Http1Error);
 });

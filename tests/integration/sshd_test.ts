@@ -24,6 +24,8 @@ import {
   testSpec,
   waitFor,
 } from "../_helpers/sshd.ts";
+import { Http1Error } from "../../lib/http1/types.ts";
+import { send } from "../_helpers/http1.ts";
 
 const ignore = !sshdAvailable();
 
@@ -62,8 +64,7 @@ Deno.test({
       assert.equal(s.state, "up");
       assert.equal(s.path, "direct");
       assert.equal(s.endpoint, `127.0.0.1:${sshd.port}`);
-      assert.equal(t.baseUrl(), `http://127.0.0.1:${s.localPort}`);
-      assert.equal(await (await fetch(`${t.baseUrl()}/v1/models`)).text(), "hello");
+      assert.equal(await (await send(t, "/v1/models")).text(), "hello");
     } finally {
       await t.close();
       await http.shutdown();
@@ -86,7 +87,7 @@ Deno.test({
       assert.equal(t.status().state, "up");
       assert.equal(t.status().path, "proxy");
       assert.equal(t.status().endpoint, `127.0.0.1:${sshd.port}`);
-      assert.equal(await (await fetch(`${t.baseUrl()}/`)).text(), "via proxy");
+      assert.equal(await (await send(t, "/")).text(), "via proxy");
     } finally {
       await t.close();
       await http.shutdown();
@@ -110,7 +111,7 @@ Deno.test({
       await waitFor("settled", settled(t));
       assert.equal(t.status().state, "up", t.status().reason ?? "");
       assert.equal(t.status().endpoint, `127.0.0.1:${sshPort + 1}`);
-      assert.equal(await (await fetch(`${t.baseUrl()}/`)).text(), "jupyter");
+      assert.equal(await (await send(t, "/")).text(), "jupyter");
     } finally {
       await t.close();
       await http.shutdown();
@@ -136,7 +137,7 @@ Deno.test({
       await waitFor("first failure", () => log.count("down") === 1);
       const s = t.status();
       assert.equal(s.state, "down");
-      assert.equal(t.baseUrl(), undefined);
+      await assert.rejects(send(t, "/"), (e) => e instanceof Http1Error && !e.sent);
       assert.match(s.reason!, /instance 4/);
       assert.match(s.reason!, new RegExp(`127\\.0\\.0\\.1:${a} \\(direct\\): connection refused`));
       assert.match(s.reason!, new RegExp(`127\\.0\\.0\\.1:${b} \\(proxy\\): connection refused`));
@@ -190,12 +191,12 @@ Deno.test({
     );
     try {
       await waitFor("settled", settled(t));
-      const sse = new Uint8Array(await (await fetch(`${t.baseUrl()}/sse`)).arrayBuffer());
+      const sse = new Uint8Array(await (await send(t, "/sse")).arrayBuffer());
       assert.equal(
         await sha256Hex(sse),
         await sha256Hex(new TextEncoder().encode(events.join(""))),
       );
-      const got = await (await fetch(`${t.baseUrl()}/big`)).arrayBuffer();
+      const got = await (await send(t, "/big")).arrayBuffer();
       assert.equal(got.byteLength, big.length);
       assert.equal(await sha256Hex(got), await sha256Hex(big));
     } finally {
@@ -239,7 +240,7 @@ Deno.test({
       await waitFor("settled", settled(t2));
       const s = t2.status();
       assert.equal(s.state, "hostkey-mismatch");
-      assert.equal(t2.baseUrl(), undefined);
+      await assert.rejects(send(t2, "/"), (e) => e instanceof Http1Error && !e.sent);
       for (const part of ["instance 6", `127.0.0.1:${port}`, pinned, offered, knownHosts]) {
         assert.ok(s.reason!.includes(part), `${part} missing from: ${s.reason}`);
       }
@@ -330,7 +331,7 @@ echo "1, NVIDIA GeForce RTX 4090, [N/A], 1024, 24564, [N/A], [Not Supported]"`;
       assert.equal(missing.ok, false);
       assert.match((missing as { error: string }).error, /nvidia-smi not found/);
       assert.equal(t2.status().state, "up");
-      assert.equal(await (await fetch(`${t2.baseUrl()}/`)).text(), "still fine");
+      assert.equal(await (await send(t2, "/")).text(), "still fine");
       // A command that outlives its timeout is an error too, and the tunnel stays.
       await assert.rejects(t2.exec("sleep 5", { timeoutMs: 200 }), /timed out after 200 ms/);
       assert.equal(t2.status().state, "up");

@@ -4,34 +4,50 @@ import { MemoryLogger } from "../../lib/core/logger.ts";
 import { Backend, type BackendDeps, type BackendEvent } from "../../lib/proxy/backend.ts";
 import { deriveState, INITIAL_INPUTS, transition } from "../../lib/proxy/backend_state.ts";
 import type { RequestOutcome } from "../../lib/proxy/pool.ts";
-import { FakeTunnelFactory, testSpec } from "../_helpers/fake_tunnel.ts";
+import { Http1Error, type Http1Request, type Http1Response } from "../../lib/http1/types.ts";
+import { FakeTunnelFactory, fromWebResponse, testSpec } from "../_helpers/fake_tunnel.ts";
 
-/** A scripted `/v1/models`: records each call, answers with `answer()`. */
-function modelsFetch() {
+/**
+ * A scripted `/v1/models` engine: records each call (`url` is the path it
+ * came through plus the target), answers with `answer()`; with `hang` set, a
+ * call ends only when its signal aborts.
+ */
+function modelsEngine() {
   const calls: { url: string; auth: string | null }[] = [];
   const state = {
     calls,
+    hang: false,
     answer: (): Response | Promise<Response> =>
       Response.json({ object: "list", data: [{ id: "llama-3-8b" }] }),
-    fetch: ((input: string | URL | Request, init?: RequestInit) => {
-      calls.push({ url: String(input), auth: new Headers(init?.headers).get("authorization") });
-      return Promise.resolve(state.answer());
-    }) as typeof fetch,
+    handle: async (req: Http1Request, via: string | undefined): Promise<Http1Response> => {
+      calls.push({
+        url: `${via}${req.target}`,
+        auth: req.headers.find(([n]) => n === "authorization")?.[1] ?? null,
+      });
+      if (state.hang) {
+        await new Promise((_, reject) =>
+          req.signal?.addEventListener("abort", () => reject(req.signal?.reason))
+        );
+      }
+      return fromWebResponse(await state.answer());
+    },
   };
   return state;
 }
 
-function setup(overrides: Partial<BackendDeps> = {}, spec = testSpec(7)) {
+function setup(overrides: Partial<BackendDeps> = {}, spec = testSpec(7), realHttp = false) {
   const clock = new FakeClock();
   const logger = new MemoryLogger(() => clock.now());
-  const factory = new FakeTunnelFactory({ now: () => clock.now() });
-  const models = modelsFetch();
+  const models = modelsEngine();
+  const factory = new FakeTunnelFactory({
+    now: () => clock.now(),
+    handler: realHttp ? undefined : (req, t) => models.handle(req, t.baseUrl()),
+  });
   const events: BackendEvent[] = [];
   const backend = new Backend(spec, {
     tunnelFactory: factory,
     clock,
     logger,
-    fetch: models.fetch,
     healthIntervalMs: 1000,
     onEvent: (e) => events.push(e),
     ...overrides,
@@ -72,7 +88,6 @@ Deno.test("Backend.start() connects, and one successful check after the tunnel i
   assert.equal(models.calls[0].url, "http://127.0.0.1:18001/v1/models");
   assert.equal(backend.state, "healthy");
   assert.equal(backend.routable, true);
-  assert.equal(backend.baseUrl(), "http://127.0.0.1:18001");
   assert.deepEqual(states(), ["discovered>connecting", "connecting>healthy"]);
 });
 
@@ -113,7 +128,10 @@ Deno.test("Backend: tunnel down makes it unhealthy at once; up probes immediatel
   factory.last(7).down("keepalive timeout");
   assert.equal(backend.state, "unhealthy");
   assert.match(backend.snapshot().reason ?? "", /SSH connection lost: keepalive timeout/);
-  assert.equal(backend.baseUrl(), undefined);
+  await assert.rejects(
+    backend.send({ method: "GET", target: "/", headers: [], body: null }),
+    (e) => e instanceof Http1Error && !e.sent, // down: provably not sent
+  );
   assert.equal(backend.routable, false);
   const before = models.calls.length;
   factory.last(7).up({ baseUrl: "http://127.0.0.1:18002" });
@@ -159,7 +177,7 @@ Deno.test("Backend.probeOnce() sends the instance token as Bearer over real HTTP
     return Response.json({ object: "list", data: [{ id: "served-model" }] });
   });
   try {
-    const t = setup({ fetch: undefined });
+    const t = setup({}, testSpec(7), true);
     t.backend.start();
     t.factory.last(7).up({ baseUrl: `http://127.0.0.1:${server.addr.port}` });
     await t.backend.probeOnce();
@@ -181,17 +199,9 @@ Deno.test("Backend.probeOnce() sends no Authorization when the instance has no t
 });
 
 Deno.test("Backend.probeOnce() gives up after the 5 s timeout on the clock", async () => {
-  let hang = false;
-  const models = modelsFetch();
-  // Answers normally until told to hang; a hung request ends only by abort.
-  const fetchOrHang: typeof fetch = (input, init) =>
-    hang
-      ? new Promise((_, reject) =>
-        init?.signal?.addEventListener("abort", () => reject(init.signal?.reason))
-      )
-      : models.fetch(input, init);
-  const t = await healthy({ fetch: fetchOrHang });
-  hang = true;
+  const t = await healthy();
+  // From now on a check hangs until its abort.
+  t.models.hang = true;
   const probe = t.backend.probeOnce();
   await t.clock.tick(4999);
   assert.equal(t.clock.pending, 1); // still waiting
@@ -365,15 +375,16 @@ Deno.test("Backend emits path events only on a direct↔proxy switch", async () 
   ]);
 });
 
-Deno.test("Backend gives the tunnel a verify that health-checks the candidate URL", async () => {
+Deno.test("Backend gives the tunnel a verify that health-checks through the candidate's sender", async () => {
   const { backend, factory, models } = setup();
   backend.start();
   const verify = factory.last(7).options.verify!;
-  assert.equal(await verify("http://127.0.0.1:19999"), true);
-  assert.equal(models.calls[0].url, "http://127.0.0.1:19999/v1/models");
+  const candidate = (req: Http1Request) => models.handle(req, "candidate:");
+  assert.equal(await verify(candidate), true);
+  assert.equal(models.calls[0].url, "candidate:/v1/models");
   assert.equal(models.calls[0].auth, "Bearer tok-7-secret");
   models.answer = () => new Response("no", { status: 502 });
-  assert.equal(await verify("http://127.0.0.1:19999"), false);
+  assert.equal(await verify(candidate), false);
 });
 
 Deno.test("Backend.startLoops() checks every interval and stops on abort", async () => {

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Http1Error } from "../../lib/http1/types.ts";
 import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import type { BackendEvent } from "../../lib/proxy/backend.ts";
@@ -6,7 +7,7 @@ import type { FleetChange, FleetDiff } from "../../lib/core/fleet_diff.ts";
 import { Fleet } from "../../lib/proxy/fleet.ts";
 import type { RequestOutcome } from "../../lib/proxy/pool.ts";
 import type { BackendSpec } from "../../lib/core/backend_spec.ts";
-import { FakeTunnelFactory, testSpec } from "../_helpers/fake_tunnel.ts";
+import { FakeTunnelFactory, fromWebResponse, testSpec } from "../_helpers/fake_tunnel.ts";
 
 const ok: RequestOutcome = {
   status: 200,
@@ -22,16 +23,14 @@ function setup() {
   const factory = new FakeTunnelFactory({
     now: () => clock.now(),
     autoUp: { baseUrl: "http://127.0.0.1:18001" },
+    handler: () => fromWebResponse(Response.json({ data: served.models.map((id) => ({ id })) })),
   });
   const served = { models: ["llama-3-8b"] };
-  const fetchModels: typeof fetch = () =>
-    Promise.resolve(Response.json({ data: served.models.map((id) => ({ id })) }));
   const events: BackendEvent[] = [];
   const fleet = new Fleet({
     tunnelFactory: factory,
     clock,
     logger,
-    fetch: fetchModels,
     healthIntervalMs: 5000,
     drainTimeoutMs: 30_000,
     onEvent: (e) => events.push(e),
@@ -69,7 +68,10 @@ Deno.test("Fleet.apply() starts eligible instances and shows ineligible ones wit
     [1, "discovered", "loading"],
     [2, "healthy", "running"],
   ]);
-  assert.equal(fleet.get(1)?.baseUrl(), undefined);
+  await assert.rejects(
+    fleet.get(1)!.send({ method: "GET", target: "/", headers: [], body: null }),
+    (e) => e instanceof Http1Error && !e.sent,
+  );
   await fleet.drainAll(1000);
 });
 

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Http1Error } from "../../lib/http1/types.ts";
 import OpenAI from "openai";
 import { abortAll, AbortAllError } from "../../lib/app/abort_all.ts";
 import { createPolicy } from "../../lib/proxy/policies.ts";
@@ -150,24 +151,24 @@ Deno.test("relay answers 502 after two retries and never tries more", async () =
 Deno.test("relay never retries after response headers", async () => {
   await withFleet([{}, {}], async ({ pool, engines, t }) => {
     // Backend 1 sends headers and a first chunk, then its connection breaks.
-    const fetchFn: typeof fetch = (input, init) => {
-      if (String(input).startsWith(t[0].url!)) {
-        let sent = false;
-        const body = new ReadableStream<Uint8Array>({
-          pull(c) {
-            if (!sent) {
-              sent = true;
-              c.enqueue(new TextEncoder().encode("data: 1\n\n"));
-            } else c.error(new TypeError("connection reset"));
-          },
-        });
-        return Promise.resolve(
-          new Response(body, { headers: { "content-type": "text/event-stream" } }),
-        );
-      }
-      return fetch(input, init);
+    t[0].sender = () => {
+      let sent = false;
+      const body = new ReadableStream<Uint8Array>({
+        pull(c) {
+          if (!sent) {
+            sent = true;
+            c.enqueue(new TextEncoder().encode("data: 1\n\n"));
+          } else c.error(new Http1Error("engine closed the connection mid-body", { sent: true }));
+        },
+      });
+      return Promise.resolve({
+        status: 200,
+        statusText: "OK",
+        headers: [["content-type", "text/event-stream"]],
+        body,
+      });
     };
-    const { h } = handler(pool, { fetch: fetchFn });
+    const { h } = handler(pool);
     const res = await h(new Request(`${P}/sse`));
     assert.equal(res.status, 200);
     await assert.rejects(() => res.text());

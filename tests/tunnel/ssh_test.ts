@@ -17,6 +17,8 @@ import {
   testSpec,
   waitFor,
 } from "../_helpers/sshd.ts";
+import { Http1Error } from "../../lib/http1/types.ts";
+import { send } from "../_helpers/http1.ts";
 
 const ignore = !sshdAvailable();
 
@@ -27,7 +29,6 @@ function fastFactory(keyPath: string, dir: string, extra: Partial<SshTunnelFacto
     keepaliveIntervalMs: 200,
     keepaliveCountMax: 3,
     backoffMaxMs: 400,
-    drainIdleMs: 200,
     ...extra,
   });
 }
@@ -60,11 +61,11 @@ Deno.test({
       // Keepalive window: 200 ms × 3 plus slack; a reset usually shows at once.
       await waitFor("down", () => log.count("down") >= 1, 1_500);
       assert.ok(Date.now() - killedAt < 1_500);
-      assert.equal(t.baseUrl(), undefined);
+      await assert.rejects(send(t, "/"), (e) => e instanceof Http1Error && !e.sent);
       assert.equal(log.events[1].type, "down", JSON.stringify(log.events));
       await sshd.restart();
       await waitFor("up again", () => t.status().state === "up", 5_000);
-      assert.equal(await (await fetch(`${t.baseUrl()}/`)).text(), "back");
+      assert.equal(await (await send(t, "/")).text(), "back");
     } finally {
       await t.close();
       await http.shutdown();
@@ -103,7 +104,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "SshTunnel upgrades proxy → direct after verify, draining the old forward",
+  name:
+    "SshTunnel upgrades proxy → direct after verify over the new channels, draining the old connection",
   ignore,
   async fn() {
     const dir = await Deno.makeTempDir();
@@ -118,14 +120,15 @@ Deno.test({
       return new Response("done");
     });
     let verdict = false;
-    const verified: string[] = [];
+    let verified = 0;
     const t = fastFactory(`${dir}/id`, dir, { directRetryMs: 150 }).open(
       testSpec(22, [at(directPort, "direct"), at(proxySshd.port, "proxy")], http.addr.port),
       {
-        verify: async (baseUrl) => {
-          verified.push(baseUrl);
-          // The check runs through the candidate forward, like a health probe.
-          assert.equal(await (await fetch(`${baseUrl}/v1/models`)).text(), "done");
+        verify: async (sendOnCandidate) => {
+          verified++;
+          // The check runs over the candidate connection's channels, like a health probe.
+          const res = await send({ request: sendOnCandidate }, "/v1/models");
+          assert.equal(await res.text(), "done");
           return verdict;
         },
       },
@@ -135,35 +138,27 @@ Deno.test({
     try {
       await waitFor("up", () => t.status().state === "up");
       assert.equal(t.status().path, "proxy");
-      const oldUrl = t.baseUrl()!;
       directSshd = await startSshd({
         port: directPort,
         clientKeyPath: `${dir}/id`,
         hostKeyPath: `${dir}/host`,
       });
       // A failed check keeps the proxy path.
-      await waitFor("a verify call", () => verified.length >= 1, 3_000);
+      await waitFor("a verify call", () => verified >= 1, 3_000);
       await new Promise((r) => setTimeout(r, 50));
       assert.equal(t.status().path, "proxy");
-      assert.equal(t.baseUrl(), oldUrl);
-      assert.notEqual(verified[0], oldUrl);
 
       // In flight on the old path while the swap happens: must complete.
-      const slow = fetch(`${oldUrl}/slow`).then((r) => r.text());
+      const slow = send(t, "/slow").then((r) => r.text());
       verdict = true;
       await waitFor("direct", () => t.status().path === "direct", 3_000);
       const up = log.events.at(-1)!;
       assert.equal(up.type, "up");
       assert.equal((up as { path: string }).path, "direct");
       assert.equal((up as { endpoint: string }).endpoint, `127.0.0.1:${directPort}`);
-      assert.notEqual(t.baseUrl(), oldUrl);
       assert.equal(log.count("down"), 0);
       assert.equal(await slow, "done");
-      assert.equal(await (await fetch(`${t.baseUrl()}/`)).text(), "done");
-      // The old listener stopped accepting at the swap.
-      await assert.rejects(
-        Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(oldUrl).port) }),
-      );
+      assert.equal(await (await send(t, "/")).text(), "done");
     } finally {
       await t.close();
       await http.shutdown();
@@ -190,13 +185,13 @@ Deno.test({
     t.subscribe(log.push);
     try {
       await waitFor("up", () => t.status().state === "up");
-      const inflight = fetch(`${t.baseUrl()}/`).then((r) => r.text());
+      const inflight = send(t, "/").then((r) => r.text());
       await new Promise((r) => setTimeout(r, 50));
       const started = Date.now();
       await t.close({ graceful: true, timeoutMs: 5_000 });
       assert.equal(await inflight, "finished");
-      // fetch keeps the socket for reuse; the idle sweep closes it quickly
-      // instead of waiting for the 5 s timeout.
+      // The finished channel goes back to the pool; a graceful close must
+      // not wait for its idle expiry.
       assert.ok(Date.now() - started < 2_000, `close took ${Date.now() - started} ms`);
       assert.equal(t.status().state, "closed");
       assert.deepEqual(log.events.map((e) => e.type), ["up", "closed"]);

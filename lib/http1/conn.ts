@@ -1,0 +1,123 @@
+/**
+ * One byte stream to an engine (an ssh2 `direct-tcpip` channel, or a TCP
+ * socket in tests) with a pull-style reader over its 'data' events. The
+ * client (client.ts) owns each `Conn` and decides when it is reused.
+ */
+import type { Duplex } from "node:stream";
+import { Http1Error } from "./types.ts";
+
+// Above this much unread data a channel is paused, so ssh2 stops granting
+// window and a slow client throttles the engine instead of filling memory.
+const HIGH_WATER = 256 * 1024;
+
+/** A stream plus a pull-style reader. */
+export class Conn {
+  readonly stream: Duplex;
+  /** True once the stream ended, failed or was destroyed. */
+  dead = false;
+  /** Bytes written so far: 0 means the engine cannot have seen a request on it. */
+  written = 0;
+  /** Requests this stream has carried. */
+  uses = 0;
+  /** When it was put back in the pool (ms), for idle expiry. */
+  idleSince = 0;
+  /** How long it may stay idle (ms); lowered by an engine's `Keep-Alive: timeout`. */
+  idleTtlMs = 0;
+  /** Called once when the stream ends or fails (the pool forgets it). */
+  onDead: (() => void) | null = null;
+  #queue: Uint8Array[] = [];
+  #queued = 0;
+  #paused = false;
+  #eof = false;
+  #error: unknown = null;
+  #wake: (() => void) | null = null;
+
+  constructor(stream: Duplex) {
+    this.stream = stream;
+    stream.on("data", (b: Uint8Array) => {
+      this.#queue.push(b);
+      this.#queued += b.byteLength;
+      if (this.#queued >= HIGH_WATER && !this.#paused) {
+        this.#paused = true;
+        stream.pause();
+      }
+      this.#notify();
+    });
+    const ended = () => {
+      this.#eof = true;
+      this.#die();
+    };
+    stream.on("end", ended);
+    stream.on("close", ended);
+    stream.on("error", (err: unknown) => {
+      this.#error ??= new Http1Error("SSH channel failed", { sent: this.written > 0, cause: err });
+      this.#die();
+    });
+  }
+
+  /**
+   * True when the stream is open and holds no unread byte: the only state in
+   * which it may carry another request. Bytes that arrived while idle mean
+   * the engine said something nobody asked for; such a stream is discarded.
+   */
+  get clean(): boolean {
+    return !this.dead && this.#queued === 0;
+  }
+
+  /** Writes `bytes` (one write: one SSH packet for a small request). */
+  write(bytes: Uint8Array): void {
+    this.written += bytes.byteLength;
+    this.stream.write(bytes);
+  }
+
+  /** Next chunk, or null at end of stream; throws the stream's error. */
+  async read(): Promise<Uint8Array | null> {
+    for (;;) {
+      const b = this.#queue.shift();
+      if (b) {
+        this.#queued -= b.byteLength;
+        if (this.#paused && this.#queued < HIGH_WATER) {
+          this.#paused = false;
+          this.stream.resume();
+        }
+        return b;
+      }
+      if (this.#error !== null) throw this.#error;
+      if (this.#eof) return null;
+      await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  /** Puts bytes read too far back in front of the queue. */
+  unshift(b: Uint8Array): void {
+    this.#queue.unshift(b);
+    this.#queued += b.byteLength;
+  }
+
+  /** Closes the stream; pending and later reads throw `reason` when given. */
+  destroy(reason?: unknown): void {
+    if (reason !== undefined) this.#error ??= reason;
+    this.#die();
+    try {
+      this.stream.destroy();
+    } catch {
+      // The connection is already gone: nothing left to release.
+    }
+  }
+
+  #die(): void {
+    if (!this.dead) {
+      this.dead = true;
+      const cb = this.onDead;
+      this.onDead = null;
+      cb?.();
+    }
+    this.#notify();
+  }
+
+  #notify(): void {
+    const w = this.#wake;
+    this.#wake = null;
+    w?.();
+  }
+}

@@ -1,0 +1,52 @@
+/**
+ * Exact byte ↔ string conversion for HTTP heads. `TextDecoder("latin1")` is
+ * windows-1252 (0x80–0x9f become other code points), and `TextEncoder` writes
+ * UTF-8, so neither keeps header bytes as they are; these do: one code unit
+ * per byte, both ways.
+ */
+
+const ascii = new TextDecoder("ascii", { fatal: false });
+const encoder = new TextEncoder();
+
+/** Bytes → byte string (code unit = byte). */
+export function bytesToLatin1(bytes: Uint8Array): string {
+  // Fast path: pure ASCII (the usual head) decodes natively.
+  let i = 0;
+  const n = bytes.length;
+  while (i < n && bytes[i] < 0x80) i++;
+  if (i === n) return ascii.decode(bytes);
+  let out = "";
+  for (let at = 0; at < n; at += 4096) {
+    out += String.fromCharCode.apply(
+      null,
+      bytes.subarray(at, Math.min(n, at + 4096)) as unknown as number[],
+    );
+  }
+  return out;
+}
+
+/**
+ * Byte string → bytes. Throws a `RangeError` on a code unit above 0xff:
+ * such a string is not a byte string and cannot go on the wire as is.
+ */
+export function latin1ToBytes(s: string): Uint8Array {
+  // deno-lint-ignore no-control-regex -- the ASCII range is the point
+  if (!/[^\x00-\x7f]/.test(s)) return encoder.encode(s);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0xff) throw new RangeError("header text is not a byte string");
+    out[i] = c;
+  }
+  return out;
+}
+
+/** Writes byte string `s` into `out` at `at`; returns the new offset (same rules as `latin1ToBytes`). */
+export function writeLatin1(s: string, out: Uint8Array, at: number): number {
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c > 0xff) throw new RangeError("header text is not a byte string");
+    out[at++] = c;
+  }
+  return at;
+}

@@ -1,0 +1,24 @@
+/**
+ * The last check before a `Response` leaves the process. `Deno.serve` panics
+ * and exits the whole process on a header value it cannot write (a control
+ * byte, DEL), so whatever path built a response — the relay, admin, an error,
+ * a future route — it passes through `guardResponse` on its way out. The
+ * relay already drops such headers (and logs them with the instance id); this
+ * guard is the backstop that makes the rule hold for every path.
+ */
+import { isEmittableValue } from "./headers.ts";
+
+/** `res` unchanged when every header can be sent, else a copy without the ones that cannot. */
+export function guardResponse(res: Response, onDropped?: (name: string) => void): Response {
+  let bad: string[] | null = null;
+  for (const [name, value] of res.headers) {
+    if (!isEmittableValue(value)) (bad ??= []).push(name);
+  }
+  if (bad === null) return res;
+  const headers = new Headers();
+  for (const [name, value] of res.headers) {
+    if (isEmittableValue(value)) headers.append(name, value);
+  }
+  for (const name of bad) onDropped?.(name);
+  return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
+}
