@@ -10,6 +10,7 @@ import { VastClient } from "../vast/client.ts";
 import { passesFilters, resolveInstance } from "../vast/instance.ts";
 import { instancesJson, renderInstanceTable } from "../ui/instances_table.ts";
 import { LineLogger, shouldUseColor } from "../ui/log.ts";
+import { safeText, terminalJson } from "../ui/terminal_text.ts";
 import { textWriter } from "./_io_writer.ts";
 
 /** Runs `list`; 0 on success, 1 when the API fails, 2 when the key is rejected. */
@@ -47,7 +48,8 @@ export async function listCommand(
   } catch (err) {
     if (err instanceof VastApiError) {
       await logger.flush?.();
-      io.err(`vastproxy list: ${err.message}\n`);
+      // The message may quote the API's answer.
+      io.err(`vastproxy list: ${safeText(err.message)}\n`);
       return err.kind === "auth" ? 2 : 1;
     }
     throw err;
@@ -59,7 +61,8 @@ export async function listCommand(
     .sort((a, b) => a.id - b.id);
   await logger.flush?.();
   if (opts.json) {
-    io.out(`${JSON.stringify(instancesJson(specs), null, 2)}\n`);
+    // Exact values for scripts; only C1/bidi controls become \u escapes.
+    io.out(`${terminalJson(instancesJson(specs), 2)}\n`);
   } else {
     io.out(
       `${

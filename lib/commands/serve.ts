@@ -7,6 +7,7 @@ import { type RawFlags, resolveServeConfig, UsageError } from "../cli/config.ts"
 import type { ServeConfig } from "../cli/config_types.ts";
 import type { Logger } from "../core/logger.ts";
 import { ApiKeyRejectedError, type ProxyDeps, startProxy } from "../app/proxy_app.ts";
+import { safeText } from "../ui/terminal_text.ts";
 import { createServeUi } from "./_serve_ui.ts";
 
 /** Every secret of a config, for log redaction as a last line of defence. */
@@ -53,10 +54,11 @@ export async function runProxy(
   } catch (err) {
     await ui.flush();
     if (err instanceof ApiKeyRejectedError) {
-      io.err(`vastproxy: ${err.message}\n`);
+      io.err(`vastproxy: ${safeText(err.message)}\n`);
       return 2;
     }
-    io.err(`vastproxy: ${err instanceof Error ? err.message : err}\n`);
+    // Start-up errors can quote the vast API's answer: no raw escapes.
+    io.err(`vastproxy: ${safeText(err instanceof Error ? err.message : String(err))}\n`);
     return 1;
   }
 

@@ -5,6 +5,7 @@
 import type { CliIo } from "../cli/cli_io.ts";
 import { renderPlainTable } from "../ui/table.ts";
 import { shouldUseColor } from "../ui/log.ts";
+import { safeText, terminalJson } from "../ui/terminal_text.ts";
 import { fetchStatus, proxyBaseUrl, ProxyUnreachableError } from "./_proxy_client.ts";
 
 /** Options of `status` as typed on the command line. */
@@ -25,7 +26,8 @@ export async function statusCommand(
   try {
     const status = await fetchStatus(base, { authToken: token, fetch: deps.fetch });
     if (opts.json) {
-      io.out(`${JSON.stringify(status, null, 2)}\n`);
+      // Exact values for scripts; only C1/bidi controls become \u escapes.
+      io.out(`${terminalJson(status, 2)}\n`);
       return 0;
     }
     const lines = renderPlainTable(status, {
@@ -37,7 +39,7 @@ export async function statusCommand(
     return 0;
   } catch (err) {
     if (err instanceof ProxyUnreachableError) {
-      io.err(`vastproxy status: ${err.message}\n`);
+      io.err(`vastproxy status: ${safeText(err.message)}\n`);
       return 1;
     }
     throw err;

@@ -7,6 +7,7 @@ import { type Clock, realClock } from "../core/clock.ts";
 import type { CliIo } from "../cli/cli_io.ts";
 import { UsageError } from "../cli/config.ts";
 import { parseDuration } from "../cli/units.ts";
+import { safeText } from "../ui/terminal_text.ts";
 import { fetchStatus, proxyBaseUrl, ProxyUnreachableError } from "./_proxy_client.ts";
 
 /** Options of `wait` as typed on the command line. */
@@ -63,11 +64,13 @@ export async function waitCommand(
     } catch (err) {
       if (!(err instanceof ProxyUnreachableError)) throw err;
       if (err.status === 401) {
-        io.err(`vastproxy wait: ${err.message}\n`);
+        io.err(`vastproxy wait: ${safeText(err.message)}\n`);
         return 2;
       }
       line = `waiting: ${err.message}`;
     }
+    // States and errors come from the proxy's answer: no raw escapes.
+    line = safeText(line);
     // Print progress only when it changes, so a 20-minute wait doesn't flood CI logs.
     if (line !== last) io.out(`${line}\n`);
     last = line;

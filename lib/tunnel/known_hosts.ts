@@ -12,8 +12,18 @@
  *
  * The file is mode 0600, its parent directory is created (0700) when missing,
  * and every write replaces it atomically (temp file + rename) so a crash never
- * leaves half a line. Writes go through an in-process lock so two connections
- * pinning at once both keep their lines.
+ * leaves half a line.
+ *
+ * Several proxies may share one file (two `vastproxy serve` runs, a `demo`
+ * next to a real run). A pin is therefore written as lock, re-read, merge,
+ * replace: an exclusive `flock` on `<file>.lock` (a separate file, because
+ * the rename swaps the known_hosts inode under anyone locking that), then the
+ * file is read again and the new line is appended to what is there *now*.
+ * Without this, two writers each rewrote the file from their own stale read
+ * and one's pins vanished; a vanished pin then let a changed host key be
+ * pinned afresh. The kernel drops a `flock` when its holder dies, so a
+ * crashed proxy never leaves a stale lock. The decision "no pin yet, so trust
+ * this key" is taken only under the lock, after that re-read.
  */
 import { createHash } from "node:crypto";
 import type { Logger } from "../core/logger.ts";
@@ -84,19 +94,25 @@ function dirname(path: string): string {
 const HEADER = "# vastproxy known hosts: <instanceId> <keytype> <base64 key>; " +
   "delete a line to accept that instance's new host key\n";
 
-/** The pins of one known-hosts file; one instance per file per process. */
+/** The pins of one known-hosts file, shared safely with other processes using it. */
 export class KnownHosts {
   /** Path of the file. */
   readonly path: string;
   #logger: Logger;
-  // Serialises read-modify-write cycles; reads outside a write need no lock
-  // because rename makes every write atomic.
+  // Serialises this object's read-modify-write cycles so they queue on one
+  // promise chain instead of each parking a thread in a blocking flock().
+  // Reads outside a write need no lock because rename makes every write atomic.
   #lock: Promise<void> = Promise.resolve();
 
   /** `path` need not exist yet. */
   constructor(path: string, opts: { logger?: Logger } = {}) {
     this.path = path;
     this.#logger = opts.logger ?? nullLogger;
+  }
+
+  /** The lock file beside `path` that writers (in any process) hold while they pin. */
+  get lockPath(): string {
+    return `${this.path}.lock`;
   }
 
   /** Current pins, read from disk each time so a deleted line takes effect at once. */
@@ -116,19 +132,20 @@ export class KnownHosts {
    * Any other key type for the same instance counts as a mismatch too, so a
    * server cannot dodge the pin by offering a different algorithm.
    */
-  check(instanceId: number, keyBlob: Uint8Array): Promise<HostKeyCheck> {
-    // The whole check runs under the lock: a concurrent pin of the same
-    // instance (direct and proxy racing) then sees the first one's line.
-    return this.#withLock(async () => {
+  async check(instanceId: number, keyBlob: Uint8Array): Promise<HostKeyCheck> {
+    const actual = fingerprint(keyBlob);
+    // Fast path without the lock: the proxy only ever adds pins, so a pin
+    // seen in the current file is final (the user deleting it is the one
+    // exception, and that is the user's call). Reconnects take this path.
+    const known = compare(await this.#readText(), instanceId, actual);
+    if (known) return known;
+    // No pin: decide trust-on-first-use only under the lock, after reading
+    // the file again, so a pin another process (or the direct and proxy
+    // paths racing here) wrote meanwhile is enforced rather than overwritten.
+    return await this.#withLock(async () => {
       const text = await this.#readText();
-      const actual = fingerprint(keyBlob);
-      const pin = parseKnownHosts(text).find((p) => p.instanceId === instanceId);
-      if (pin) {
-        const expected = fingerprint(decodeBase64(pin.keyBase64));
-        return expected === actual
-          ? { status: "match", fingerprint: actual }
-          : { status: "mismatch", expectedFingerprint: expected, actualFingerprint: actual };
-      }
+      const raced = compare(text, instanceId, actual);
+      if (raced) return raced;
       const line = `${instanceId} ${keyTypeOf(keyBlob)} ${encodeBase64(keyBlob)}\n`;
       const base = text === "" ? HEADER : text.endsWith("\n") ? text : text + "\n";
       await this.#writeAtomic(base + line);
@@ -150,13 +167,21 @@ export class KnownHosts {
     }
   }
 
+  /** Writes `text` to a 0600 temp file in the same directory, flushed, then renames it over. */
   async #writeAtomic(text: string): Promise<void> {
-    const dir = dirname(this.path);
-    await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
     const tmp = `${this.path}.tmp-${Date.now()}-${Math.random().toString(36).slice(2)}`;
     try {
-      await Deno.writeTextFile(tmp, text, { mode: 0o600 });
-      // writeTextFile's mode only applies to new files and is masked by umask.
+      const file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o600 });
+      try {
+        const bytes = new TextEncoder().encode(text);
+        for (let off = 0; off < bytes.length;) off += await file.write(bytes.subarray(off));
+        // Data on disk before the rename, so a power cut leaves the old file
+        // or the new one, never an empty one.
+        await file.syncData();
+      } finally {
+        file.close();
+      }
+      // open()'s mode is masked by umask; make it exactly 0600.
       await Deno.chmod(tmp, 0o600);
       await Deno.rename(tmp, this.path);
     } catch (err) {
@@ -165,10 +190,38 @@ export class KnownHosts {
     }
   }
 
+  /** Runs `fn` holding this object's queue and the cross-process lock file. */
   #withLock<T>(fn: () => Promise<T>): Promise<T> {
-    const run = this.#lock.then(fn);
+    const run = this.#lock.then(async () => {
+      await Deno.mkdir(dirname(this.path), { recursive: true, mode: 0o700 });
+      const lockFile = await Deno.open(this.lockPath, {
+        read: true,
+        write: true,
+        create: true,
+        mode: 0o600,
+      });
+      try {
+        // Blocks (off the event loop) until no other process holds it.
+        await lockFile.lock(true);
+        return await fn();
+      } finally {
+        // Closing the descriptor releases the flock even if unlock failed.
+        await lockFile.unlock().catch(() => {});
+        lockFile.close();
+      }
+    });
     // The chain must survive a failed step, or one I/O error would wedge it.
     this.#lock = run.then(() => {}, () => {});
     return run;
   }
+}
+
+/** The verdict for `instanceId` if `text` pins it, else undefined (no pin yet). */
+function compare(text: string, instanceId: number, actual: string): HostKeyCheck | undefined {
+  const pin = parseKnownHosts(text).find((p) => p.instanceId === instanceId);
+  if (!pin) return undefined;
+  const expected = fingerprint(decodeBase64(pin.keyBase64));
+  return expected === actual
+    ? { status: "match", fingerprint: actual }
+    : { status: "mismatch", expectedFingerprint: expected, actualFingerprint: actual };
 }

@@ -6,6 +6,7 @@
 import Table from "cli-table3";
 import type { BackendSpec } from "../core/backend_spec.ts";
 import { instanceSummary } from "../vast/instance.ts";
+import { safeDeep } from "./terminal_text.ts";
 
 /** Rendering options. */
 export interface InstanceTableOptions {
@@ -44,7 +45,9 @@ export function renderInstanceTable(
     style: opts.color ? { head: ["cyan"], border: ["grey"] } : { head: [], border: [] },
   });
   for (const spec of specs) {
-    const s = instanceSummary(spec, opts.now);
+    // Labels, GPU names, hosts and statuses are the vast API's words: strip
+    // control and escape sequences (list --json keeps them exact).
+    const s = safeDeep(instanceSummary(spec, opts.now));
     table.push([
       s.id,
       opts.color ? paintStatus(spec, s.status) : s.status,

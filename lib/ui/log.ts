@@ -11,6 +11,7 @@ import {
   redact,
 } from "../core/logger.ts";
 import { paint, type Style } from "./ansi.ts";
+import { safeText, terminalJson } from "./terminal_text.ts";
 
 /** Something bytes can be written to (`Deno.stdout`, `Deno.stderr`, a test buffer). */
 export interface ByteWriter {
@@ -52,9 +53,13 @@ export function shouldUseColor(opts: { isTty: boolean; env: Record<string, strin
   return true;
 }
 
-/** `k=v`, quoting values a log parser would otherwise split (spaces, quotes, `=`, empty). */
+/**
+ * `k=v`, quoting values a log parser would otherwise split (spaces, quotes,
+ * `=`, empty). Values often quote an instance or the vast API (a model id,
+ * an error body), so control and escape sequences are stripped first.
+ */
 function formatValue(v: string | number | boolean | null): string {
-  const s = String(v);
+  const s = safeText(String(v));
   return s === "" || /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
 }
 
@@ -66,7 +71,10 @@ export interface TextFormatOptions {
   time?: "iso" | "clock";
 }
 
-/** `2026-11-22T18:11:33.123Z INFO  msg k=v …` (fields with undefined values are left out). */
+/**
+ * `2026-11-22T18:11:33.123Z INFO  msg k=v …` (fields with undefined values
+ * are left out); the message and values are made terminal-safe (`safeText`).
+ */
 export function formatText(r: LogRecord, opts: TextFormatOptions = {}): string {
   const color = opts.color ?? false;
   const d = new Date(r.time);
@@ -79,7 +87,7 @@ export function formatText(r: LogRecord, opts: TextFormatOptions = {}): string {
     .filter(([, v]) => v !== undefined)
     .map(([k, v]) => `${k}=${formatValue(v as string | number | boolean | null)}`);
   const level = paint(r.level.toUpperCase().padEnd(5), LEVEL_STYLE[r.level], color);
-  return [paint(time, "dim", color), level, r.msg, ...fields].join(" ");
+  return [paint(time, "dim", color), level, safeText(r.msg), ...fields].join(" ");
 }
 
 /** `{"time","level","msg",...fields}` on one line; `time` is ISO 8601 UTC. */
@@ -93,7 +101,9 @@ export function formatJson(r: LogRecord): string {
     // Fields never overwrite the three fixed keys a log shipper indexes on.
     if (v !== undefined && !(k in obj)) obj[k] = v;
   }
-  return JSON.stringify(obj);
+  // Exact values (JSON escapes C0 controls itself); C1 and bidi controls,
+  // which it leaves raw, are written as \u escapes.
+  return terminalJson(obj);
 }
 
 /** Options of `LineLogger`. */

@@ -12,6 +12,7 @@
 import type { BackendSnapshot, BackendState, StatusSnapshot } from "../proxy/snapshot.ts";
 import { displayWidth, fit, paint, type Style, truncate } from "./ansi.ts";
 import { formatDuration } from "../cli/units.ts";
+import { safeDeep, safeText } from "./terminal_text.ts";
 
 /** Options of `renderStatus`. */
 export interface RenderOptions {
@@ -294,11 +295,14 @@ function headerLines(s: StatusSnapshot, opts: { now: number; color: boolean; rps
  * around the selected row is shown with a "… N more" line; the log pane
  * keeps a few lines whenever there are any.
  */
-export function renderStatus(snapshot: StatusSnapshot, opts: RenderOptions): string[] {
+export function renderStatus(raw: StatusSnapshot, opts: RenderOptions): string[] {
   const { width, color, now } = opts;
+  // Model ids, GPU names, vast statuses and API errors come from outside:
+  // strip control and escape sequences before anything reaches the screen.
+  const snapshot = safeDeep(raw);
   const head = headerLines(snapshot, opts);
   const footer = opts.prompt
-    ? paint(opts.prompt, "redBold", color)
+    ? paint(safeText(opts.prompt), "redBold", color)
     : paint(KEY_HINTS, "dim", color);
   const height = opts.height ?? Infinity;
   let body: string[];
@@ -309,7 +313,7 @@ export function renderStatus(snapshot: StatusSnapshot, opts: RenderOptions): str
   } else {
     const backends = snapshot.backends;
     const t = tableLines(backends, { width, now, color, selected: opts.selected, prefix: 2 });
-    const logs = opts.logLines ?? [];
+    const logs = (opts.logLines ?? []).map(safeText);
     const rowRoom = bodyRoom - 1; // minus the table header
     // Keep up to three log lines (plus the rule) visible even with a big fleet.
     const minLog = logs.length > 0 ? Math.min(logs.length, 3) + 1 : 0;
@@ -356,8 +360,10 @@ function windowRows(
  * The one-shot table of `vastproxy status`: a summary line and the same
  * columns as the live table, no selection, no log pane, no height limit.
  */
-export function renderPlainTable(snapshot: StatusSnapshot, opts: PlainTableOptions): string[] {
+export function renderPlainTable(raw: StatusSnapshot, opts: PlainTableOptions): string[] {
   const width = opts.width ?? 200;
+  // The snapshot may come from another process's /vastproxy/status: same rule as the live table.
+  const snapshot = safeDeep(raw);
   const head = headerLines(snapshot, { now: opts.now, color: opts.color });
   if (snapshot.backends.length === 0) {
     return [...head, EMPTY_FLEET_MESSAGE].map((l) => truncate(l, width));

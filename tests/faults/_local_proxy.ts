@@ -35,6 +35,10 @@ export interface LocalProxyOptions {
   engines?: boolean;
   /** Engine token delay for streams, ms. */
   tokenDelayMs?: number;
+  /** Model id every engine serves (default `m`). */
+  model?: string;
+  /** Fields merged into every instance's vast record (e.g. a hostile `label`). */
+  record?: Record<string, unknown>;
   authToken?: string | null;
   maxBodyBytes?: number;
   pollIntervalMs?: number;
@@ -96,7 +100,7 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
       tokens.push(token);
       if (useEngines) {
         const engine = await startFakeEngine({
-          model: "m",
+          model: opts.model ?? "m",
           token,
           tokenDelayMs: opts.tokenDelayMs ?? 0,
         });
@@ -110,7 +114,7 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
     const api = startFakeVastApi({
       apiKey: LOCAL_API_KEY,
       instances: ids.map((id, i) =>
-        makeInstanceRecord({ id, label: "faults", jupyter_token: tokens[i] })
+        makeInstanceRecord({ id, label: "faults", ...opts.record, jupyter_token: tokens[i] })
       ),
     });
     cleanups.push(() => api.close());
