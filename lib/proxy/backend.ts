@@ -34,6 +34,7 @@ import {
 } from "./backend_state.ts";
 import { type HistogramData, LatencyHistogram } from "./histogram.ts";
 import { DEFAULT_HEALTH_TIMEOUT_MS, type GpuProbe, probeModels, readGpus } from "./health.ts";
+import { maxModelLens, type ModelEntry } from "./models.ts";
 
 export type { BackendEvent } from "./backend_state.ts";
 export type { GpuProbe, GpuResult } from "./health.ts";
@@ -71,6 +72,9 @@ export class Backend implements RouteTarget {
   // connection cannot decide the health of the new one.
   #epoch = 0;
   #models: readonly string[] = Object.freeze([]);
+  #modelEntries: readonly ModelEntry[] = Object.freeze([]);
+  // The engine's list was cut (see models.ts); warned once per backend, not per check.
+  #modelsCapLogged = false;
   #gpus: readonly GpuMetrics[] = Object.freeze([]);
   #gpuStale = false;
   #inFlight = 0;
@@ -99,6 +103,11 @@ export class Backend implements RouteTarget {
   /** Models from the last successful health check. */
   get models(): readonly string[] {
     return this.#models;
+  }
+
+  /** The engine's entries for `models` (deep-frozen), for `/v1/models`. */
+  get modelEntries(): readonly ModelEntry[] {
+    return this.#modelEntries;
   }
 
   /** Detected engine. */
@@ -346,6 +355,7 @@ export class Backend implements RouteTarget {
       endpoint: ts?.endpoint ?? null,
       engine: s.engine,
       models: [...this.#models],
+      maxModelLen: maxModelLens(this.#modelEntries),
       port: s.remotePort,
       gpuLabel: s.gpuLabel,
       inFlight: this.#inFlight,
@@ -390,7 +400,14 @@ export class Backend implements RouteTarget {
     const epoch = this.#epoch;
     const result = await this.#probe(url);
     if (epoch !== this.#epoch || this.#inputs.phase !== "running") return;
-    if (result.ok) this.#models = Object.freeze(result.models);
+    if (result.ok) {
+      this.#models = result.models;
+      this.#modelEntries = result.entries;
+      if (result.capped && !this.#modelsCapLogged) {
+        this.#modelsCapLogged = true;
+        this.#deps.logger.log("warn", "model list capped", { id: this.id, reason: result.capped });
+      }
+    }
     this.#update(applyProbe(this.#inputs, result));
   }
 

@@ -8,10 +8,11 @@ import type { Clock } from "../core/clock.ts";
 import type { Tunnel } from "../tunnel/tunnel.ts";
 import type { GpuResult } from "../core/gpu_metrics.ts";
 import { errorText } from "../core/errors.ts";
+import { type ModelList, parseModelList } from "./models.ts";
 
 /** What one probe found. `error` is safe to show and log (no token, no body). */
 export type ProbeResult =
-  | { ok: true; models: string[] }
+  | ({ ok: true } & ModelList)
   | { ok: false; error: string };
 
 /** Inputs of `probeModels()`. */
@@ -71,9 +72,9 @@ export async function probeModels(baseUrl: string, opts: ProbeOptions): Promise<
     } catch {
       return { ok: false, error: "GET /v1/models returned invalid JSON" };
     }
-    const models = parseModelIds(body);
-    if (!models) return { ok: false, error: "GET /v1/models returned no `data` list" };
-    return { ok: true, models };
+    const list = parseModelList(body);
+    if (!list) return { ok: false, error: "GET /v1/models returned no `data` list" };
+    return { ok: true, ...list };
   } catch (err) {
     if (timedOut) return { ok: false, error: `GET /v1/models timed out after ${timeoutMs} ms` };
     if (opts.signal?.aborted) return { ok: false, error: "health check aborted" };
@@ -83,23 +84,6 @@ export async function probeModels(baseUrl: string, opts: ProbeOptions): Promise<
     timer.abort();
     await timeout;
   }
-}
-
-/**
- * Model ids from an OpenAI `/v1/models` body (`{"data":[{"id":…}]}`),
- * deduplicated in order; null when the shape is wrong. Entries without a
- * string id are skipped rather than failing the whole check.
- */
-export function parseModelIds(body: unknown): string[] | null {
-  if (typeof body !== "object" || body === null) return null;
-  const data = (body as { data?: unknown }).data;
-  if (!Array.isArray(data)) return null;
-  const ids: string[] = [];
-  for (const entry of data) {
-    const id = (entry as { id?: unknown } | null)?.id;
-    if (typeof id === "string" && id !== "" && !ids.includes(id)) ids.push(id);
-  }
-  return ids;
 }
 
 export type { GpuResult } from "../core/gpu_metrics.ts";

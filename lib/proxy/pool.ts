@@ -5,6 +5,7 @@
  * internals.
  */
 import type { Engine } from "../core/backend_spec.ts";
+import type { ModelEntry } from "./models.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
 /** Outcome of one proxied request, for counters and passive health. */
@@ -37,6 +38,11 @@ export interface RouteTarget {
   readonly inFlight: number;
   /** Models served, from the last successful health check. */
   readonly models: readonly string[];
+  /**
+   * The engine's whole entries for `models` (`max_model_len`, `root`, …),
+   * passed through by `GET /v1/models`; without them it lists bare ids.
+   */
+  readonly modelEntries?: readonly ModelEntry[];
   readonly engine: Engine;
   /** `http://127.0.0.1:<forward port>` while the tunnel is up. */
   baseUrl(): string | undefined;
