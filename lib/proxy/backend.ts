@@ -42,6 +42,7 @@ import {
   readGpus,
   type Sender,
 } from "./health.ts";
+import { maxModelLens, type ModelEntry } from "./models.ts";
 
 export type { BackendEvent } from "./backend_state.ts";
 export type { GpuProbe, GpuResult } from "./health.ts";
@@ -77,6 +78,9 @@ export class Backend implements RouteTarget {
   // connection cannot decide the health of the new one.
   #epoch = 0;
   #models: readonly string[] = Object.freeze([]);
+  #modelEntries: readonly ModelEntry[] = Object.freeze([]);
+  // The engine's list was cut (see models.ts); warned once per backend, not per check.
+  #modelsCapLogged = false;
   #gpus: readonly GpuMetrics[] = Object.freeze([]);
   #gpuStale = false;
   #inFlight = 0;
@@ -105,6 +109,11 @@ export class Backend implements RouteTarget {
   /** Models from the last successful health check. */
   get models(): readonly string[] {
     return this.#models;
+  }
+
+  /** The engine's entries for `models` (deep-frozen), for `/v1/models`. */
+  get modelEntries(): readonly ModelEntry[] {
+    return this.#modelEntries;
   }
 
   /** Detected engine. */
@@ -347,6 +356,7 @@ export class Backend implements RouteTarget {
       endpoint: ts?.endpoint ?? null,
       engine: s.engine,
       models: [...this.#models],
+      maxModelLen: maxModelLens(this.#modelEntries),
       port: s.remotePort,
       gpuLabel: s.gpuLabel,
       inFlight: this.#inFlight,
@@ -391,7 +401,14 @@ export class Backend implements RouteTarget {
     const epoch = this.#epoch;
     const result = await this.#probe((req) => tunnel.request(req));
     if (epoch !== this.#epoch || this.#inputs.phase !== "running") return;
-    if (result.ok) this.#models = Object.freeze(result.models);
+    if (result.ok) {
+      this.#models = result.models;
+      this.#modelEntries = result.entries;
+      if (result.capped && !this.#modelsCapLogged) {
+        this.#modelsCapLogged = true;
+        this.#deps.logger.log("warn", "model list capped", { id: this.id, reason: result.capped });
+      }
+    }
     this.#update(applyProbe(this.#inputs, result));
   }
 

@@ -14,13 +14,14 @@ import {
 import type { Tunnel } from "../tunnel/tunnel.ts";
 import type { GpuResult } from "../core/gpu_metrics.ts";
 import { errorText } from "../core/errors.ts";
+import { type ModelList, parseModelList } from "./models.ts";
 
 /** Sends one request to an instance (a tunnel's `request`, a backend's `send`). */
 export type Sender = (req: Http1Request) => Promise<Http1Response>;
 
 /** What one probe found. `error` is safe to show and log (no token, no body). */
 export type ProbeResult =
-  | { ok: true; models: string[] }
+  | ({ ok: true } & ModelList)
   | { ok: false; error: string };
 
 /** Inputs of `probeModels()`. */
@@ -91,9 +92,9 @@ export async function probeModels(send: Sender, opts: ProbeOptions): Promise<Pro
       if (request.signal.aborted) throw err;
       return { ok: false, error: "GET /v1/models returned invalid JSON" };
     }
-    const models = parseModelIds(body);
-    if (!models) return { ok: false, error: "GET /v1/models returned no `data` list" };
-    return { ok: true, models };
+    const list = parseModelList(body);
+    if (!list) return { ok: false, error: "GET /v1/models returned no `data` list" };
+    return { ok: true, ...list };
   } catch (err) {
     if (timedOut) return { ok: false, error: `GET /v1/models timed out after ${timeoutMs} ms` };
     if (opts.signal?.aborted) return { ok: false, error: "health check aborted" };
@@ -103,23 +104,6 @@ export async function probeModels(send: Sender, opts: ProbeOptions): Promise<Pro
     timer.abort();
     await timeout;
   }
-}
-
-/**
- * Model ids from an OpenAI `/v1/models` body (`{"data":[{"id":…}]}`),
- * deduplicated in order; null when the shape is wrong. Entries without a
- * string id are skipped rather than failing the whole check.
- */
-export function parseModelIds(body: unknown): string[] | null {
-  if (typeof body !== "object" || body === null) return null;
-  const data = (body as { data?: unknown }).data;
-  if (!Array.isArray(data)) return null;
-  const ids: string[] = [];
-  for (const entry of data) {
-    const id = (entry as { id?: unknown } | null)?.id;
-    if (typeof id === "string" && id !== "" && !ids.includes(id)) ids.push(id);
-  }
-  return ids;
 }
 
 export type { GpuResult } from "../core/gpu_metrics.ts";

@@ -6,6 +6,7 @@
  */
 import type { Engine } from "../core/backend_spec.ts";
 import type { Http1Request, Http1Response } from "../http1/types.ts";
+import type { ModelEntry } from "./models.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
 /** Outcome of one proxied request, for counters and passive health. */
@@ -27,6 +28,11 @@ export interface RouteTarget {
   readonly inFlight: number;
   /** Models served, from the last successful health check. */
   readonly models: readonly string[];
+  /**
+   * The engine's whole entries for `models` (`max_model_len`, `root`, …),
+   * passed through by `GET /v1/models`; without them it lists bare ids.
+   */
+  readonly modelEntries?: readonly ModelEntry[];
   readonly engine: Engine;
   /** Headers every request to the instance carries (the instance's Bearer token). */
   upstreamAuth(): string | null;

@@ -21,6 +21,7 @@ import {
 } from "./errors.ts";
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
+import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
 import { routeInfoFor } from "./route_info.ts";
 
@@ -413,30 +414,6 @@ async function readBody(req: Request, max: number): Promise<BodyRead> {
     offset += c.byteLength;
   }
   return { ok: true, body };
-}
-
-/**
- * `GET /v1/models`, answered by the proxy: the union of the models routable
- * backends reported at their last health check, deduplicated by id, in
- * OpenAI's list shape. Synthesized rather than fetched so listing models
- * costs no round trip through every tunnel; `instances` (an extra field
- * OpenAI clients ignore) tells which backends serve each model, for pinning.
- */
-function modelsResponse(routable: readonly RouteTarget[], now: number): Response {
-  if (routable.length === 0) return errorResponse("no_healthy_backend");
-  const byModel = new Map<string, number[]>();
-  for (const t of [...routable].sort((a, b) => a.id - b.id)) {
-    for (const m of t.models) byModel.set(m, [...(byModel.get(m) ?? []), t.id]);
-  }
-  const created = Math.floor(now / 1000);
-  const data = [...byModel.entries()].map(([id, instances]) => ({
-    id,
-    object: "model",
-    created,
-    owned_by: "vastproxy",
-    instances,
-  }));
-  return Response.json({ object: "list", data });
 }
 
 /**

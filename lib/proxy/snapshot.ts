@@ -35,6 +35,12 @@ export interface BackendSnapshot {
   endpoint: string | null;
   engine: Engine;
   models: string[];
+  /**
+   * `max_model_len` of each model as this instance's engine reports it
+   * (models without one are absent). `/v1/models` answers the smallest across
+   * instances; this shows each. Optional: older proxies do not send it.
+   */
+  maxModelLen?: Record<string, number>;
   port: number;
   gpuLabel: string;
   inFlight: number;

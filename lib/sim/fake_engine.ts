@@ -6,10 +6,12 @@
  * headers, bodies, and whether a client closed a stream mid-way — so tests
  * can assert on what reached the instance.
  *
- * Routes: GET /v1/models, GET /health, POST /v1/chat/completions,
- * POST /v1/completions (both plain and `stream: true`), POST /abort_request
- * (SGLang only), and test helpers: ANY /echo, GET /bytes?n=,
- * GET /sse?n=&interval=, GET /delay?ms=.
+ * Routes: GET /v1/models (each engine's own card shape: vLLM's with
+ * `max_model_len`, `root`, `parent` and `permission`), GET /health,
+ * POST /v1/chat/completions, POST /v1/completions (both plain and
+ * `stream: true`), POST /v1/audio/transcriptions and /v1/audio/translations
+ * (multipart uploads), POST /abort_request (SGLang only), and test helpers:
+ * ANY /echo, GET /bytes?n=, GET /sse?n=&interval=, GET /delay?ms=.
  */
 
 /** Which server to imitate; affects `owned_by`, model checks and /abort_request. */
@@ -32,6 +34,8 @@ export interface FakeEngineOptions {
   random?: () => number;
   /** Completion length in tokens (default 8). */
   tokens?: number;
+  /** Context length reported as `max_model_len` by vLLM and SGLang (default 32768). */
+  maxModelLen?: number;
   /** Port on 127.0.0.1 (default 0: any free port). */
   port?: number;
 }
@@ -106,6 +110,7 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     ? () => delaySpec
     : () => delaySpec[0] + random() * (delaySpec[1] - delaySpec[0]);
   const nTokens = opts.tokens ?? 8;
+  const maxModelLen = opts.maxModelLen ?? 32768;
   const stats: FakeEngineStats = {
     requests: 0,
     authHeaders: [],
@@ -188,6 +193,63 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
       },
     }, { highWaterMark: 0 });
     return new Response(body, { headers });
+  }
+
+  /**
+   * One `/v1/models` entry as each engine writes it: vLLM's `ModelCard`
+   * (with a `permission` list), SGLang's (root and max_model_len only),
+   * llama.cpp's bare one.
+   */
+  function modelCard(): Record<string, unknown> {
+    const created = 1_700_000_000;
+    const base = { id: model, object: "model", created };
+    if (kind === "llama.cpp") return { ...base, owned_by: "llamacpp" };
+    if (kind === "sglang") {
+      return { ...base, owned_by: "sglang", root: model, max_model_len: maxModelLen };
+    }
+    return {
+      ...base,
+      owned_by: "vllm",
+      root: model,
+      parent: null,
+      max_model_len: maxModelLen,
+      permission: [{
+        id: "modelperm-fake0001",
+        object: "model_permission",
+        created,
+        allow_create_engine: false,
+        allow_sampling: true,
+        allow_logprobs: true,
+        allow_search_indices: false,
+        allow_view: true,
+        allow_fine_tuning: false,
+        organization: "*",
+        group: null,
+        is_blocking: false,
+      }],
+    };
+  }
+
+  /**
+   * Audio transcription or translation of a multipart upload. Like vLLM it
+   * answers a model it does not serve with 404, so a misrouted upload shows.
+   */
+  async function audio(req: Request, body: Uint8Array<ArrayBuffer>): Promise<Response> {
+    let form: FormData;
+    try {
+      form = await new Request(req.url, { method: "POST", headers: req.headers, body }).formData();
+    } catch {
+      return openaiError(400, "Expected a multipart/form-data upload", "BadRequestError");
+    }
+    const file = form.get("file");
+    const asked = form.get("model");
+    if (!(file instanceof File)) {
+      return openaiError(400, "Missing the `file` part", "BadRequestError");
+    }
+    if (kind === "vllm" && typeof asked === "string" && asked !== model) {
+      return openaiError(404, `The model \`${asked}\` does not exist.`, "NotFoundError");
+    }
+    return Response.json({ text: `${model} heard ${file.size} bytes of ${file.name}` });
   }
 
   function openaiError(status: number, message: string, type: string): Response {
@@ -348,12 +410,9 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     if (forcedStatus !== null) {
       return openaiError(forcedStatus, `fake engine forced status ${forcedStatus}`, "server_error");
     }
-    if (route === "GET /v1/models") {
-      const ownedBy = kind === "llama.cpp" ? "llamacpp" : kind;
-      return Response.json({
-        object: "list",
-        data: [{ id: model, object: "model", created: 1_700_000_000, owned_by: ownedBy }],
-      });
+    if (route === "GET /v1/models") return Response.json({ object: "list", data: [modelCard()] });
+    if (route === "POST /v1/audio/transcriptions" || route === "POST /v1/audio/translations") {
+      return audio(req, bodyBytes);
     }
     if (route === "POST /v1/chat/completions") return completion(json(), true);
     if (route === "POST /v1/completions") return completion(json(), false);

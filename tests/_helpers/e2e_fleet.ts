@@ -39,6 +39,8 @@ export interface E2eFleet {
 export interface E2eFleetOptions {
   /** One model per instance (also sets the instance count). */
   models: string[];
+  /** `max_model_len` each instance's engine reports, in the order of `models` (default 32768). */
+  maxModelLens?: number[];
   policy?: ServeConfig["policy"];
   stickyHeader?: string | null;
   authToken?: string | null;
@@ -90,6 +92,7 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
         token,
         tokenDelayMs: opts.tokenDelayMs ?? 0,
         tokens: opts.tokens,
+        maxModelLen: opts.maxModelLens?.[i],
       });
       cleanups.push(() => engine.close());
       const sshd = await startSshd({

@@ -10,10 +10,13 @@ import type { Engine } from "../../lib/core/backend_spec.ts";
 import type { Http1Client } from "../../lib/http1/client.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "../../lib/http1/types.ts";
 import { portOf, tcpHttp1Client } from "./tcp_client.ts";
+import type { ModelEntry } from "../../lib/proxy/models.ts";
 
 /** Options of a fake target. */
 export interface FakeTargetOptions {
   models?: string[];
+  /** The engine's entries for `models`; when absent the target has none (bare ids). */
+  modelEntries?: ModelEntry[];
   engine?: Engine;
   baseUrl?: string;
   /** Value returned by `upstreamAuth()` (the contract's full header value). */
@@ -26,6 +29,7 @@ export interface FakeTargetOptions {
 export class FakeTarget implements RouteTarget {
   readonly id: number;
   models: string[];
+  modelEntries: ModelEntry[] | undefined;
   engine: Engine;
   url: string | undefined;
   auth: string | null;
@@ -48,7 +52,8 @@ export class FakeTarget implements RouteTarget {
   /** A target with id `id`. */
   constructor(id: number, opts: FakeTargetOptions = {}) {
     this.id = id;
-    this.models = opts.models ?? ["fake-model"];
+    this.models = opts.models ?? opts.modelEntries?.map((e) => e.id) ?? ["fake-model"];
+    this.modelEntries = opts.modelEntries;
     this.engine = opts.engine ?? "vllm";
     this.url = opts.baseUrl;
     this.auth = opts.auth ?? null;

@@ -10,7 +10,7 @@ import {
   rendezvousScore,
   RoundRobin,
 } from "../../lib/proxy/policies.ts";
-import { modelFromBody, routeInfoFor } from "../../lib/proxy/route_info.ts";
+import { routeInfoFor } from "../../lib/proxy/route_info.ts";
 import { FakeTarget } from "../_helpers/fake_pool.ts";
 
 const targets = (...ids: number[]) => ids.map((id) => new FakeTarget(id));
@@ -191,20 +191,6 @@ Deno.test("pickTarget() applies sticky before the policy and avoids tried backen
   // Only one backend: it may be tried again.
   const only = pickTarget(targets(7), {}, policies, new Set([7]));
   assert.ok(only.ok && only.target.id === 7);
-});
-
-Deno.test("modelFromBody() reads model from JSON objects only", () => {
-  const enc = (s: string) => new TextEncoder().encode(s);
-  assert.equal(modelFromBody(enc(' \n{"model":"qwen","x":1}'), "application/json"), "qwen");
-  assert.equal(modelFromBody(enc('{"model":"qwen"}'), null), "qwen");
-  assert.equal(
-    modelFromBody(enc('{"model":"qwen"}'), "multipart/form-data; boundary=x"),
-    undefined,
-  );
-  assert.equal(modelFromBody(enc("[1,2]"), "application/json"), undefined);
-  assert.equal(modelFromBody(enc("{not json"), "application/json"), undefined);
-  assert.equal(modelFromBody(enc('{"model":42}'), "application/json"), undefined);
-  assert.equal(modelFromBody(null, "application/json"), undefined);
 });
 
 Deno.test("routeInfoFor() collects model, sticky key and pin", () => {

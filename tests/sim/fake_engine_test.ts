@@ -13,7 +13,14 @@ Deno.test("fake engine serves /v1/models and /health, with setHealthy()", async 
     const models = await (await fetch(`${engine.url}/v1/models`)).json();
     assert.deepEqual(models, {
       object: "list",
-      data: [{ id: "qwen-7b", object: "model", created: 1_700_000_000, owned_by: "sglang" }],
+      data: [{
+        id: "qwen-7b",
+        object: "model",
+        created: 1_700_000_000,
+        owned_by: "sglang",
+        root: "qwen-7b",
+        max_model_len: 32768,
+      }],
     });
     assert.equal((await fetch(`${engine.url}/health`)).status, 200);
     engine.setHealthy(false);
@@ -215,6 +222,49 @@ Deno.test("fake engine close() stops listening and restart() reuses the port", a
     const res = await fetch(`${engine.url}/health`);
     await res.body?.cancel();
     assert.equal(res.status, 200);
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("fake engine (vllm) lists its model as vLLM does: max_model_len, root, parent, permission", async () => {
+  const engine = await startFakeEngine({ model: "qwen", engine: "vllm", maxModelLen: 8192 });
+  try {
+    const [card] = (await (await fetch(`${engine.url}/v1/models`)).json()).data;
+    assert.deepEqual(
+      Object.keys(card),
+      ["id", "object", "created", "owned_by", "root", "parent", "max_model_len", "permission"],
+    );
+    assert.equal(card.owned_by, "vllm");
+    assert.equal(card.max_model_len, 8192);
+    assert.equal(card.root, "qwen");
+    assert.equal(card.parent, null);
+    assert.equal(card.permission[0].object, "model_permission");
+  } finally {
+    await engine.close();
+  }
+});
+
+Deno.test("fake engine transcribes a multipart upload, and (vllm) answers 404 for another model", async () => {
+  const engine = await startFakeEngine({ model: "whisper", engine: "vllm" });
+  try {
+    const upload = (model: string) => {
+      const form = new FormData();
+      form.append("file", new Blob([new Uint8Array(300)]), "a.wav");
+      form.append("model", model);
+      return fetch(`${engine.url}/v1/audio/transcriptions`, { method: "POST", body: form });
+    };
+    const ok = await upload("whisper");
+    assert.deepEqual(await ok.json(), { text: "whisper heard 300 bytes of a.wav" });
+    const wrong = await upload("qwen");
+    assert.equal(wrong.status, 404);
+    assert.equal((await wrong.json()).error.type, "NotFoundError");
+    const notMultipart = await fetch(`${engine.url}/v1/audio/translations`, {
+      method: "POST",
+      body: "{}",
+    });
+    assert.equal(notMultipart.status, 400);
+    await notMultipart.body?.cancel();
   } finally {
     await engine.close();
   }
