@@ -12,9 +12,18 @@ const args = [...Deno.args];
 const fast = args.includes("--fast");
 const extra = args.filter((a) => a !== "--fast");
 
-/** Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux, kill. */
+/** Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux, kill, python3 (uvicorn). */
 function allowRun(): string {
-  const progs = [Deno.execPath(), "/usr/sbin/sshd", "ssh-keygen", "ssh", "tmux", "kill", "ps"];
+  const progs = [
+    Deno.execPath(),
+    "/usr/sbin/sshd",
+    "ssh-keygen",
+    "ssh",
+    "tmux",
+    "kill",
+    "ps",
+    "/usr/bin/python3",
+  ];
   const found = progs.filter((p) => {
     if (p.startsWith("/")) {
       try {
