@@ -6,9 +6,9 @@
  */
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/logger.ts";
-import { backoffDelay } from "../core/backoff.ts";
 import type { BackendSpec } from "../core/backend_spec.ts";
 import { connectAny, type Connection, type ConnectOptions, endClient } from "./connect.ts";
+import { nextTunnelStep, type TunnelLoopState } from "./tunnel_step.ts";
 import { HostKeyMismatchError, SshConnectError, TunnelNotUpError } from "./errors.ts";
 import { Http1Client } from "../http1/client.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "../http1/types.ts";
@@ -35,6 +35,8 @@ export interface TunnelSettings {
   drainTimeoutMs: number;
   /** How long an idle channel stays pooled (below the engines' keep-alive timeout). */
   idleChannelTtlMs?: number;
+  /** Opens an SSH connection over the first endpoint that works [connectAny]; tests inject one. */
+  connectAny?: typeof connectAny;
 }
 
 /** A connection in use: its HTTP client, when it came up, whether it is gone. */
@@ -58,7 +60,9 @@ export class SshTunnel implements Tunnel {
   #emitting = false;
   #live: Live | null = null;
   #attempt = 0;
-  #skipBackoff = false;
+  // The first connect and reconnect() go at once; later ones back off.
+  #immediate = true;
+  #mismatch = false;
   #directDisabled = false;
   #closed = false;
   #closing: Promise<void> | undefined;
@@ -127,13 +131,14 @@ export class SshTunnel implements Tunnel {
   reconnect(): void {
     if (this.#closed) return;
     this.#attempt = 0;
-    if (this.#status.state === "hostkey-mismatch") {
+    this.#immediate = true;
+    if (this.#mismatch) {
       // The loop stopped at the mismatch; the user may have deleted the pin
       // since, so an explicit reconnect starts it again (once).
+      this.#mismatch = false;
       this.#loop = this.#loop.then(() => this.#closed ? undefined : this.#runSafely());
       return;
     }
-    this.#skipBackoff = true;
     if (this.#live) this.#lose(this.#live, "reconnect requested");
     else this.#poke();
   }
@@ -181,26 +186,52 @@ export class SshTunnel implements Tunnel {
   }
 
   async #run(): Promise<void> {
-    let delayNext = false;
-    while (!this.#closed) {
-      if (this.#live) {
-        await this.#whileUp(this.#live);
-        delayNext = true;
-        continue;
+    while (await this.stepOnce());
+  }
+
+  /** Where the loop stands, for `nextTunnelStep`. */
+  #loopState(): TunnelLoopState {
+    return {
+      closed: this.#closed,
+      mismatch: this.#mismatch,
+      livePath: this.#live?.endpoint.path ?? null,
+      hasDirect: this.#spec.endpoints.some((e) => e.path === "direct"),
+      directDisabled: this.#directDisabled,
+      attempt: this.#attempt,
+      immediate: this.#immediate,
+    };
+  }
+
+  /**
+   * One step of the loop (see tunnel_step.ts): wait while up, try the direct
+   * path when on the proxy one, or (re)connect after the backoff delay.
+   * Every wait ends early when something changes (loss, reconnect(),
+   * close()), and the next step is decided afresh. Resolves false once the
+   * loop should end. Exposed for tests; the tunnel runs it itself.
+   */
+  async stepOnce(): Promise<boolean> {
+    const step = nextTunnelStep(this.#loopState(), this.#s);
+    switch (step.kind) {
+      case "stop":
+        return false;
+      case "wait":
+        await this.#nap(Infinity);
+        return true;
+      case "upgrade": {
+        const live = this.#live;
+        if (live && await this.#nap(step.delayMs)) await this.#tryDirect(live);
+        return true;
       }
-      if (delayNext && !this.#skipBackoff) {
-        const delay = backoffDelay(this.#attempt++, {
-          baseMs: this.#s.backoffBaseMs,
-          maxMs: this.#s.backoffMaxMs,
-          random: this.#s.random,
-        });
-        this.#log("debug", "SSH reconnect scheduled", { delayMs: delay });
-        await this.#nap(delay);
-        if (this.#closed) break;
-      }
-      this.#skipBackoff = false;
-      delayNext = true;
-      if (await this.#connect() === "mismatch") return;
+      case "connect":
+        if (step.delayMs > 0) {
+          this.#log("debug", "SSH reconnect scheduled", { delayMs: step.delayMs });
+          this.#attempt++;
+          // Woken early (reconnect(), close()): decide again.
+          if (!await this.#nap(step.delayMs)) return !this.#closed;
+        }
+        this.#immediate = false;
+        if (await this.#connect() === "mismatch") this.#mismatch = true;
+        return true;
     }
   }
 
@@ -209,7 +240,7 @@ export class SshTunnel implements Tunnel {
     this.#set({ state: "connecting", path: null });
     let conn: Connection;
     try {
-      conn = await connectAny(this.#spec.endpoints, this.#connectOptions());
+      conn = await this.#connectAny(this.#spec.endpoints, this.#connectOptions());
     } catch (err) {
       if (this.#closed) return "closed";
       const reason = err instanceof Error ? err.message : String(err);
@@ -267,25 +298,12 @@ export class SshTunnel implements Tunnel {
     this.#emit({ type: "up", path: conn.endpoint.path, endpoint: conn.address });
   }
 
-  /** Waits while `live` serves; on a proxy path, tries direct every `directRetryMs`. */
-  async #whileUp(live: Live): Promise<void> {
-    while (!this.#closed && this.#live === live) {
-      const direct = this.#spec.endpoints.filter((e) => e.path === "direct");
-      if (live.endpoint.path !== "proxy" || direct.length === 0 || this.#directDisabled) {
-        await this.#nap(Infinity);
-        continue;
-      }
-      if (!await this.#nap(this.#s.directRetryMs)) continue;
-      await this.#tryDirect(live);
-    }
-  }
-
   /** Opens, verifies and swaps in a direct connection; keeps `live` otherwise. */
   async #tryDirect(live: Live): Promise<void> {
     const direct = this.#spec.endpoints.filter((e) => e.path === "direct");
     let conn: Connection;
     try {
-      conn = await connectAny(direct, this.#connectOptions());
+      conn = await this.#connectAny(direct, this.#connectOptions());
     } catch (err) {
       if (err instanceof HostKeyMismatchError) {
         // The proxy path passed the same pin; a different key on the direct
@@ -342,6 +360,10 @@ export class SshTunnel implements Tunnel {
   }
 
   // ---- helpers -----------------------------------------------------------
+
+  get #connectAny(): typeof connectAny {
+    return this.#s.connectAny ?? connectAny;
+  }
 
   #connectOptions(): ConnectOptions {
     return { ...this.#s.connect, instanceId: this.instanceId, signal: this.#abort.signal };
