@@ -200,7 +200,7 @@ export interface ProxyProc extends Proc {
 export async function startProxyProc(
   world: World,
   enginePorts: number[],
-  opts: { extraArgs?: string[]; readyTimeoutMs?: number; tag: string },
+  opts: { extraArgs?: string[]; readyTimeoutMs?: number; tag: string; root?: string },
 ): Promise<ProxyProc> {
   const records = enginePorts.map((enginePort, i) =>
     makeInstanceRecord({
@@ -236,7 +236,7 @@ export async function startProxyProc(
       "--allow-write",
       "--allow-env",
       "--allow-sys=homedir,hostname,osRelease",
-      `${ROOT}main.ts`,
+      `${opts.root?.replace(/\/?$/, "/") ?? ROOT}main.ts`,
       "serve",
       "--api-key",
       BENCH_API_KEY,

@@ -22,12 +22,18 @@ import {
 import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
 import { median } from "./_stats.ts";
 
-type PathName = "a" | "b" | "c";
-const PATHS: PathName[] = ["a", "b", "c"];
+type PathName = "a" | "b" | "c" | "d";
+/**
+ * With `BENCH_BASELINE_ROOT=<another checkout>`, a fourth path (d) runs that
+ * checkout's proxy in the same interleaved rounds: before/after in one run.
+ */
+const BASELINE_ROOT = Deno.env.get("BENCH_BASELINE_ROOT") || undefined;
+const PATHS: PathName[] = BASELINE_ROOT ? ["a", "b", "c", "d"] : ["a", "b", "c"];
 const PATH_LABEL: Record<PathName, string> = {
   a: "direct",
   b: "ssh -L",
   c: "vastproxy",
+  d: "baseline",
 };
 
 interface Settings {
@@ -112,8 +118,12 @@ async function setup(world: World, n: number, tag: string): Promise<Setup> {
   const ports = engines.map((e) => e.port);
   const ssh = await startSshForwards(world, ports);
   let proxy: ProxyProc;
+  let baseline: ProxyProc | undefined;
   try {
     proxy = await startProxyProc(world, ports, { tag });
+    if (BASELINE_ROOT) {
+      baseline = await startProxyProc(world, ports, { tag: `${tag}-base`, root: BASELINE_ROOT });
+    }
   } catch (err) {
     await ssh.stop();
     await Promise.all(engines.map((e) => e.close()));
@@ -124,11 +134,13 @@ async function setup(world: World, n: number, tag: string): Promise<Setup> {
       a: ports.map((p) => `http://127.0.0.1:${p}`),
       b: ssh.ports.map((p) => `http://127.0.0.1:${p}`),
       c: [proxy.url],
+      d: baseline ? [baseline.url] : [],
     },
     proxy,
     sshPids: ssh.procs.map((p) => p.pid),
     async close() {
       await proxy.close();
+      await baseline?.close();
       await ssh.stop();
       await Promise.all(engines.map((e) => e.close()));
     },
@@ -194,7 +206,7 @@ async function interleave<R>(
 }
 
 function emptyResult(id: string, title: string, setupText: string): ScenarioResult {
-  return { id, title, setup: setupText, rounds: { a: [], b: [], c: [] }, notes: [] };
+  return { id, title, setup: setupText, rounds: { a: [], b: [], c: [], d: [] }, notes: [] };
 }
 
 async function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
@@ -438,7 +450,11 @@ function table(rows: string[][]): string {
 }
 
 function report(all: ScenarioResult[], s: Settings): string {
-  const rows: string[][] = [["scenario", "metric", "(a) direct", "(b) ssh -L", "(c) vastproxy"]];
+  const rows: string[][] = [[
+    "scenario",
+    "metric",
+    ...PATHS.map((p) => `(${p}) ${PATH_LABEL[p]}`),
+  ]];
   for (const r of all) {
     const keys = [...new Set(PATHS.flatMap((p) => r.rounds[p].flatMap((m) => Object.keys(m))))];
     for (const k of keys) {
