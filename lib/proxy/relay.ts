@@ -10,6 +10,7 @@
 import { type Clock, realClock } from "../core/clock.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
+import { BodyReader } from "./body.ts";
 import { errorResponse, type ProxyErrorCode, shouldRetry, TransportError } from "./errors.ts";
 import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
 import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
@@ -45,6 +46,8 @@ export interface RelayDeps {
   authToken: string | null;
   /** `--max-body`: larger request bodies get 413. */
   maxBodyBytes: number;
+  /** Reads request bodies under the upload limits (default: `maxBodyBytes` only). */
+  bodies?: BodyReader;
   /** Handler for `/vastproxy/*` (admin.ts); 404 for those paths when absent. */
   admin?: (req: Request) => Response | Promise<Response>;
   /** Upstream fetch (default: global fetch). */
@@ -72,6 +75,7 @@ export function createHandler(deps: RelayDeps): Handler {
   const checkToken = createTokenCheck(deps.authToken);
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
   const maxRetries = deps.maxRetries ?? 2;
+  const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
   const emit = deps.onRequestLog ??
     ((l: RequestLogLine) => logger.log("info", "request", { ...l }));
 
@@ -108,8 +112,11 @@ export function createHandler(deps: RelayDeps): Handler {
       return log(modelsResponse(deps.pool.routable(), clock.now()));
     }
 
-    const read = await readBody(req, deps.maxBodyBytes);
-    if (!read.ok) return log(errorResponse(read.code));
+    // `using`: the body's share of --max-buffered is released when this
+    // handler returns, i.e. once response headers arrived (no retry needs
+    // the body after that) or the request failed.
+    using read = await bodies.read(req);
+    if (!read.ok) return log(read.response());
     // GET/HEAD must not carry a body, not even an empty one, or fetch throws.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
     const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.());
@@ -325,48 +332,6 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     },
   }, { highWaterMark: 0 });
   return { response: new Response(relayed, init) };
-}
-
-type BodyRead =
-  | { ok: true; body: Uint8Array<ArrayBuffer> | null }
-  | { ok: false; code: "request_too_large" | "bad_request" };
-
-/**
- * Buffers the request body (so a retry can replay it), refusing bodies over
- * `max`: first by Content-Length, then by counting, since chunked uploads
- * declare no length.
- */
-async function readBody(req: Request, max: number): Promise<BodyRead> {
-  if (!req.body) return { ok: true, body: null };
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > max) {
-    await req.body.cancel().catch(() => {});
-    return { ok: false, code: "request_too_large" };
-  }
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > max) {
-        await reader.cancel().catch(() => {});
-        return { ok: false, code: "request_too_large" };
-      }
-      chunks.push(value);
-    }
-  } catch {
-    return { ok: false, code: "bad_request" };
-  }
-  const body = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    body.set(c, offset);
-    offset += c.byteLength;
-  }
-  return { ok: true, body };
 }
 
 /**
