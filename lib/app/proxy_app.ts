@@ -17,6 +17,8 @@ import { SshTunnelFactory } from "../tunnel/factory.ts";
 import { queryGpus } from "../tunnel/gpu.ts";
 import { abortAll } from "./abort_all.ts";
 import { createAdminHandler } from "../proxy/admin.ts";
+import { BodyBudget, BodyReader } from "../proxy/body.ts";
+import { guardBrowsers } from "../proxy/browser_guard.ts";
 import type { BackendEvent } from "../proxy/backend.ts";
 import { Fleet } from "../proxy/fleet.ts";
 import { Marks } from "./marks.ts";
@@ -73,6 +75,8 @@ export interface RunningProxy {
   shutdown(drainTimeoutMs?: number): Promise<void>;
   /** Resolves when the HTTP server has stopped. */
   finished: Promise<void>;
+  /** Request-body bytes buffered now, the most ever at once, and `--max-buffered`. */
+  bufferedBodies(): { used: number; peak: number; max: number };
 }
 
 /** The API rejected the key at start-up: a configuration error (exit 2). */
@@ -198,27 +202,51 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       apiError: watcher.lastError(),
     });
 
-  const handler = createHandler({
+  const bodyBudget = new BodyBudget({
+    maxBytes: config.maxBufferedBytes,
+    maxBodyBytes: config.maxBodyBytes,
+  });
+  const onRequestLog = deps.onRequestLog ?? ((l: RequestLogLine) =>
+    logger.log("info", "request", {
+      method: l.method,
+      path: l.path,
+      instance: l.instance ?? "-",
+      status: l.status,
+      bytes: l.bytes,
+      ms: Math.round(l.durationMs),
+      attempts: l.attempts,
+      cancelled: l.clientCancelled || undefined,
+    }));
+  const relay = createHandler({
     pool: fleet,
     policy: createPolicy(config.policy),
     stickyHeader: config.stickyHeader,
     authToken: config.authToken,
     maxBodyBytes: config.maxBodyBytes,
+    bodies: new BodyReader({
+      maxBodyBytes: config.maxBodyBytes,
+      budget: bodyBudget,
+      timeoutMs: config.bodyTimeoutMs,
+      clock,
+    }),
     admin: createAdminHandler({ status, histograms: () => fleet.histograms() }),
     clock,
     logger,
-    onRequestLog: deps.onRequestLog ?? ((l) =>
-      logger.log("info", "request", {
-        method: l.method,
-        path: l.path,
-        instance: l.instance ?? "-",
-        status: l.status,
-        bytes: l.bytes,
-        ms: Math.round(l.durationMs),
-        attempts: l.attempts,
-        cancelled: l.clientCancelled || undefined,
-      })),
+    onRequestLog,
   });
+  // Host check and CORS sit outside the relay: preflights are answered
+  // before authentication, and proxy-made answers get the same CORS headers.
+  const handler = guardBrowsers(relay, {
+    authToken: config.authToken,
+    listenHostname: config.listen.hostname,
+    allowedHosts: config.allowedHosts,
+    corsOrigins: config.corsOrigins,
+    onRequestLog,
+    clock,
+  });
+  if (config.corsOrigins.includes("*") && !config.authToken) {
+    logger.log("warn", "--cors-origin * without --auth-token: any web page can use this proxy");
+  }
 
   // Every response leaves through guardResponse: no header byte can make Deno.serve panic.
   const onUnsendableHeader = (name: string) =>
@@ -360,5 +388,10 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     actions,
     shutdown,
     finished: server.finished,
+    bufferedBodies: () => ({
+      used: bodyBudget.used,
+      peak: bodyBudget.peak,
+      max: bodyBudget.maxBytes,
+    }),
   };
 }

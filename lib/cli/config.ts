@@ -8,6 +8,8 @@
 import type { LogFormat, PolicyName, ServeConfig } from "./config_types.ts";
 import { parseDotenv } from "./dotenv.ts";
 import { SERVE_OPTIONS } from "./serve_options.ts";
+import { allowedHostProblem } from "../proxy/host_check.ts";
+import { normalizeOrigin } from "../proxy/cors.ts";
 import { parseDuration, parseSize } from "./units.ts";
 
 /** Bad usage or configuration; the CLI prints it and exits 2. */
@@ -292,6 +294,35 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     );
   }
 
+  const maxBufferedIn = lookup.get("max-buffered");
+  const maxBufferedBytes = parseSize(maxBufferedIn?.value ?? "256MiB");
+  if (maxBufferedBytes === undefined || maxBufferedBytes <= 0) {
+    throw new UsageError(
+      `--max-buffered: "${maxBufferedIn?.value}" is not a size; use e.g. 256MiB, 1GiB`,
+      "max-buffered",
+    );
+  }
+  if (maxBufferedBytes < maxBodyBytes) {
+    throw new UsageError(
+      `--max-buffered (${maxBufferedIn?.value ?? "256MiB"}) is smaller than --max-body ` +
+        `(${maxBodyIn?.value ?? "32MiB"}), so the largest allowed body could never be ` +
+        "accepted; raise --max-buffered or lower --max-body",
+      "max-buffered",
+    );
+  }
+
+  const hostsIn = lookup.list("allowed-host");
+  for (const entry of hostsIn.values) {
+    const problem = allowedHostProblem(entry);
+    if (problem) throw new UsageError(`${hostsIn.source}: ${problem}`, "allowed-host");
+  }
+  const originsIn = lookup.list("cors-origin");
+  const corsOrigins = originsIn.values.map((entry) => {
+    const n = normalizeOrigin(entry);
+    if ("problem" in n) throw new UsageError(`${originsIn.source}: ${n.problem}`, "cors-origin");
+    return n.origin;
+  });
+
   const formatIn = lookup.get("log-format");
   const logFormat = (formatIn?.value ?? "text") as LogFormat;
   if (logFormat !== "text" && logFormat !== "json") {
@@ -331,6 +362,10 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     pollIntervalMs: durationOf(lookup, "poll-interval"),
     healthIntervalMs: durationOf(lookup, "health-interval"),
     maxBodyBytes,
+    maxBufferedBytes,
+    bodyTimeoutMs: durationOf(lookup, "body-timeout"),
+    allowedHosts: hostsIn.values.map((h) => h.trim().toLowerCase()),
+    corsOrigins,
     drainTimeoutMs: durationOf(lookup, "drain-timeout"),
     tui: !lookup.flag("no-tui") && (sources.isTty ?? false),
     logFormat,

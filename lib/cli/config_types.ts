@@ -28,6 +28,14 @@ export interface ServeConfig {
   pollIntervalMs: number;
   healthIntervalMs: number;
   maxBodyBytes: number;
+  /** `--max-buffered`: all request bodies held in memory at once. */
+  maxBufferedBytes: number;
+  /** `--body-timeout`: total time to receive one request body. */
+  bodyTimeoutMs: number;
+  /** `--allowed-host` entries (Host names served without a token besides loopback). */
+  allowedHosts: string[];
+  /** `--cors-origin` entries, normalized (`http://localhost:3000`) or `*`. */
+  corsOrigins: string[];
   drainTimeoutMs: number;
   tui: boolean;
   logFormat: LogFormat;

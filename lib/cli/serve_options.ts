@@ -48,6 +48,24 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: "allow a non-loopback --listen without --auth-token",
   },
   {
+    name: "allowed-host",
+    arg: "NAME",
+    env: "VASTPROXY_ALLOWED_HOST",
+    repeatable: true,
+    default: "loopback, IP addresses, the --listen host",
+    help: "without --auth-token, also serve requests for this Host (repeatable; env: " +
+      "comma-separated)",
+  },
+  {
+    name: "cors-origin",
+    arg: "ORIGIN",
+    env: "VASTPROXY_CORS_ORIGIN",
+    repeatable: true,
+    default: "none (same-origin only)",
+    help: "let web pages from ORIGIN (e.g. http://localhost:3000; * for any) call the proxy " +
+      "(repeatable)",
+  },
+  {
     name: "ssh-key",
     arg: "PATH",
     env: "VASTPROXY_SSH_KEY",
@@ -108,6 +126,18 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     help: "health checks and GPU metrics interval",
   },
   { name: "max-body", arg: "BYTES", default: "32MiB", help: "largest request body accepted" },
+  {
+    name: "max-buffered",
+    arg: "BYTES",
+    default: "256MiB",
+    help: "memory for request bodies held at once (503 server_busy above)",
+  },
+  {
+    name: "body-timeout",
+    arg: "DUR",
+    default: "30s",
+    help: "how long a client may take to send a request body (408 after)",
+  },
   {
     name: "drain-timeout",
     arg: "DUR",

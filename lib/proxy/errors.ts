@@ -12,7 +12,11 @@ export type ProxyErrorCode =
   | "invalid_api_key"
   | "model_not_found"
   | "request_too_large"
+  | "request_timeout"
+  | "server_busy"
   | "bad_request"
+  | "host_not_allowed"
+  | "origin_not_allowed"
   | "not_found"
   | "method_not_allowed"
   | "upstream_failed"
@@ -33,6 +37,27 @@ const KINDS: Record<ProxyErrorCode, { status: number; type: string; message: str
     status: 413,
     type: "invalid_request_error",
     message: "Request body too large: raise --max-body to accept it",
+  },
+  request_timeout: {
+    status: 408,
+    type: "invalid_request_error",
+    message: "Request body not received in time: send it faster or raise --body-timeout",
+  },
+  server_busy: {
+    status: 503,
+    type: "server_error",
+    message: "The proxy is holding as many request bodies as --max-buffered allows: " +
+      "retry after the Retry-After delay, or raise --max-buffered",
+  },
+  host_not_allowed: {
+    status: 403,
+    type: "invalid_request_error",
+    message: "Host not allowed",
+  },
+  origin_not_allowed: {
+    status: 403,
+    type: "invalid_request_error",
+    message: "Cross-origin requests from this origin are not allowed: add it with --cors-origin",
   },
   bad_request: {
     status: 400,

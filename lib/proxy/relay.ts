@@ -11,6 +11,7 @@ import { type Clock, realClock } from "../core/clock.ts";
 import { errorText } from "../core/errors.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
+import { BodyReader } from "./body.ts";
 import type { Http1Response } from "../http1/types.ts";
 import {
   errorResponse,
@@ -54,6 +55,8 @@ export interface RelayDeps {
   authToken: string | null;
   /** `--max-body`: larger request bodies get 413. */
   maxBodyBytes: number;
+  /** Reads request bodies under the upload limits (default: `maxBodyBytes` only). */
+  bodies?: BodyReader;
   /** Handler for `/vastproxy/*` (admin.ts); 404 for those paths when absent. */
   admin?: (req: Request) => Response | Promise<Response>;
   /** Time source for durations (default: real clock). */
@@ -78,6 +81,7 @@ export function createHandler(deps: RelayDeps): Handler {
   const checkToken = createTokenCheck(deps.authToken);
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
   const maxRetries = deps.maxRetries ?? 2;
+  const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
   const emit = deps.onRequestLog ??
     ((l: RequestLogLine) => logger.log("info", "request", { ...l }));
   const dropped = new DroppedHeaderLog(logger);
@@ -126,8 +130,11 @@ export function createHandler(deps: RelayDeps): Handler {
       return log(errorResponse("bad_request", { message: "Invalid request target" }));
     }
 
-    const read = await readBody(req, deps.maxBodyBytes);
-    if (!read.ok) return log(errorResponse(read.code));
+    // `using`: the body's share of --max-buffered is released when this
+    // handler returns, i.e. once response headers arrived (no retry needs
+    // the body after that) or the request failed.
+    using read = await bodies.read(req);
+    if (!read.ok) return log(read.response());
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
     const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.());
@@ -237,6 +244,9 @@ class DroppedHeaderLog {
   }
 }
 
+/** A reason phrase the Response constructor accepts. */
+const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
+
 /** Everything `dispatch` needs besides the backend. */
 interface DispatchInput {
   req: Request;
@@ -266,7 +276,9 @@ const NULL_BODY = new Set([101, 103, 204, 205, 304]);
  * slot exactly once and, once a response was relayed, writes its log line.
  */
 async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<DispatchResult> {
-  const { req, clock } = input;
+  // Closures below must not hold `input`: it carries the buffered body,
+  // which may be released as soon as response headers arrived.
+  const { req, clock, onDone } = input;
   const release = backend.acquire();
   const dispatchedAt = clock.now();
   let settled = false;
@@ -298,7 +310,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       // Headers already went out with this status; a client leaving during
       // the body (an SDK that stops reading after `data: [DONE]` does) is
       // flagged by clientCancelled, not by a fake status.
-      input.onDone({ instance: backend.id, status, bytes, clientCancelled });
+      onDone({ instance: backend.id, status, bytes, clientCancelled });
     }
   };
   if (req.signal.aborted) onClientAbort();
@@ -369,51 +381,6 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     },
   }, { highWaterMark: 0 });
   return { response: new Response(relayed, init) };
-}
-
-/** A reason phrase the Response constructor accepts. */
-const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-type BodyRead =
-  | { ok: true; body: Uint8Array<ArrayBuffer> | null }
-  | { ok: false; code: "request_too_large" | "bad_request" };
-
-/**
- * Buffers the request body (so a retry can replay it), refusing bodies over
- * `max`: first by Content-Length, then by counting, since chunked uploads
- * declare no length.
- */
-async function readBody(req: Request, max: number): Promise<BodyRead> {
-  if (!req.body) return { ok: true, body: null };
-  const declared = req.headers.get("content-length");
-  if (declared !== null && Number(declared) > max) {
-    await req.body.cancel().catch(() => {});
-    return { ok: false, code: "request_too_large" };
-  }
-  const reader = req.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let total = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      total += value.byteLength;
-      if (total > max) {
-        await reader.cancel().catch(() => {});
-        return { ok: false, code: "request_too_large" };
-      }
-      chunks.push(value);
-    }
-  } catch {
-    return { ok: false, code: "bad_request" };
-  }
-  const body = new Uint8Array(total);
-  let offset = 0;
-  for (const c of chunks) {
-    body.set(c, offset);
-    offset += c.byteLength;
-  }
-  return { ok: true, body };
 }
 
 /**

@@ -339,6 +339,21 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
       // vast's Caddy answers a missing or wrong token with a bare 401.
       return new Response("Unauthorized", { status: 401 });
     }
+    if (
+      kind === "vllm" && req.method === "OPTIONS" && req.headers.has("origin") &&
+      req.headers.has("access-control-request-method")
+    ) {
+      // vLLM's default CORSMiddleware answers every preflight with "anyone".
+      return new Response("OK", {
+        headers: {
+          "access-control-allow-origin": "*",
+          "access-control-allow-methods": "DELETE, GET, HEAD, OPTIONS, PATCH, POST, PUT",
+          "access-control-allow-headers": req.headers.get("access-control-request-headers") ??
+            "*",
+          "access-control-max-age": "600",
+        },
+      });
+    }
     const route = `${req.method} ${url.pathname}`;
     const json = (): Record<string, unknown> => {
       try {
@@ -432,7 +447,14 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
   let server: Deno.HttpServer<Deno.NetAddr> | null = null;
   let port = opts.port ?? 0;
   const listen = () => {
-    server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, handle);
+    server = Deno.serve({ hostname: "127.0.0.1", port, onListen() {} }, async (req, info) => {
+      const res = await handle(req, info);
+      // vLLM's default (--allowed-origins '["*"]'): any page may read any answer.
+      if (kind === "vllm" && req.headers.has("origin")) {
+        res.headers.set("access-control-allow-origin", "*");
+      }
+      return res;
+    });
     port = server.addr.port;
   };
   const close = async () => {

@@ -41,7 +41,7 @@ Deno.test("startProxy().shutdown() finishes even when a client stalls mid-upload
     const port = Number(new URL(proxy.url).port);
     const conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await conn.write(new TextEncoder().encode(
-      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
         'Content-Length: 1000\r\n\r\n{"model":',
     ));
     await new Promise((r) => setTimeout(r, 50));

@@ -94,6 +94,55 @@ Deno.test("resolveServeConfig() applies defaults", () => {
   assert.equal(c.logFormat, "text");
   assert.deepEqual(c.sshKeys, []);
   assert.equal(c.authToken, null);
+  assert.equal(c.maxBufferedBytes, 256 * 1024 * 1024);
+  assert.equal(c.bodyTimeoutMs, 30_000);
+  assert.deepEqual(c.allowedHosts, []);
+  assert.deepEqual(c.corsOrigins, []);
+});
+
+Deno.test("resolveServeConfig() reads the upload limits, --allowed-host and --cors-origin", () => {
+  const sources = { env: { VAST_API_KEY: "k" }, home: "/h", readTextFile: files({}) };
+  const c = resolveServeConfig({
+    "max-buffered": "1GiB",
+    "body-timeout": "2m",
+    "allowed-host": ["GPU.lan", "proxy.example:8443", ".ts.net"],
+    "cors-origin": ["http://localhost:3000/", "https://chat.example"],
+  }, sources);
+  assert.equal(c.maxBufferedBytes, 1024 ** 3);
+  assert.equal(c.bodyTimeoutMs, 120_000);
+  assert.deepEqual(c.allowedHosts, ["gpu.lan", "proxy.example:8443", ".ts.net"]);
+  assert.deepEqual(c.corsOrigins, ["http://localhost:3000", "https://chat.example"]);
+  const fromEnv = resolveServeConfig({}, {
+    ...sources,
+    env: {
+      VAST_API_KEY: "k",
+      VASTPROXY_ALLOWED_HOST: "a.lan, b.lan",
+      VASTPROXY_CORS_ORIGIN: "http://localhost:3000,*",
+    },
+  });
+  assert.deepEqual(fromEnv.allowedHosts, ["a.lan", "b.lan"]);
+  assert.deepEqual(fromEnv.corsOrigins, ["http://localhost:3000", "*"]);
+
+  usage(() => resolveServeConfig({ "max-buffered": "lots" }, sources), /--max-buffered/);
+  usage(
+    () => resolveServeConfig({ "max-buffered": "16MiB", "max-body": "32MiB" }, sources),
+    /--max-buffered \(16MiB\) is smaller than --max-body \(32MiB\)/,
+  );
+  usage(() => resolveServeConfig({ "max-buffered": "16MiB" }, sources), /--max-body \(32MiB\)/);
+  usage(() => resolveServeConfig({ "body-timeout": "0s" }, sources), /--body-timeout/);
+  usage(
+    () => resolveServeConfig({ "cors-origin": ["http://localhost:3000/chat"] }, sources),
+    /--cors-origin: .* drop the path: http:\/\/localhost:3000/,
+  );
+  usage(
+    () =>
+      resolveServeConfig({}, { ...sources, env: { ...sources.env, VASTPROXY_CORS_ORIGIN: "x" } }),
+    /VASTPROXY_CORS_ORIGIN: "x" is not an origin/,
+  );
+  usage(
+    () => resolveServeConfig({ "allowed-host": ["http://gpu.lan"] }, sources),
+    /--allowed-host: "http:\/\/gpu.lan" is not a host name/,
+  );
 });
 
 Deno.test("resolveServeConfig() precedence is flag > env > .env > default", () => {

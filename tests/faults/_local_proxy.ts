@@ -21,6 +21,7 @@ import type { TunnelFactory, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
 import type { BackendSpec } from "../../lib/core/backend_spec.ts";
 import { type FakeTunnel, FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { testServeConfig } from "../_helpers/config.ts";
+import type { ServeConfig } from "../../lib/cli/config_types.ts";
 
 /** The vast API key of every local proxy (tests grep output for it). */
 export const LOCAL_API_KEY = "local-vast-key-5e1b0c2a9d";
@@ -50,6 +51,8 @@ export interface LocalProxyOptions {
   handler?: RequestHandler;
   /** Fetch for the vast API [global fetch]. */
   vastFetch?: typeof fetch;
+  /** Any other serve option (upload limits, Host and CORS policy, …). */
+  config?: Partial<ServeConfig>;
 }
 
 /** A running local proxy and what it talks to. */
@@ -139,6 +142,7 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
       healthIntervalMs: opts.healthIntervalMs ?? 60_000,
       maxBodyBytes: opts.maxBodyBytes ?? 1024 * 1024,
       drainTimeoutMs: opts.drainTimeoutMs ?? 1_000,
+      ...opts.config,
     });
     const proxy = await startProxy(config, {
       logger,

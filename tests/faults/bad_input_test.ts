@@ -107,7 +107,7 @@ Deno.test("bad input: absurd header sizes get a 4xx or pass, never crash the pro
     const huge = "x".repeat(1024 * 1024);
     const text = await rawExchange(
       port,
-      `GET /v1/models HTTP/1.1\r\nHost: a\r\nX-Big: ${huge}\r\nConnection: close\r\n\r\n`,
+      `GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: ${huge}\r\nConnection: close\r\n\r\n`,
       { timeoutMs: 3_000 },
     );
     // Either the server refuses (431/400) or it closes the connection.
@@ -138,7 +138,7 @@ Deno.test("bad input: a slow-loris client does not stop the proxy serving others
   await withProxy(async (p, port) => {
     const loris = await Deno.connect({ hostname: "127.0.0.1", port });
     const enc = new TextEncoder();
-    const head = "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Length: 100\r\n";
+    const head = "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Length: 100\r\n";
     let sent = 0;
     const drip = (async () => {
       try {
@@ -173,7 +173,7 @@ Deno.test("bad input: a client that disconnects mid-request-body costs nothing u
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       await conn.write(
         new TextEncoder().encode(
-          "POST /v1/chat/completions HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n" +
+          "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
             "Content-Length: 10000\r\n\r\n" + '{"model":"m","messages":[',
         ),
       );
@@ -221,7 +221,7 @@ Deno.test("bad input: unknown X-VastProxy-Instance values fall back to the polic
 Deno.test("bad input: dot-segment paths resolve once, the same for routing and upstream", async () => {
   await withProxy(async (_p, port) => {
     const get = (path: string) =>
-      rawExchange(port, `GET ${path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n`);
+      rawExchange(port, `GET ${path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n`);
     // Leaves /vastproxy/ → the proxy's own /v1/models list.
     for (const path of ["/vastproxy/../v1/models", "/vastproxy/%2e%2e/v1/models"]) {
       const text = await get(path);
@@ -269,7 +269,7 @@ Deno.test("bad input: Expect: 100-continue gets a 100 and the body goes through"
     try {
       const enc = new TextEncoder();
       await conn.write(enc.encode(
-        "POST /echo HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\n" +
+        "POST /echo HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
           `Content-Length: ${body.length}\r\nExpect: 100-continue\r\nConnection: close\r\n\r\n`,
       ));
       const buf = new Uint8Array(64 * 1024);
