@@ -8,6 +8,8 @@
  *   --fast   skip fmt/lint/check (for quick local iterations)
  */
 
+import { finalCounts, formatClosingLine, parseDenoSummary } from "./closing_line.ts";
+
 const args = [...Deno.args];
 const fast = args.includes("--fast");
 const extra = args.filter((a) => a !== "--fast");
@@ -98,17 +100,15 @@ const test = await step("tests", [
   ...(extra.length > 0 ? extra : ["tests/"]),
 ]);
 
-// Deno's summary: "ok | 12 passed (3 steps) | 0 failed | 1 ignored (2s)".
-const summary = [...test.output.matchAll(
-  /(?:ok|FAILED) \| (\d+) passed(?: \(\d+ steps?\))? \| (\d+) failed(?: \(\d+ steps?\))?(?: \| (\d+) ignored)?/g,
-)].at(-1);
-const passed = summary ? Number(summary[1]) : 0;
-let failed = summary ? Number(summary[2]) : 0;
-const skipped = summary?.[3] ? Number(summary[3]) : 0;
-if (!summary && !test.ok) failed = 1; // crashed before a summary
+// The closing line counts each failed static check as one failure, and a
+// test run that failed without a failed test (it crashed, or Deno reported a
+// leak after its summary) as one more, so a red run never ends in "0 failed".
+const counts = finalCounts(parseDenoSummary(test.output), {
+  gateFailures: staticFailures,
+  exitStatus: test.ok ? 0 : 1,
+});
 if (staticFailures > 0) {
   console.log(`\n${staticFailures} static check(s) failed (fmt/lint/check); counted as failures.`);
-  failed += staticFailures;
 }
-console.log(`\n${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
-Deno.exit(failed === 0 && test.ok ? 0 : 1);
+console.log(`\n${formatClosingLine(counts)}`);
+Deno.exit(counts.failed === 0 ? 0 : 1);

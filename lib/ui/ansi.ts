@@ -3,7 +3,12 @@
  * wrap (a wrapped line scrolls the alternate screen and the in-place redraw
  * falls apart), so every width here is measured in terminal columns, not
  * UTF-16 code units: 🐇 takes two columns, `…` one, an escape sequence none.
+ *
+ * Column widths come from `string-width` (East Asian Width plus emoji
+ * presentation, per grapheme cluster) rather than hand-kept code-point
+ * ranges, which got ⚡ ✅ 🫠 (1 instead of 2) and 👩‍💻 (4 instead of 2) wrong.
  */
+import stringWidth from "string-width";
 
 /** The SGR styles the UI uses. Each closes with its own reset so styles nest. */
 export type Style =
@@ -43,48 +48,43 @@ export function paint(text: string, style: Style, color: boolean): string {
 // deno-lint-ignore no-control-regex
 const ESCAPE_RE = /\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)/g;
 
-// Sticky twin of ESCAPE_RE: matches only at `lastIndex`, for the truncation walk.
-const ESCAPE_AT = new RegExp(ESCAPE_RE.source, "y");
-
 /** Removes ANSI escape sequences. */
 export function stripAnsi(text: string): string {
   return text.replace(ESCAPE_RE, "");
 }
 
-/** Columns one code point occupies: 0 for combining marks and joiners, 2 for wide/emoji. */
-export function codePointWidth(cp: number): number {
-  if (cp === 0 || cp < 0x20 || (cp >= 0x7f && cp < 0xa0)) return 0;
-  if (
-    (cp >= 0x300 && cp <= 0x36f) || // combining diacritics
-    (cp >= 0x200b && cp <= 0x200f) || // zero-width space, joiners, marks
-    (cp >= 0xfe00 && cp <= 0xfe0f) || // variation selectors
-    (cp >= 0x1f3fb && cp <= 0x1f3ff) // skin-tone modifiers
-  ) return 0;
-  if (
-    (cp >= 0x1100 && cp <= 0x115f) ||
-    (cp >= 0x2e80 && cp <= 0x303e) ||
-    (cp >= 0x3041 && cp <= 0x33ff) ||
-    (cp >= 0x3400 && cp <= 0x4dbf) ||
-    (cp >= 0x4e00 && cp <= 0x9fff) ||
-    (cp >= 0xa000 && cp <= 0xa4cf) ||
-    (cp >= 0xac00 && cp <= 0xd7a3) ||
-    (cp >= 0xf900 && cp <= 0xfaff) ||
-    (cp >= 0xfe30 && cp <= 0xfe4f) ||
-    (cp >= 0xff00 && cp <= 0xff60) ||
-    (cp >= 0xffe0 && cp <= 0xffe6) ||
-    (cp >= 0x1f300 && cp <= 0x1f64f) || // pictographs incl. 🐇 🐢, emoticons
-    (cp >= 0x1f680 && cp <= 0x1f6ff) ||
-    (cp >= 0x1f900 && cp <= 0x1f9ff) ||
-    (cp >= 0x20000 && cp <= 0x3fffd)
-  ) return 2;
-  return 1;
-}
-
 /** Display width of `text` in terminal columns, ignoring escape sequences. */
 export function displayWidth(text: string): number {
-  let w = 0;
-  for (const ch of stripAnsi(text)) w += codePointWidth(ch.codePointAt(0)!);
-  return w;
+  return stringWidth(stripAnsi(text));
+}
+
+const graphemes = new Intl.Segmenter();
+
+/** A piece of terminal text: one escape sequence (no columns) or one grapheme cluster. */
+interface Piece {
+  text: string;
+  width: number;
+  escape: boolean;
+}
+
+/**
+ * `text` as escape sequences and grapheme clusters, in order. Cutting only
+ * between clusters keeps 👩‍💻 or 🇩🇪 whole instead of leaving half a sequence.
+ */
+function* pieces(text: string): Generator<Piece> {
+  let last = 0;
+  for (const m of text.matchAll(ESCAPE_RE)) {
+    yield* clusters(text.slice(last, m.index));
+    yield { text: m[0], width: 0, escape: true };
+    last = m.index + m[0].length;
+  }
+  yield* clusters(text.slice(last));
+}
+
+function* clusters(text: string): Generator<Piece> {
+  for (const { segment } of graphemes.segment(text)) {
+    yield { text: segment, width: stringWidth(segment), escape: false };
+  }
 }
 
 /**
@@ -99,23 +99,16 @@ export function truncate(text: string, width: number): string {
   let out = "";
   let used = 0;
   let sawEscape = false;
-  let i = 0;
-  while (i < text.length) {
-    ESCAPE_AT.lastIndex = i;
-    const m = ESCAPE_AT.exec(text);
-    if (m) {
-      out += m[0];
+  for (const piece of pieces(text)) {
+    if (piece.escape) {
+      out += piece.text;
       sawEscape = true;
-      i += m[0].length;
       continue;
     }
-    const ch = String.fromCodePoint(text.codePointAt(i)!);
-    const w = codePointWidth(ch.codePointAt(0)!);
     // Leave one column for the ellipsis.
-    if (used + w > width - 1) break;
-    out += ch;
-    used += w;
-    i += ch.length;
+    if (used + piece.width > width - 1) break;
+    out += piece.text;
+    used += piece.width;
   }
   return out + "…" + (sawEscape ? "\x1b[0m" : "");
 }

@@ -3,10 +3,10 @@
  * scripts (`list --json`). Both render resolved `BackendSpec`s, never raw
  * records, so what is shown is exactly what the proxy would use.
  */
-import Table from "cli-table3";
 import type { BackendSpec } from "../core/backend_spec.ts";
 import { instanceSummary } from "../vast/instance.ts";
-import { safeDeep } from "./terminal_text.ts";
+import { type ColumnDef, renderRows } from "./table.ts";
+import type { Style } from "./ansi.ts";
 
 /** Rendering options. */
 export interface InstanceTableOptions {
@@ -14,60 +14,72 @@ export interface InstanceTableOptions {
   color: boolean;
   /** Current time in epoch ms, for the age column. */
   now: number;
+  /** Maximum line width (default 200, as for `vastproxy status`). */
+  width?: number;
 }
 
-const HEAD = [
-  "id",
-  "status",
-  "label",
-  "GPU × n",
-  "$/h",
-  "direct SSH",
-  "proxy SSH",
-  "engine",
-  "port",
-  "age",
+/** Green when it will be proxied, yellow while running but filtered out, dim otherwise. */
+function statusStyle(spec: BackendSpec): Style {
+  return spec.eligible ? "green" : spec.status === "running" ? "yellow" : "dim";
+}
+
+// Same renderer as the status table (lib/ui/table.ts). Priorities decide what
+// a narrow width keeps: identity and status first, SSH endpoints next.
+const COLUMNS: ColumnDef<BackendSpec>[] = [
+  { title: "ID", align: "right", priority: 0, cell: (s) => ({ text: String(s.id) }) },
+  {
+    title: "STATUS",
+    align: "left",
+    priority: 1,
+    cell: (s, now) => ({ text: instanceSummary(s, now).status, style: statusStyle(s) }),
+  },
+  {
+    title: "LABEL",
+    align: "left",
+    priority: 5,
+    flexMin: 8,
+    cell: (s, now) => ({ text: instanceSummary(s, now).label }),
+  },
+  { title: "GPU", align: "left", priority: 4, flexMin: 8, cell: (s) => ({ text: s.gpuLabel }) },
+  {
+    title: "$/H",
+    align: "right",
+    priority: 7,
+    cell: (s, now) => ({ text: instanceSummary(s, now).dph }),
+  },
+  {
+    title: "DIRECT SSH",
+    align: "left",
+    priority: 2,
+    cell: (s, now) => ({ text: instanceSummary(s, now).direct }),
+  },
+  {
+    title: "PROXY SSH",
+    align: "left",
+    priority: 3,
+    cell: (s, now) => ({ text: instanceSummary(s, now).proxy }),
+  },
+  { title: "ENGINE", align: "left", priority: 6, cell: (s) => ({ text: s.engine }) },
+  { title: "PORT", align: "right", priority: 6, cell: (s) => ({ text: String(s.remotePort) }) },
+  {
+    title: "AGE",
+    align: "right",
+    priority: 8,
+    cell: (s, now) => ({ text: instanceSummary(s, now).age }),
+  },
 ];
 
-const GREEN = "\x1b[32m";
-const YELLOW = "\x1b[33m";
-const DIM = "\x1b[2m";
-const RESET = "\x1b[0m";
+/** Printed by `vastproxy list` when no instance passes the filters. */
+export const NO_INSTANCES = "no instances (none on the account, or none match --label/--instance)";
 
-/** The instances as a boxed table, one row per instance, in the order given. */
+/** The instances as a table, one row per instance, in the order given. */
 export function renderInstanceTable(
   specs: readonly BackendSpec[],
   opts: InstanceTableOptions,
 ): string {
-  const table = new Table({
-    head: HEAD,
-    // cli-table3 colours head and border by default; empty lists turn it off.
-    style: opts.color ? { head: ["cyan"], border: ["grey"] } : { head: [], border: [] },
-  });
-  for (const spec of specs) {
-    // Labels, GPU names, hosts and statuses are the vast API's words: strip
-    // control and escape sequences (list --json keeps them exact).
-    const s = safeDeep(instanceSummary(spec, opts.now));
-    table.push([
-      s.id,
-      opts.color ? paintStatus(spec, s.status) : s.status,
-      s.label,
-      s.gpu,
-      s.dph,
-      s.direct,
-      s.proxy,
-      s.engine,
-      s.port,
-      s.age,
-    ]);
-  }
-  return table.toString();
-}
-
-/** Green when it will be proxied, yellow while running but filtered out, dim otherwise. */
-function paintStatus(spec: BackendSpec, text: string): string {
-  const colour = spec.eligible ? GREEN : spec.status === "running" ? YELLOW : DIM;
-  return `${colour}${text}${RESET}`;
+  // A header over nothing reads like a rendering bug; say it in words.
+  if (specs.length === 0) return NO_INSTANCES;
+  return renderRows(specs, COLUMNS, opts).join("\n");
 }
 
 /**

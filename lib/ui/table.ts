@@ -1,8 +1,10 @@
 /**
  * Renders a `StatusSnapshot` as screen lines: the live TUI's whole screen
  * (`renderStatus`) and the one-shot table of `vastproxy status`
- * (`renderPlainTable`). Pure functions of their inputs, so the live loop can
- * redraw from a fresh snapshot on every tick and tests can pin exact output.
+ * (`renderPlainTable`); `renderRows` lays out any other rows the same way
+ * (`vastproxy list`), so the project has one table renderer. Pure functions
+ * of their inputs, so the live loop can redraw from a fresh snapshot on every
+ * tick and tests can pin exact output.
  *
  * Width rule: no returned line is wider than `width` terminal columns.
  * Columns are laid out by priority (id and state first, GPU bars last) and
@@ -77,20 +79,27 @@ const STATE_STYLE: Record<BackendState, Style> = {
 };
 
 /** One cell: plain text, a suffix kept when truncating, and its style. */
-interface Cell {
+export interface Cell {
   text: string;
   suffix?: string;
   style?: Style;
 }
 
-interface ColumnDef {
+/**
+ * One column of a table of `R` rows. The live screen, `vastproxy status` and
+ * `vastproxy list` all lay out their columns through these definitions.
+ */
+export interface ColumnDef<R = BackendSnapshot> {
+  /** Header text. */
   title: string;
+  /** Numbers align right. */
   align: "left" | "right";
   /** Lower is kept first when the terminal is narrow. */
   priority: number;
   /** Flexible columns shrink to `min` before anything is dropped. */
   flexMin?: number;
-  cell(b: BackendSnapshot, now: number): Cell;
+  /** The cell for one row; `now` is epoch ms, for ages. */
+  cell(row: R, now: number): Cell;
 }
 
 const NONE = "-";
@@ -189,8 +198,8 @@ export function formatLatency(ms: number | null): string {
   return `${Math.round(ms / 1000)}s`;
 }
 
-interface LaidOutColumn {
-  def: ColumnDef;
+interface LaidOutColumn<R> {
+  def: ColumnDef<R>;
   width: number;
   cells: Cell[];
 }
@@ -201,10 +210,21 @@ interface LaidOutColumn {
  * (widest cell or title); flexible ones start at their minimum and share
  * whatever room is left, up to their natural width.
  */
-function layout(rows: BackendSnapshot[], now: number, width: number, prefix: number) {
+function layout<R>(
+  defs: readonly ColumnDef<R>[],
+  rows: readonly R[],
+  now: number,
+  width: number,
+  prefix: number,
+) {
   const sep = width >= 120 ? 2 : 1;
-  const all = COLUMNS.map((def) => {
-    const cells = rows.map((b) => def.cell(b, now));
+  const all = defs.map((def) => {
+    // Every cell passes the terminal filter here, so no table (status, list,
+    // the live view) can print an instance's escape sequences.
+    const cells = rows.map((b) => {
+      const c = def.cell(b, now);
+      return { ...c, text: safeText(c.text), suffix: c.suffix && safeText(c.suffix) };
+    });
     const natural = Math.max(
       displayWidth(def.title),
       ...cells.map((c) => displayWidth(c.text + (c.suffix ?? ""))),
@@ -234,11 +254,11 @@ function layout(rows: BackendSnapshot[], now: number, width: number, prefix: num
       spare--;
     }
   }
-  const columns: LaidOutColumn[] = all.filter((c) => chosen.has(c));
+  const columns: LaidOutColumn<R>[] = all.filter((c) => chosen.has(c));
   return { columns, sep };
 }
 
-function formatCell(cell: Cell, col: LaidOutColumn, color: boolean): string {
+function formatCell<R>(cell: Cell, col: LaidOutColumn<R>, color: boolean): string {
   const suffix = cell.suffix ?? "";
   const sw = displayWidth(suffix);
   const text = sw > 0 && col.width > sw + 1
@@ -248,12 +268,13 @@ function formatCell(cell: Cell, col: LaidOutColumn, color: boolean): string {
   return cell.style ? paint(fitted, cell.style, color) : fitted;
 }
 
-/** Table header plus one line per backend, each at most `width` wide. */
-function tableLines(
-  rows: BackendSnapshot[],
+/** Table header plus one line per row, each at most `width` wide. */
+function tableLines<R extends { id: number }>(
+  rows: readonly R[],
+  defs: readonly ColumnDef<R>[],
   opts: { width: number; now: number; color: boolean; selected?: number; prefix: number },
 ): { header: string; rows: string[] } {
-  const { columns, sep } = layout(rows, opts.now, opts.width, opts.prefix);
+  const { columns, sep } = layout(defs, rows, opts.now, opts.width, opts.prefix);
   const gap = " ".repeat(sep);
   const pre = " ".repeat(opts.prefix);
   const header = paint(
@@ -312,7 +333,13 @@ export function renderStatus(raw: StatusSnapshot, opts: RenderOptions): string[]
     body = HELP_LINES.slice(0, Math.max(0, bodyRoom));
   } else {
     const backends = snapshot.backends;
-    const t = tableLines(backends, { width, now, color, selected: opts.selected, prefix: 2 });
+    const t = tableLines(backends, COLUMNS, {
+      width,
+      now,
+      color,
+      selected: opts.selected,
+      prefix: 2,
+    });
     const logs = (opts.logLines ?? []).map(safeText);
     const rowRoom = bodyRoom - 1; // minus the table header
     // Keep up to three log lines (plus the rule) visible even with a big fleet.
@@ -368,6 +395,30 @@ export function renderPlainTable(raw: StatusSnapshot, opts: PlainTableOptions): 
   if (snapshot.backends.length === 0) {
     return [...head, EMPTY_FLEET_MESSAGE].map((l) => truncate(l, width));
   }
-  const t = tableLines(snapshot.backends, { width, now: opts.now, color: opts.color, prefix: 0 });
+  const t = tableLines(snapshot.backends, COLUMNS, {
+    width,
+    now: opts.now,
+    color: opts.color,
+    prefix: 0,
+  });
   return [...head.map((l) => truncate(l, width)), t.header, ...t.rows];
+}
+
+/**
+ * Any rows as a table in the same style as the status table: a bold header
+ * line, then one line per row, columns chosen by priority to fit `width`.
+ */
+export function renderRows<R extends { id: number }>(
+  rows: readonly R[],
+  columns: readonly ColumnDef<R>[],
+  opts: PlainTableOptions,
+): string[] {
+  const t = tableLines(rows, columns, {
+    width: opts.width ?? 200,
+    now: opts.now,
+    color: opts.color,
+    prefix: 0,
+  });
+  // No trailing padding: these lines go to pipes and files, not a redrawn screen.
+  return [t.header, ...t.rows].map((l) => l.trimEnd());
 }

@@ -226,11 +226,15 @@ export function closedPortUrl(): string {
   return `http://127.0.0.1:${port}`;
 }
 
-/** Polls `cond` every 5 ms until true or `timeoutMs` passes; returns whether it became true. */
-export async function eventually(cond: () => boolean, timeoutMs = 1000): Promise<boolean> {
+/**
+ * Polls `cond` every 5 ms until true; throws once `timeoutMs` passes. It
+ * throws rather than returning false so a caller that forgets to assert the
+ * result still fails (it resolves to `true` for callers that do assert it).
+ */
+export async function eventually(cond: () => boolean, timeoutMs = 1000): Promise<true> {
   const deadline = Date.now() + timeoutMs;
   while (!cond()) {
-    if (Date.now() > deadline) return false;
+    if (Date.now() > deadline) throw new Error(`condition still false after ${timeoutMs} ms`);
     await new Promise((r) => setTimeout(r, 5));
   }
   return true;

@@ -4,12 +4,14 @@
  */
 import assert from "node:assert/strict";
 import type { ServeConfig } from "../../lib/cli/config_types.ts";
+import { FakeClock } from "../../lib/core/clock.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { startProxy } from "../../lib/app/proxy_app.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_api.ts";
 import { testServeConfig } from "../_helpers/config.ts";
 import { FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
+import { eventually } from "../_helpers/e2e_fleet.ts";
 
 function config(apiUrl: string): ServeConfig {
   return testServeConfig({
@@ -30,28 +32,40 @@ Deno.test("startProxy().shutdown() finishes even when a client stalls mid-upload
     autoUp: { baseUrl: engine.url, path: "direct", endpoint: "127.0.0.1:22" },
   });
   const logger = new MemoryLogger();
-  const proxy = await startProxy(config(api.url), { logger, tunnelFactory: factory });
+  // Shutdown's drain timeout and grace period run on this clock, so the
+  // test moves time past them instead of waiting them out.
+  const clock = new FakeClock();
+  const proxy = await startProxy(config(api.url), { logger, tunnelFactory: factory, clock });
+  let conn: Deno.TcpConn | undefined;
   try {
-    const deadline = Date.now() + 5_000;
-    while (proxy.status().counts.healthy < 1 && Date.now() < deadline) {
-      await new Promise((r) => setTimeout(r, 10));
-    }
-    assert.equal(proxy.status().counts.healthy, 1);
+    await eventually("healthy", () => proxy.status().counts.healthy === 1);
     // A client that sends headers and half its body, then goes quiet.
     const port = Number(new URL(proxy.url).port);
-    const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+    conn = await Deno.connect({ hostname: "127.0.0.1", port });
     await conn.write(new TextEncoder().encode(
       "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
         'Content-Length: 1000\r\n\r\n{"model":',
     ));
+    // Deno.serve signals nothing when it has read these bytes (no handler
+    // output yet): a short real-time wait is the only handle on that.
     await new Promise((r) => setTimeout(r, 50));
-    const started = Date.now();
-    await proxy.shutdown(300);
-    const took = Date.now() - started;
-    assert.ok(took < 4_000, `shutdown took ${took} ms`);
+    let finished = false;
+    const stopping = proxy.shutdown(300).then(() => finished = true);
+    // The stalled upload holds the drain open until its timeout (300 ms of
+    // clock time), then the grace period (1 s) lets shutdown move on.
+    await eventually("drain timer", () => clock.pending > 0);
+    await clock.tick(299);
+    assert.equal(finished, false, "shutdown did not wait for the stalled client");
+    for (let i = 0; i < 50 && !finished; i++) {
+      await clock.tick(100);
+      await new Promise((r) => setTimeout(r, 1));
+    }
+    assert.ok(finished, "shutdown still waiting after 5 s of clock time");
+    await stopping;
     assert.match(logger.text(), /stopped/);
-    conn.close();
   } finally {
+    // Closing the stalled client first lets a shutdown that failed the test still end.
+    conn?.close();
     await proxy.shutdown(0);
     await api.close();
     await engine.close();

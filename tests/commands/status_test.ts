@@ -51,7 +51,9 @@ Deno.test("statusCommand() prints one table row per backend of a running proxy",
     const out = io.stdout();
     assert.match(out, /healthy 3\/3/);
     assert.match(out, /\bID\b.*\bSTATE\b.*\bMODEL\b/);
-    for (const b of proxy.status().backends) {
+    const backends = proxy.status().backends;
+    assert.equal(backends.length, 3);
+    for (const b of backends) {
       const row = out.split("\n").find((l) => l.includes(String(b.id)));
       assert.ok(row, `no row for ${b.id} in:\n${out}`);
       assert.match(row, /healthy/);

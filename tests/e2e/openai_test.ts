@@ -54,7 +54,11 @@ Deno.test({
       });
 
       await t.step("the engines saw the instance token, never the client's key", () => {
+        assert.equal(fleet.engines.length, 3);
         for (const [i, engine] of fleet.engines.entries()) {
+          // Health checks alone put requests on every engine: an empty list
+          // would mean the check below checked nothing.
+          assert.ok(engine.stats.authHeaders.length > 0, `engine ${i} saw no request`);
           for (const h of engine.stats.authHeaders) {
             assert.equal(h, `Bearer ${fleet.tokens[i]}`);
           }
@@ -125,12 +129,16 @@ Deno.test({
       await t.step("status shows direct SSH, models and GPU metrics from nvidia-smi", async () => {
         await eventually(
           "GPU metrics",
-          () => fleet.proxy.status().backends.every((b) => b.gpus.length === 2),
+          () => {
+            const backends = fleet.proxy.status().backends;
+            return backends.length === 3 && backends.every((b) => b.gpus.length === 2);
+          },
         );
         const res = await fetch(`${fleet.proxy.url}/vastproxy/status`);
         const text = await res.text();
         const status = JSON.parse(text);
         assert.equal(status.counts.healthy, 3);
+        assert.equal(status.backends.length, 3);
         for (const b of status.backends) {
           assert.equal(b.ssh, "direct");
           assert.equal(b.gpus[0].name, "NVIDIA H100 80GB HBM3");
@@ -153,17 +161,38 @@ Deno.test({
     const fleet = await startE2eFleet({ models: ["m", "m", "m"], policy: "round-robin" });
     try {
       await fleet.waitHealthy(3);
-      const client = new OpenAI({ baseURL: `${fleet.proxy.url}/v1`, apiKey: CLIENT_KEY });
+      // maxRetries: 0 turns the SDK's own retries off, so only the proxy's
+      // retry can turn a request that met the dead engine into a success.
+      const client = new OpenAI({
+        baseURL: `${fleet.proxy.url}/v1`,
+        apiKey: CLIENT_KEY,
+        maxRetries: 0,
+      });
+      const dead = fleet.ids[1];
       await fleet.engines[1].close();
-      // Every request succeeds: the ones routed to the dead engine are retried elsewhere.
+      // Its port now refuses connections: the request provably never reached
+      // an engine, the one case the proxy must retry elsewhere. The first
+      // request is pinned to the dead instance while health checks still
+      // call it healthy, so the proxy really meets the refusal.
       for (let i = 0; i < 9; i++) {
-        const r = await client.chat.completions.create({
+        const pin = i === 0 ? { headers: { "x-vastproxy-instance": String(dead) } } : {};
+        const { data, response } = await client.chat.completions.create({
           model: "m",
           messages: [{ role: "user", content: `q${i}` }],
-        });
-        assert.equal(r.object, "chat.completion");
+        }, pin).withResponse();
+        assert.equal(data.object, "chat.completion");
+        // The fake engine's 8-token answer, whole: a retried body is not a truncated one.
+        assert.equal(data.choices[0].message.content, " The quick brown fox jumps over the lazy");
+        const servedBy = response.headers.get("x-vastproxy-instance");
+        assert.ok(
+          servedBy === String(fleet.ids[0]) || servedBy === String(fleet.ids[2]),
+          `served by ${servedBy}`,
+        );
       }
-      const dead = fleet.ids[1];
+      // The dead instance was tried (and failed) at least once: the successes
+      // above are the proxy's retries, not requests that never went there.
+      const deadErrors = fleet.proxy.status().backends.find((b) => b.id === dead)?.errors ?? 0;
+      assert.ok(deadErrors >= 1, `dead backend errors: ${deadErrors}`);
       await eventually(
         "dead backend unhealthy",
         () => fleet.proxy.status().backends.find((b) => b.id === dead)?.state === "unhealthy",

@@ -101,28 +101,35 @@ Deno.test("bad input: a body over --max-body gets 413 (declared or chunked) and 
   });
 });
 
-Deno.test("bad input: absurd header sizes get a 4xx or pass, never crash the proxy", async () => {
+Deno.test("bad input: absurd header sizes get a 4xx; 100 headers pass through whole", async () => {
   await withProxy(async (p, port) => {
-    // One 1 MiB header value over raw TCP (hyper caps header sections).
+    const before = p.engines.map((e) => e.stats.requests);
+    // One 1 MiB header value over raw TCP: Deno.serve (hyper) caps the header
+    // section and answers with a client error before the relay runs.
     const huge = "x".repeat(1024 * 1024);
     const text = await rawExchange(
       port,
-      `GET /v1/models HTTP/1.1\r\nHost: localhost\r\nX-Big: ${huge}\r\nConnection: close\r\n\r\n`,
+      `GET /health HTTP/1.1\r\nHost: localhost\r\nX-Big: ${huge}\r\nConnection: close\r\n\r\n`,
       { timeoutMs: 3_000 },
     );
-    // Either the server refuses (431/400) or it closes the connection.
-    if (text !== "") assert.match(text, /^HTTP\/1\.1 (4\d\d)/);
+    assert.match(text, /^HTTP\/1\.1 (400|431) /, `answer: ${JSON.stringify(text.slice(0, 80))}`);
 
-    // Many headers (1000) over fetch: a clean answer.
-    const headers: Record<string, string> = {};
-    for (let i = 0; i < 1000; i++) headers[`x-h-${i}`] = "v".repeat(50);
-    const many = await fetch(`${p.proxy.url}/echo`, { method: "POST", headers, body: "ok" })
-      .then(async (r) => ({ status: r.status, body: await r.text() }))
-      .catch((err) => ({ status: 0, body: String(err) }));
-    assert.ok(
-      many.status === 200 || (many.status >= 400 && many.status < 500) || many.status === 0,
-      `unexpected ${many.status}`,
-    );
+    // 1000 headers: refused the same way, as an answer (not a dropped connection).
+    const headers = (n: number) =>
+      Object.fromEntries(Array.from({ length: n }, (_, i) => [`x-h-${i}`, "v".repeat(50)]));
+    const many = await fetch(`${p.proxy.url}/echo`, {
+      method: "POST",
+      headers: headers(1000),
+      body: "ok",
+    });
+    await many.body?.cancel();
+    assert.ok([400, 431].includes(many.status), `1000 headers: ${many.status}`);
+    // Neither refused request reached an engine.
+    assert.deepEqual(p.engines.map((e, i) => e.stats.requests - before[i]), [0, 0]);
+
+    // 100 headers (within the limit) all reach the engine, values intact.
+    const seenMany = await echo(p, { headers: headers(100), body: "ok" });
+    for (let i = 0; i < 100; i++) assert.equal(seenMany.headers[`x-h-${i}`], "v".repeat(50));
 
     // A 16 KiB Authorization header (no token configured: passes; the engine
     // must still see the instance's own token, not the client's).
@@ -202,12 +209,7 @@ Deno.test("bad input: unknown X-VastProxy-Instance values fall back to the polic
       "\u00e9",
     ];
     for (const v of values) {
-      let res: Response;
-      try {
-        res = await fetch(`${p.proxy.url}/health`, { headers: { "x-vastproxy-instance": v } });
-      } catch {
-        continue; // fetch itself refuses some byte strings; nothing reached the proxy
-      }
+      const res = await fetch(`${p.proxy.url}/health`, { headers: { "x-vastproxy-instance": v } });
       await res.body?.cancel();
       assert.equal(res.status, 200, `pin ${JSON.stringify(v)}`);
       assert.ok(p.ids.includes(Number(res.headers.get("x-vastproxy-instance"))));

@@ -93,7 +93,9 @@ Deno.test("renderMetrics() emits HELP/TYPE, per-instance series and GPU gauges",
   assert.ok(
     text.indexOf('requests_total{instance="5"}') < text.indexOf('requests_total{instance="7"}'),
   );
-  for (const l of lines.filter((l) => l && !l.startsWith("#"))) {
+  const samples = lines.filter((l) => l && !l.startsWith("#"));
+  assert.ok(samples.length > 10, `${samples.length} sample lines`);
+  for (const l of samples) {
     assert.match(l, /^[a-z_]+(\{([a-z_]+="([^"\\\n]|\\.)*",?)*\})? -?[0-9.e+]+$|Inf$|NaN$/, l);
   }
 });

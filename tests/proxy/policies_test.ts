@@ -89,9 +89,37 @@ Deno.test("Rendezvous.select() is deterministic across policy instances", () => 
       new Rendezvous().select([...cands].reverse(), route),
     );
   }
-  // Pinned value: replicas in other processes must compute the same hash.
-  assert.equal(rendezvousScore("abc", 1), rendezvousScore("abc", 1));
-  assert.notEqual(rendezvousScore("abc", 1), rendezvousScore("abc", 2));
+});
+
+// Two replicas (or two versions of vastproxy after an upgrade) must send a
+// session to the same backend, so the hash is part of the contract: these
+// values are pinned, and changing the hash function, a constant or the way
+// key and id are joined fails here rather than silently reshuffling sessions.
+Deno.test("rendezvousScore() returns the pinned 64-bit values", () => {
+  assert.equal(rendezvousScore("abc", 1), 0xd8e421d481c5f681n);
+  assert.equal(rendezvousScore("abc", 2), 0xa0126c4838bce1den);
+  assert.equal(rendezvousScore("", 101), 0x57ce21538044745fn);
+  assert.equal(rendezvousScore("ü🐇", 31337101), 0x286a931d75696f21n); // UTF-8 bytes, not UTF-16
+});
+
+Deno.test("Rendezvous.select() sends pinned keys to pinned backends", () => {
+  const cands = targets(101, 202, 303, 404);
+  const expected: Record<string, number> = {
+    alice: 404,
+    bob: 101,
+    carol: 404,
+    dave: 404,
+    erin: 101,
+    frank: 303,
+    "session-0": 101,
+    "session-1": 303,
+    "": 202,
+    "ü🐇": 303,
+  };
+  for (const [key, id] of Object.entries(expected)) {
+    assert.equal(new Rendezvous().select(cands, { stickyKey: key })!.id, id, `key "${key}"`);
+    assert.equal(new Rendezvous().select([...cands].reverse(), { stickyKey: key })!.id, id);
+  }
 });
 
 Deno.test("Rendezvous.select() moves only the removed backend's keys, and spreads keys", () => {

@@ -110,7 +110,10 @@ Deno.test("startSimFleet() with 32 instances becomes healthy behind startProxy, 
     // GPU metrics arrive over the same SSH connections.
     await eventually(
       "GPU metrics",
-      () => w.proxy.status().backends.every((b) => b.gpus.length > 0),
+      () => {
+        const all = w.proxy.status().backends;
+        return all.length === 32 && all.every((b) => b.gpus.length > 0);
+      },
     );
 
     const res = await fetch(`${w.proxy.url}/v1/chat/completions`, {

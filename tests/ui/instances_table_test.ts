@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import type { BackendSpec } from "../../lib/core/backend_spec.ts";
-import { instancesJson, renderInstanceTable } from "../../lib/ui/instances_table.ts";
+import { instancesJson, NO_INSTANCES, renderInstanceTable } from "../../lib/ui/instances_table.ts";
 
 const TOKEN = "ebc1e4b9922bd49aacfb54bba36259c801f5c4d9edaace7576f9b1ecd067559d";
 const NOW = 1_767_225_600_000 + 90 * 60_000;
@@ -41,16 +41,15 @@ const loading: BackendSpec = {
   token: null,
 };
 
+/** Cells per line: columns are separated by at least two spaces (cells hold single ones). */
 function rows(text: string): string[][] {
-  return text.split("\n")
-    .filter((l) => l.startsWith("│"))
-    .map((l) => l.split("│").slice(1, -1).map((c) => c.trim()));
+  return text.split("\n").map((l) => l.trim().split(/ {2,}/));
 }
 
 Deno.test("renderInstanceTable() renders one row per instance with the expected cells", () => {
   const out = renderInstanceTable([running, loading], { color: false, now: NOW });
   assert.deepEqual(rows(out), [
-    ["id", "status", "label", "GPU × n", "$/h", "direct SSH", "proxy SSH", "engine", "port", "age"],
+    ["ID", "STATUS", "LABEL", "GPU", "$/H", "DIRECT SSH", "PROXY SSH", "ENGINE", "PORT", "AGE"],
     [
       "25078234",
       "running",
@@ -65,6 +64,25 @@ Deno.test("renderInstanceTable() renders one row per instance with the expected 
     ],
     ["7", "loading", "-", "H100 ×1", "-", "-", "ssh2.vast.ai:4000", "unknown", "18000", "-"],
   ]);
+});
+
+Deno.test("renderInstanceTable() aligns columns and fits the width it is given", () => {
+  const lines = renderInstanceTable([running, loading], { color: false, now: NOW }).split("\n");
+  assert.equal(lines.length, 3);
+  // Right-aligned ids end in the same column; left-aligned columns start in one.
+  const ends = lines.map((l) => l.search(/\d(?= {2})/) + 1);
+  assert.equal(new Set(ends.slice(1)).size, 1, lines.join("\n"));
+  const engineAt = lines.map((l) => l.search(/ENGINE|vllm|unknown/));
+  assert.equal(new Set(engineAt).size, 1, lines.join("\n"));
+  // Narrow: low-priority columns go, identity and SSH endpoints stay.
+  const narrow = renderInstanceTable([running, loading], { color: false, now: NOW, width: 70 });
+  for (const l of narrow.split("\n")) assert.ok(l.length <= 70, l);
+  assert.match(narrow, /ID\s+STATUS\s.*DIRECT SSH\s+PROXY SSH/);
+  assert.doesNotMatch(narrow, /AGE/);
+});
+
+Deno.test("renderInstanceTable() says so when there are no instances", () => {
+  assert.equal(renderInstanceTable([], { color: false, now: NOW }), NO_INSTANCES);
 });
 
 Deno.test("renderInstanceTable() emits no ANSI codes when color is false", () => {

@@ -35,11 +35,26 @@ Deno.test("LiveUI keys: x drains the selected backend, d then y destroys it thro
   let input!: ReadableStreamDefaultController<Uint8Array>;
   const stdin = new ReadableStream<Uint8Array>({ start: (c) => void (input = c) });
   const quit = Promise.withResolvers<void>();
+  let frame = "";
+  const destroyed: number[] = [];
   const ui = new LiveUI({
-    stdout: { write: (p) => p.length, columns: () => ({ columns: 160, rows: 40 }) },
+    stdout: {
+      write: (p) => {
+        frame = new TextDecoder().decode(p);
+        return p.length;
+      },
+      columns: () => ({ columns: 160, rows: 40 }),
+    },
     stdin,
     snapshot: () => proxy.status(),
-    actions: { ...proxy.actions, quit: () => quit.resolve() },
+    actions: {
+      ...proxy.actions,
+      destroy: (id) => {
+        destroyed.push(id);
+        return proxy.actions.destroy(id);
+      },
+      quit: () => quit.resolve(),
+    },
     color: false,
     logBuffer: new UiLogBuffer(),
     intervalMs: 50,
@@ -61,9 +76,14 @@ Deno.test("LiveUI keys: x drains the selected backend, d then y destroys it thro
     type("x");
     await eventually("502 back", () => !backend(502).drained, 2_000);
 
-    // d asks; n cancels; nothing reaches the API.
-    type("dn");
-    await new Promise((r) => setTimeout(r, 100));
+    // d asks; n cancels; nothing reaches the API. Keys are handled in order
+    // and each redraws, so once a frame without the question is on screen
+    // the "n" was handled, and a destroy it wrongly started would be recorded.
+    type("d");
+    await eventually("question shown", () => frame.includes("Destroy instance 502"), 2_000);
+    type("n");
+    await eventually("question gone", () => !frame.includes("Destroy instance"), 2_000);
+    assert.deepEqual(destroyed, []);
     assert.equal(api.state.requests.filter((r) => r.method === "DELETE").length, 0);
     // d then y destroys the selected instance through the vast API.
     type("dy");
@@ -72,6 +92,7 @@ Deno.test("LiveUI keys: x drains the selected backend, d then y destroys it thro
       () => api.state.requests.some((r) => r.method === "DELETE"),
       2_000,
     );
+    assert.deepEqual(destroyed, [502]);
     const del = api.state.requests.filter((r) => r.method === "DELETE");
     assert.deepEqual(del.map((r) => r.path), ["/api/v0/instances/502/"]);
     assert.equal(api.state.find(502), undefined);

@@ -127,6 +127,8 @@ for (const width of [60, 100, 160]) {
         logLines: LOGS,
         rps: 12.3,
       });
+      // Header (2), table header, at least one row, footer: never an empty screen.
+      assert.ok(lines.length >= 5, `${lines.length} lines`);
       for (const l of lines) {
         assert.ok(displayWidth(l) <= width, `${displayWidth(l)} > ${width}: ${l}`);
       }
@@ -243,7 +245,9 @@ Deno.test("renderPlainTable() prints every instance with the same columns", () =
   assert.ok(!text.includes("\x1b"));
   assert.match(text, /ID\s+GPU\s+STATE\s+SSH\s+MODEL/);
   assert.equal(lines.filter((l) => /2507823\d|25078240/.test(l)).length, 7);
-  for (const l of renderPlainTable(MIXED, { color: true, now: NOW, width: 80 })) {
+  const narrow = renderPlainTable(MIXED, { color: true, now: NOW, width: 80 });
+  assert.equal(narrow.length, lines.length);
+  for (const l of narrow) {
     assert.ok(displayWidth(l) <= 80);
   }
   assert.match(
