@@ -236,6 +236,7 @@ export async function startProxyProc(
       "--allow-write",
       "--allow-env",
       "--allow-sys=homedir,hostname,osRelease",
+      "--allow-ffi",
       `${ROOT}main.ts`,
       "serve",
       "--api-key",

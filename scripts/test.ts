@@ -12,9 +12,21 @@ const args = [...Deno.args];
 const fast = args.includes("--fast");
 const extra = args.filter((a) => a !== "--fast");
 
-/** Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux, kill. */
+/**
+ * Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux,
+ * kill, and prlimit (a server under a low open-file limit).
+ */
 function allowRun(): string {
-  const progs = [Deno.execPath(), "/usr/sbin/sshd", "ssh-keygen", "ssh", "tmux", "kill", "ps"];
+  const progs = [
+    Deno.execPath(),
+    "/usr/sbin/sshd",
+    "ssh-keygen",
+    "ssh",
+    "tmux",
+    "kill",
+    "ps",
+    "prlimit",
+  ];
   const found = progs.filter((p) => {
     if (p.startsWith("/")) {
       try {

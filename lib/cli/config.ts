@@ -292,6 +292,17 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     );
   }
 
+  const maxConnIn = lookup.get("max-connections");
+  const maxConnText = (maxConnIn?.value ?? "1000").trim();
+  const maxConnections = Number(maxConnText);
+  if (!/^\d+$/.test(maxConnText) || maxConnections <= 0 || !Number.isSafeInteger(maxConnections)) {
+    throw new UsageError(
+      `${maxConnIn?.source ?? "--max-connections"}: "${maxConnIn?.value}" is not a connection ` +
+        "count (a positive integer, e.g. 1000)",
+      "max-connections",
+    );
+  }
+
   const formatIn = lookup.get("log-format");
   const logFormat = (formatIn?.value ?? "text") as LogFormat;
   if (logFormat !== "text" && logFormat !== "json") {
@@ -332,6 +343,9 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     healthIntervalMs: durationOf(lookup, "health-interval"),
     maxBodyBytes,
     drainTimeoutMs: durationOf(lookup, "drain-timeout"),
+    headerTimeoutMs: durationOf(lookup, "header-timeout"),
+    idleTimeoutMs: durationOf(lookup, "idle-timeout"),
+    maxConnections,
     tui: !lookup.flag("no-tui") && (sources.isTty ?? false),
     logFormat,
   };

@@ -43,7 +43,7 @@ export interface Http1ServerOptions {
 }
 
 /** Connections being answered 503 at once; beyond this they are closed without an answer. */
-const MAX_SHEDDING = 64;
+const MAX_SHEDDING = 128;
 /** How long a shed connection may take to read its 503. */
 const SHED_LINGER_MS = 1_000;
 const SHED_RESPONSE = simpleResponse(503, { "retry-after": "1" });

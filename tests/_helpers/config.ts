@@ -23,6 +23,9 @@ const DEFAULTS: Omit<ServeConfig, "apiKey" | "apiUrl"> = {
   healthIntervalMs: 200,
   maxBodyBytes: 1024 * 1024,
   drainTimeoutMs: 1_000,
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 1000,
   tui: false,
   logFormat: "text",
 };
