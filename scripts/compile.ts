@@ -22,7 +22,9 @@ export const TARGETS = [
 /**
  * What vastproxy needs at run time: network (vast API, SSH, listening),
  * files (keys, .env, known_hosts), environment (config), and the few system
- * facts node:os gives ssh2 and the home-directory defaults.
+ * facts node:os gives ssh2 and the home-directory defaults, and FFI for
+ * libc's getrlimit/setrlimit (raising the open-file limit at start; Deno has
+ * no API for it).
  */
 export const RUNTIME_PERMISSIONS = [
   "--allow-net",

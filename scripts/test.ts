@@ -14,7 +14,10 @@ const args = [...Deno.args];
 const fast = args.includes("--fast");
 const extra = args.filter((a) => a !== "--fast");
 
-/** Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux, kill, python3 (uvicorn). */
+/**
+ * Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux,
+ * kill, python3 (uvicorn), and prlimit (a server under a low open-file limit).
+ */
 function allowRun(): string {
   const progs = [
     Deno.execPath(),
@@ -25,6 +28,7 @@ function allowRun(): string {
     "kill",
     "ps",
     "/usr/bin/python3",
+    "prlimit",
   ];
   const found = progs.filter((p) => {
     if (p.startsWith("/")) {

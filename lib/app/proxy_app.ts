@@ -1,6 +1,7 @@
 /**
  * A running proxy: the watcher feeds the fleet, the fleet owns backends, the
- * relay serves `Deno.serve` from the fleet's routable backends. `serve`,
+ * relay answers clients from the fleet's routable backends through our own
+ * HTTP/1.1 listener (lib/http1/server.ts, for its timeouts and connection cap). `serve`,
  * `demo`, the end-to-end tests and the benchmark all start it through
  * `startProxy()`, so they exercise the same wiring.
  */
@@ -27,6 +28,8 @@ import { guardResponse } from "../proxy/guard.ts";
 import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
 import type { StatusSnapshot } from "../proxy/snapshot.ts";
 import { errorText } from "../core/errors.ts";
+import { type Http1Server, serveHttp1 } from "../http1/server.ts";
+import { connectionCapFor, readOpenFilesLimit } from "./fd_limit.ts";
 
 /** What the wiring may take from outside (tests inject fakes). */
 export interface ProxyDeps {
@@ -192,6 +195,20 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     logger,
   });
 
+  // Each client connection costs a descriptor (Deno already raised the soft
+  // limit to the hard one): keep the connection cap below it, so shedding
+  // (503) comes before EMFILE.
+  const fdLimit = readOpenFilesLimit();
+  const maxConnections = connectionCapFor(config.maxConnections, fdLimit);
+  if (maxConnections < config.maxConnections) {
+    logger.log("warn", "--max-connections lowered to fit the open-file limit", {
+      asked: config.maxConnections,
+      using: maxConnections,
+      openFiles: fdLimit.soft,
+    });
+  }
+
+  let server: Http1Server | undefined;
   let listen = `${config.listen.hostname}:${config.listen.port}`;
   const status = () =>
     fleet.status({
@@ -200,6 +217,11 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       policy: config.policy,
       startedAt,
       apiError: watcher.lastError(),
+      limits: {
+        openFiles: fdLimit.soft,
+        connections: server?.connections ?? 0,
+        maxConnections,
+      },
     });
 
   const bodyBudget = new BodyBudget({
@@ -248,20 +270,19 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     logger.log("warn", "--cors-origin * without --auth-token: any web page can use this proxy");
   }
 
-  // Every response leaves through guardResponse: no header byte can make Deno.serve panic.
+  // Every response leaves through guardResponse: a header the proxy cannot
+  // write is dropped (and logged) on every path, never a failed response.
   const onUnsendableHeader = (name: string) =>
     logger.log("warn", "dropped a response header the proxy cannot send", { header: name });
 
-  let resolveListening!: (addr: Deno.NetAddr) => void;
-  const listening = new Promise<Deno.NetAddr>((r) => (resolveListening = r));
-  let server: Deno.HttpServer<Deno.NetAddr>;
   try {
-    server = Deno.serve({
+    server = serveHttp1({
       hostname: config.listen.hostname,
       port: config.listen.port,
-      // No `signal`: aborting it cuts in-flight response streams, while
-      // `server.shutdown()` stops accepting and lets them finish (the drain).
-      onListen: (addr) => resolveListening(addr as Deno.NetAddr),
+      headerTimeoutMs: config.headerTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+      maxConnections,
+      logger,
       // A handler bug must cost one request, never the proxy.
       onError: (err) => {
         logger.log("error", "request handler failed", { error: errorText(err) });
@@ -279,11 +300,17 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     }
     throw err;
   }
-  const addr = await listening;
+  const http = server;
+  const addr = http.addr;
   const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
   listen = `${host}:${addr.port}`;
   const url = `http://${listen}`;
-  logger.log("info", "listening", { url, policy: config.policy });
+  logger.log("info", "listening", {
+    url,
+    policy: config.policy,
+    maxConnections,
+    openFiles: fdLimit.soft ?? "unknown",
+  });
 
   // The first listing decides whether the key works at all.
   try {
@@ -295,7 +322,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
   } catch (err) {
     if (err instanceof VastApiError && err.kind === "auth") {
       life.abort();
-      await server.shutdown();
+      await http.closeAll();
       await fleet.drainAll(0);
       throw new ApiKeyRejectedError(err);
     }
@@ -359,7 +386,9 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
         drainTimeoutMs,
       });
       life.abort(); // stops polling and health loops
-      const drained = server.shutdown();
+      // Stops accepting and closes idle client connections; requests in
+      // flight finish (their connections close after the response).
+      const drained = http.shutdown();
       const deadline = clock.now() + drainTimeoutMs;
       await raceTimeout(drained, drainTimeoutMs, clock);
       // Closing the tunnels ends whatever is still streaming after the timeout,
@@ -367,8 +396,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       await fleet.drainAll(Math.max(0, deadline - clock.now()));
       // With tunnels closed, relayed streams end on their own; a client that
       // stalled mid-upload or stopped reading would still hold shutdown() open
-      // forever, so give it a moment and then move on (the process exits).
-      await raceTimeout(drained, SHUTDOWN_GRACE_MS, clock);
+      // forever, so give it a moment and then close what is left.
+      if (!(await raceTimeout(drained, SHUTDOWN_GRACE_MS, clock))) await http.closeAll();
       await pollLoop;
       if (marks && !(await raceTimeout(marks.clearAll(), MARKS_CLEAR_TIMEOUT_MS, clock))) {
         logger.log("warn", "could not clear --mark-label marks in time; some may remain", {});
@@ -387,7 +416,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     status,
     actions,
     shutdown,
-    finished: server.finished,
+    finished: http.finished,
     bufferedBodies: () => ({
       used: bodyBudget.used,
       peak: bodyBudget.peak,

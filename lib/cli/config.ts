@@ -323,6 +323,17 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     return n.origin;
   });
 
+  const maxConnIn = lookup.get("max-connections");
+  const maxConnText = (maxConnIn?.value ?? "1000").trim();
+  const maxConnections = Number(maxConnText);
+  if (!/^\d+$/.test(maxConnText) || maxConnections <= 0 || !Number.isSafeInteger(maxConnections)) {
+    throw new UsageError(
+      `${maxConnIn?.source ?? "--max-connections"}: "${maxConnIn?.value}" is not a connection ` +
+        "count (a positive integer, e.g. 1000)",
+      "max-connections",
+    );
+  }
+
   const formatIn = lookup.get("log-format");
   const logFormat = (formatIn?.value ?? "text") as LogFormat;
   if (logFormat !== "text" && logFormat !== "json") {
@@ -367,6 +378,9 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     allowedHosts: hostsIn.values.map((h) => h.trim().toLowerCase()),
     corsOrigins,
     drainTimeoutMs: durationOf(lookup, "drain-timeout"),
+    headerTimeoutMs: durationOf(lookup, "header-timeout"),
+    idleTimeoutMs: durationOf(lookup, "idle-timeout"),
+    maxConnections,
     tui: !lookup.flag("no-tui") && (sources.isTty ?? false),
     logFormat,
   };

@@ -37,6 +37,12 @@ export interface ServeConfig {
   /** `--cors-origin` entries, normalized (`http://localhost:3000`) or `*`. */
   corsOrigins: string[];
   drainTimeoutMs: number;
+  /** Time a client connection may take to send a request head (`--header-timeout`). */
+  headerTimeoutMs: number;
+  /** Time an idle keep-alive client connection stays open (`--idle-timeout`). */
+  idleTimeoutMs: number;
+  /** Open client connections before new ones get 503 (`--max-connections`). */
+  maxConnections: number;
   tui: boolean;
   logFormat: LogFormat;
 }

@@ -53,7 +53,7 @@ const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?:[ \t](.*))?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 
 /** Strips leading and trailing SP / HTAB only (String.prototype.trim would also eat 0xa0). */
-function trimOws(s: string): string {
+export function trimOws(s: string): string {
   let a = 0;
   let b = s.length;
   while (a < b && (s.charCodeAt(a) === 0x20 || s.charCodeAt(a) === 0x09)) a++;

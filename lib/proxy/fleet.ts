@@ -9,7 +9,7 @@ import type { BackendSpec } from "../core/backend_spec.ts";
 import type { FleetDiff } from "../core/fleet_diff.ts";
 import { connectionKey } from "../core/backend_spec.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
-import type { BackendSnapshot, StatusSnapshot } from "./snapshot.ts";
+import type { BackendSnapshot, ListenerLimits, StatusSnapshot } from "./snapshot.ts";
 import { Backend, type BackendDeps, type BackendEvent } from "./backend.ts";
 import type { HistogramData } from "./histogram.ts";
 import { errorText } from "../core/errors.ts";
@@ -27,6 +27,7 @@ export interface StatusExtra {
   policy: string;
   startedAt: number;
   apiError: string | null;
+  limits?: ListenerLimits;
 }
 
 const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;

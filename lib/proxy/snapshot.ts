@@ -69,4 +69,19 @@ export interface StatusSnapshot {
   /** Last vast API problem, or null while polls succeed. */
   apiError: string | null;
   backends: BackendSnapshot[];
+  /**
+   * Client-connection limits of the listener. Optional: older proxies, and
+   * snapshots built without a listener, do not have it.
+   */
+  limits?: ListenerLimits;
+}
+
+/** The listener's view of client connections and descriptors. */
+export interface ListenerLimits {
+  /** Soft open-file limit (RLIMIT_NOFILE) in force, or null when unknown. */
+  openFiles: number | null;
+  /** Client connections open now. */
+  connections: number;
+  /** Open client connections before new ones get 503. */
+  maxConnections: number;
 }

@@ -27,6 +27,9 @@ const DEFAULTS: Omit<ServeConfig, "apiKey" | "apiUrl"> = {
   allowedHosts: [],
   corsOrigins: [],
   drainTimeoutMs: 1_000,
+  headerTimeoutMs: 10_000,
+  idleTimeoutMs: 60_000,
+  maxConnections: 1000,
   tui: false,
   logFormat: "text",
 };

@@ -90,6 +90,9 @@ Deno.test("resolveServeConfig() applies defaults", () => {
   assert.equal(c.healthIntervalMs, 5_000);
   assert.equal(c.maxBodyBytes, 32 * 1024 * 1024);
   assert.equal(c.drainTimeoutMs, 30_000);
+  assert.equal(c.headerTimeoutMs, 10_000);
+  assert.equal(c.idleTimeoutMs, 60_000);
+  assert.equal(c.maxConnections, 1000);
   assert.equal(c.tui, false);
   assert.equal(c.logFormat, "text");
   assert.deepEqual(c.sshKeys, []);
@@ -212,6 +215,8 @@ Deno.test("resolveServeConfig() usage errors name the flag or variable", () => {
     ],
     [{ policy: "random" }, env, /--policy: unknown policy "random"/],
     [{ "max-body": "lots" }, env, /--max-body: "lots" is not a size/],
+    [{ "max-connections": "0" }, env, /--max-connections: "0" is not a connection count/],
+    [{ "idle-timeout": "soon" }, env, /--idle-timeout: "soon" is not a duration/],
     [{ "log-format": "xml" }, env, /--log-format: "xml" is not text or json/],
     [{ instance: ["12", "abc"] }, env, /--instance: "abc" is not an instance id/],
     [{ "sticky-header": "bad header" }, env, /--sticky-header/],

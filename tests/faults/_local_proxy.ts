@@ -45,6 +45,9 @@ export interface LocalProxyOptions {
   pollIntervalMs?: number;
   healthIntervalMs?: number;
   drainTimeoutMs?: number;
+  headerTimeoutMs?: number;
+  idleTimeoutMs?: number;
+  maxConnections?: number;
   clock?: Clock;
   /** Upstream fetch (relay and health checks) [global fetch]. */
   /** Answers the tunnels' requests when no engines run (`engines: false`). */
@@ -142,6 +145,9 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
       healthIntervalMs: opts.healthIntervalMs ?? 60_000,
       maxBodyBytes: opts.maxBodyBytes ?? 1024 * 1024,
       drainTimeoutMs: opts.drainTimeoutMs ?? 1_000,
+      headerTimeoutMs: opts.headerTimeoutMs ?? 10_000,
+      idleTimeoutMs: opts.idleTimeoutMs ?? 60_000,
+      maxConnections: opts.maxConnections ?? 1000,
       ...opts.config,
     });
     const proxy = await startProxy(config, {

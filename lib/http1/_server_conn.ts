@@ -1,0 +1,625 @@
+/**
+ * One accepted client connection of the HTTP/1.1 server (server.ts): reads
+ * request heads, hands each request to the handler with its body as a
+ * stream, writes the response, and keeps the connection alive between
+ * requests. Timeouts apply only while the connection waits for a client:
+ * for a request head (`headerTimeoutMs`), between requests (`idleTimeoutMs`)
+ * and inside a stalled request body (`idleTimeoutMs`). While the handler runs
+ * or a response streams, nothing times out: an LLM may take minutes before
+ * its first token.
+ */
+import { ChunkedDecoder, findHeadEnd, resumeFrom } from "./parse.ts";
+import {
+  BadRequestError,
+  parseRequestHead,
+  type RequestFraming,
+  requestFraming,
+  type RequestHead,
+} from "./request_head.ts";
+import { encodeResponseHead, type ResponseFraming, simpleResponse } from "./response_head.ts";
+import { latin1ToBytes } from "./latin1.ts";
+import { headerValue } from "./types.ts";
+
+/** The handler the server runs; the shape of `Deno.serve`'s. */
+export type ServerHandler = (
+  req: Request,
+  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+) => Response | Promise<Response>;
+
+/** What a connection takes from its server. */
+export interface ServerConnOptions {
+  handler: ServerHandler;
+  onError: (err: unknown) => Response | Promise<Response>;
+  headerTimeoutMs: number;
+  idleTimeoutMs: number;
+  maxHeadBytes: number;
+  /** `host:port` for requests without a Host field (HTTP/1.0). */
+  listenHost: string;
+  /** True once the server is shutting down: finish the current response, then close. */
+  stopping(): boolean;
+}
+
+const EMPTY = new Uint8Array(0);
+/** Read size while waiting for a head: small, since thousands of idle connections each hold one. */
+const HEAD_READ = 4 * 1024;
+/** Read size inside a request body. */
+const BODY_READ = 64 * 1024;
+/** Response bytes gathered before a write, when more are ready at once. */
+const WRITE_BATCH = 64 * 1024;
+const CONTINUE = latin1ToBytes("HTTP/1.1 100 Continue\r\n\r\n");
+const CRLF = latin1ToBytes("\r\n");
+const LAST_CHUNK = latin1ToBytes("0\r\n\r\n");
+const PENDING: unique symbol = Symbol("pending");
+
+/** Where the connection is: waiting between requests, reading a head, or serving one. */
+type Phase = "idle" | "head" | "active";
+
+/** The request body's progress, shared by the body stream and the connection. */
+interface BodyState {
+  /** All of the body was read (or there is none). */
+  done: boolean;
+  /** The handler started reading it. */
+  started: boolean;
+}
+
+/** One client connection; `run()` serves it until it closes. */
+export class ServerConn {
+  #conn: Deno.TcpConn;
+  #opts: ServerConnOptions;
+  #remoteAddr: Deno.NetAddr;
+  // Unread bytes are #buf[#pos..]. Chunks handed to a body stream are views
+  // of #buf; #buf is replaced, never written, so they stay valid.
+  #buf: Uint8Array = EMPTY;
+  #pos = 0;
+  #reading: Promise<void> | null = null;
+  #readSize = HEAD_READ;
+  #eof = false;
+  #closed = false;
+  #phase: Phase = "head";
+  #timer: ReturnType<typeof setTimeout> | undefined;
+  // While a request is served: what to do when the client goes away.
+  #onPeerGone: (() => void) | null = null;
+  #watching = false;
+
+  constructor(conn: Deno.TcpConn, opts: ServerConnOptions) {
+    this.#conn = conn;
+    this.#opts = opts;
+    this.#remoteAddr = conn.remoteAddr;
+  }
+
+  /** True while no request is being served (shutdown may close it at once). */
+  get waiting(): boolean {
+    return this.#phase !== "active";
+  }
+
+  /** Serves requests until the client leaves, a timeout fires, or the server stops. */
+  async run(): Promise<void> {
+    try {
+      let first = true;
+      while (!this.#closed && (first || !this.#opts.stopping())) {
+        if (!(await this.#serveOne(first))) break;
+        first = false;
+      }
+    } finally {
+      this.close();
+    }
+  }
+
+  /** Closes the socket (idempotent); a pending read ends, a pending request is aborted. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#disarm();
+    this.#onPeerGone?.();
+    try {
+      this.#conn.close();
+    } catch { /* already closed */ }
+  }
+
+  // --- reading ---------------------------------------------------------------
+
+  #available(): number {
+    return this.#buf.length - this.#pos;
+  }
+
+  /** Reads once from the socket into the buffer; concurrent callers share one read. */
+  #fill(): Promise<void> {
+    this.#reading ??= this.#readOnce().finally(() => (this.#reading = null));
+    return this.#reading;
+  }
+
+  async #readOnce(): Promise<void> {
+    if (this.#eof || this.#closed) {
+      this.#eof = true;
+      return;
+    }
+    const scratch = new Uint8Array(this.#readSize);
+    let n: number | null;
+    try {
+      n = await this.#conn.read(scratch);
+    } catch {
+      n = null;
+    }
+    if (n === null) {
+      this.#eof = true;
+      this.#onPeerGone?.();
+      return;
+    }
+    // Keep small reads compact: thousands of connections may each hold one.
+    const fresh = n * 4 < scratch.length ? scratch.slice(0, n) : scratch.subarray(0, n);
+    if (this.#available() === 0) {
+      this.#buf = fresh;
+      this.#pos = 0;
+    } else {
+      const joined = new Uint8Array(this.#available() + n);
+      joined.set(this.#buf.subarray(this.#pos));
+      joined.set(fresh, this.#available());
+      this.#buf = joined;
+      this.#pos = 0;
+    }
+  }
+
+  // --- timers ----------------------------------------------------------------
+
+  #arm(ms: number, onExpire: () => void): void {
+    this.#disarm();
+    this.#timer = setTimeout(onExpire, ms);
+  }
+
+  #disarm(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+  }
+
+  /** Header timeout: a best-effort 408, then close. */
+  #headerTimedOut = (): void => {
+    if (this.#closed) return;
+    const conn = this.#conn;
+    conn.write(simpleResponse(408)).catch(() => {}).finally(() => this.close());
+  };
+
+  #idleTimedOut = (): void => this.close();
+
+  // --- one exchange ------------------------------------------------------------
+
+  /** Reads a complete head; null when the connection ended or was answered and must close. */
+  async #readHead(first: boolean): Promise<Uint8Array | null> {
+    this.#readSize = HEAD_READ;
+    // Stray CRLFs between requests (after a body, some clients add one) are skipped.
+    const skipBlank = () => {
+      while (
+        this.#available() > 0 && (this.#buf[this.#pos] === 13 || this.#buf[this.#pos] === 10)
+      ) {
+        this.#pos++;
+      }
+    };
+    skipBlank();
+    if (this.#available() === 0) {
+      // The first head must arrive within the header timeout of the accept;
+      // a kept-alive connection may be idle for the idle timeout first.
+      this.#phase = first ? "head" : "idle";
+      if (first) this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
+      else this.#arm(this.#opts.idleTimeoutMs, this.#idleTimedOut);
+      while (this.#available() === 0) {
+        await this.#fill();
+        if (this.#eof) return null;
+        skipBlank();
+      }
+    }
+    if (this.#phase !== "head") {
+      this.#phase = "head";
+      this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
+    }
+    let from = 0;
+    for (;;) {
+      const view = this.#buf.subarray(this.#pos);
+      const end = findHeadEnd(view, from);
+      if (end !== -1 && end <= this.#opts.maxHeadBytes) {
+        this.#pos += end;
+        return view.subarray(0, end);
+      }
+      if (end !== -1 || view.length > this.#opts.maxHeadBytes) {
+        this.#disarm();
+        this.#phase = "active";
+        await this.#writeQuietly(simpleResponse(431));
+        return null;
+      }
+      from = resumeFrom(view.length);
+      await this.#fill();
+      if (this.#eof) return null;
+    }
+  }
+
+  /** Serves one request; false when the connection must close afterwards. */
+  async #serveOne(first: boolean): Promise<boolean> {
+    const headBytes = await this.#readHead(first);
+    if (headBytes === null) return false;
+    this.#disarm();
+    this.#phase = "active";
+    let head: RequestHead;
+    let framing: RequestFraming;
+    try {
+      head = parseRequestHead(headBytes);
+      framing = requestFraming(head);
+    } catch (err) {
+      const status = err instanceof BadRequestError ? err.status : 400;
+      await this.#writeQuietly(simpleResponse(status));
+      return false;
+    }
+
+    const abort = new AbortController();
+    const body: BodyState = { done: framing.kind === "none", started: false };
+    let finished = false;
+    let peerGone = false;
+    let responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+    this.#onPeerGone = () => {
+      if (finished || peerGone) return;
+      peerGone = true;
+      abort.abort(new DOMException("client disconnected", "AbortError"));
+      responseReader?.cancel().catch(() => {});
+    };
+
+    const req = this.#buildRequest(head, framing, body, abort.signal);
+    if (req === null) {
+      this.#onPeerGone = null;
+      await this.#writeQuietly(simpleResponse(400));
+      return false;
+    }
+    let resolveCompleted!: () => void;
+    let rejectCompleted!: (err: unknown) => void;
+    const completed = new Promise<void>((res, rej) => {
+      resolveCompleted = res;
+      rejectCompleted = rej;
+    });
+    completed.catch(() => {});
+    this.#watchPeer();
+
+    let res: Response;
+    try {
+      res = await this.#opts.handler(req, { remoteAddr: this.#remoteAddr, completed });
+    } catch (err) {
+      res = await this.#fallback(err);
+    }
+    if (peerGone) {
+      finished = true;
+      res.body?.cancel().catch(() => {});
+      rejectCompleted(new Deno.errors.Interrupted("client disconnected"));
+      this.#onPeerGone = null;
+      return false;
+    }
+    // A body the handler did not read (an early 401 or 413, or a refused
+    // 100-continue) leaves the connection out of step: close after answering.
+    const keepAlive = head.keepAlive && body.done && !this.#opts.stopping();
+    let ok: boolean;
+    let close = true;
+    try {
+      const out = await this.#writeResponse(res, head, keepAlive, (r) => (responseReader = r));
+      ok = out.ok && !peerGone;
+      close = out.close;
+    } catch {
+      ok = false;
+    }
+    finished = true;
+    this.#onPeerGone = null;
+    if (ok) resolveCompleted();
+    else {
+      this.#onPeerGone = null;
+      if (!peerGone) abort.abort(new DOMException("response not delivered", "AbortError"));
+      rejectCompleted(new Deno.errors.Interrupted("response not delivered"));
+    }
+    return ok && !close && body.done;
+  }
+
+  /** The handler's error response, or a plain 500 when that fails too. */
+  async #fallback(err: unknown): Promise<Response> {
+    try {
+      return await this.#opts.onError(err);
+    } catch {
+      return new Response("Internal Server Error\n", { status: 500 });
+    }
+  }
+
+  /**
+   * The `Request` for `head`. `req.url` is the raw target after the Host (or
+   * listen address): the URL parser would re-encode `'`, `"` and more, and
+   * the relay forwards the target exactly as the client sent it.
+   */
+  #buildRequest(
+    head: RequestHead,
+    framing: RequestFraming,
+    body: BodyState,
+    signal: AbortSignal,
+  ): Request | null {
+    let url: string;
+    if (head.target.startsWith("/")) {
+      url = `http://${headerValue(head.headers, "host") ?? this.#opts.listenHost}${head.target}`;
+    } else if (/^https?:\/\/[^/?#]/i.test(head.target)) {
+      url = head.target; // absolute-form
+    } else {
+      return null;
+    }
+    try {
+      const headers = new Headers();
+      for (const [n, v] of head.headers) headers.append(n, v);
+      // fetch refuses a GET or HEAD with a body; such a body stays unread and
+      // the connection closes after the answer.
+      const bodyless = head.method === "GET" || head.method === "HEAD";
+      const stream = framing.kind === "none" || bodyless
+        ? null
+        : this.#bodyStream(framing, head.expectContinue, body);
+      const req = new Request(url, {
+        method: head.method,
+        headers,
+        body: stream,
+        signal,
+        // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
+        duplex: "half",
+      });
+      Object.defineProperty(req, "url", { value: url, enumerable: true });
+      return req;
+    } catch {
+      return null;
+    }
+  }
+
+  /** The request body as a stream read from the socket only when the handler pulls. */
+  #bodyStream(
+    framing: RequestFraming,
+    expectContinue: boolean,
+    body: BodyState,
+  ): ReadableStream<Uint8Array> {
+    let remaining = framing.kind === "length" ? framing.length : 0;
+    const decoder = framing.kind === "chunked" ? new ChunkedDecoder() : null;
+    return new ReadableStream<Uint8Array>({
+      pull: async (ctrl) => {
+        if (!body.started) {
+          body.started = true;
+          // The client waits for this before sending the body (RFC 9110 §10.1.1).
+          if (expectContinue) await this.#writeAll(CONTINUE);
+        }
+        for (;;) {
+          if (this.#available() === 0) {
+            await this.#fillBody();
+            if (this.#available() === 0) {
+              ctrl.error(new Error("client closed the connection mid-body"));
+              return;
+            }
+          }
+          this.#watchPeer(); // room in the buffer again
+          if (decoder === null) {
+            const take = Math.min(remaining, this.#available());
+            const chunk = this.#buf.subarray(this.#pos, this.#pos + take);
+            this.#pos += take;
+            remaining -= take;
+            ctrl.enqueue(chunk);
+            if (remaining === 0) this.#bodyDone(body, ctrl);
+            return;
+          }
+          const input = this.#buf.subarray(this.#pos);
+          const pieces: Uint8Array[] = [];
+          try {
+            decoder.push(input, (p) => pieces.push(p));
+          } catch (err) {
+            ctrl.error(err);
+            this.close(); // the framing is lost: nothing after this can be read
+            return;
+          }
+          this.#pos = decoder.done ? this.#buf.length - decoder.rest.length : this.#buf.length;
+          for (const p of pieces) ctrl.enqueue(p);
+          if (decoder.done) this.#bodyDone(body, ctrl);
+          if (pieces.length > 0 || decoder.done) return;
+        }
+      },
+    }, { highWaterMark: 0 });
+  }
+
+  #bodyDone(body: BodyState, ctrl: ReadableStreamDefaultController<Uint8Array>): void {
+    body.done = true;
+    this.#readSize = HEAD_READ;
+    ctrl.close();
+  }
+
+  /** One socket read inside a body; a client silent for the idle timeout is dropped. */
+  async #fillBody(): Promise<void> {
+    this.#readSize = BODY_READ;
+    this.#arm(this.#opts.idleTimeoutMs, this.#idleTimedOut);
+    try {
+      await this.#fill();
+    } finally {
+      this.#disarm();
+    }
+  }
+
+  /**
+   * Keeps one read pending while a request is served, so a client that
+   * disconnects aborts the request at once (the relay then cancels the
+   * engine's work), even before the handler reads the body. What arrives
+   * meanwhile (body bytes, pipelined requests) is buffered up to the head
+   * limit only: beyond it the socket is left unread, which is the
+   * back-pressure; the body stream restarts the watch as it consumes.
+   */
+  #watchPeer(): void {
+    if (this.#watching) return;
+    this.#watching = true;
+    void (async () => {
+      try {
+        while (this.#onPeerGone !== null && !this.#eof && !this.#closed) {
+          if (this.#available() >= this.#opts.maxHeadBytes) return;
+          await this.#fill();
+        }
+      } finally {
+        this.#watching = false;
+      }
+    })();
+  }
+
+  // --- writing -----------------------------------------------------------------
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    let at = 0;
+    while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
+  }
+
+  async #writeQuietly(bytes: Uint8Array): Promise<void> {
+    try {
+      await this.#writeAll(bytes);
+    } catch { /* the client left */ }
+  }
+
+  /**
+   * Writes `res`. Body chunks that are ready together leave in one write;
+   * otherwise each chunk is written as soon as it arrives (SSE streams). A
+   * body complete before the head is written gets a `content-length`.
+   */
+  async #writeResponse(
+    res: Response,
+    head: RequestHead,
+    keepAlive: boolean,
+    onReader: (r: ReadableStreamDefaultReader<Uint8Array>) => void,
+  ): Promise<{ ok: boolean; close: boolean }> {
+    const noBody = head.method === "HEAD" || res.status === 204 || res.status === 304;
+    if (noBody || res.body === null) {
+      res.body?.cancel().catch(() => {});
+      const enc = encodeResponseHead(res, {
+        method: head.method,
+        minor: head.minor,
+        keepAlive,
+        knownLength: noBody ? null : 0,
+      });
+      await this.#writeAll(enc.bytes);
+      return { ok: true, close: enc.close };
+    }
+    const reader = res.body.getReader();
+    onReader(reader);
+    try {
+      let next = reader.read();
+      const ready: Uint8Array[] = [];
+      let readyBytes = 0;
+      let ended = false;
+      while (readyBytes < WRITE_BATCH) {
+        const r = await settledSoon(next);
+        if (r === PENDING) break;
+        if (r.done) {
+          ended = true;
+          break;
+        }
+        ready.push(r.value);
+        readyBytes += r.value.byteLength;
+        next = reader.read();
+      }
+      let enc;
+      try {
+        enc = encodeResponseHead(res, {
+          method: head.method,
+          minor: head.minor,
+          keepAlive,
+          knownLength: ended ? readyBytes : null,
+        });
+      } catch (err) {
+        // A header value that is not a byte string: nothing was sent yet.
+        reader.cancel().catch(() => {});
+        const fallback = await this.#fallback(err);
+        return await this.#writeResponse(fallback, head, keepAlive, onReader);
+      }
+      const framer = new Framer(enc.framing);
+      await this.#writeAll(concat([enc.bytes, ...framer.frame(ready, ended)]));
+      if (ended) return { ok: framer.complete, close: enc.close };
+      for (;;) {
+        const batch: Uint8Array[] = [];
+        let bytes = 0;
+        let r = await next;
+        while (!r.done) {
+          batch.push(r.value);
+          bytes += r.value.byteLength;
+          next = reader.read();
+          if (bytes >= WRITE_BATCH) break;
+          const soon = await settledSoon(next);
+          if (soon === PENDING) break;
+          r = soon;
+        }
+        const out = framer.frame(batch, r.done);
+        if (out.length > 0) await this.#writeAll(concat(out));
+        if (framer.overflow) {
+          reader.cancel().catch(() => {});
+          return { ok: false, close: true };
+        }
+        if (r.done) return { ok: framer.complete, close: enc.close || !framer.complete };
+      }
+    } catch {
+      // The body failed mid-stream or the client left: the framing cannot be
+      // finished, so the connection ends here.
+      reader.cancel().catch(() => {});
+      return { ok: false, close: true };
+    }
+  }
+}
+
+/** Frames body chunks for one response's framing and checks a declared length. */
+class Framer {
+  #framing: ResponseFraming;
+  #sent = 0;
+  /** The body went past its declared length (the extra bytes were not sent). */
+  overflow = false;
+
+  constructor(framing: ResponseFraming) {
+    this.#framing = framing;
+  }
+
+  /** True when what was sent matches the framing (a declared length was met). */
+  get complete(): boolean {
+    return this.#framing.kind !== "length" || this.#sent === this.#framing.length;
+  }
+
+  /** The wire bytes for `chunks`, plus the terminator when `last`. */
+  frame(chunks: Uint8Array[], last: boolean): Uint8Array[] {
+    const out: Uint8Array[] = [];
+    const f = this.#framing;
+    for (const c of chunks) {
+      if (c.byteLength === 0) continue;
+      if (f.kind === "chunked") {
+        out.push(latin1ToBytes(`${c.byteLength.toString(16)}\r\n`), c, CRLF);
+      } else if (f.kind === "length") {
+        const room = f.length - this.#sent;
+        if (c.byteLength > room) this.overflow = true;
+        if (room > 0) out.push(c.byteLength > room ? c.subarray(0, room) : c);
+        this.#sent += Math.min(room, c.byteLength);
+      } else if (f.kind === "close") {
+        out.push(c);
+      }
+    }
+    if (last && f.kind === "chunked") out.push(LAST_CHUNK);
+    return out;
+  }
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let n = 0;
+  for (const p of parts) n += p.byteLength;
+  const out = new Uint8Array(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
+/**
+ * `p`'s value if it settles within a few microtask turns, else PENDING. A
+ * stream whose chunks are already queued answers at once, so a small
+ * response leaves in one write; a stream waiting on I/O (an SSE token)
+ * does not, and what is ready is flushed first.
+ */
+async function settledSoon<T>(p: Promise<T>): Promise<T | typeof PENDING> {
+  let value: T | typeof PENDING = PENDING;
+  let failed = false;
+  let error: unknown;
+  p.then((v) => (value = v), (e) => {
+    failed = true;
+    error = e;
+  });
+  for (let i = 0; i < 8 && value === PENDING && !failed; i++) await null;
+  if (failed) throw error;
+  return value;
+}

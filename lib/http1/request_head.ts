@@ -1,0 +1,155 @@
+/**
+ * The byte-level half of the HTTP/1.1 server (server.ts): parsing a request
+ * head and deciding how its body is framed (RFC 9112). A server is stricter
+ * than the client's response parser, because a request the proxy reads one
+ * way and a front proxy reads another is request smuggling: whitespace before
+ * a colon, obs-fold, Content-Length together with Transfer-Encoding and a
+ * malformed length are all refused rather than repaired.
+ */
+import { bytesToLatin1 } from "./latin1.ts";
+import { trimOws } from "./parse.ts";
+import type { HeaderPairs } from "./types.ts";
+
+/** A parsed request head. */
+export interface RequestHead {
+  method: string;
+  /** The request target exactly as sent (byte string). */
+  target: string;
+  /** 0 for HTTP/1.0, 1 for HTTP/1.1. */
+  minor: number;
+  /** Fields in order: names lower-case, values byte strings. */
+  headers: HeaderPairs;
+  /** HTTP/1.1 without `Connection: close`, or HTTP/1.0 with `Connection: keep-alive`. */
+  keepAlive: boolean;
+  /** `Expect: 100-continue` was sent. */
+  expectContinue: boolean;
+}
+
+/** How a request body is delimited. */
+export type RequestFraming = { kind: "none" } | { kind: "length"; length: number } | {
+  kind: "chunked";
+};
+
+/** A request the server must refuse with `status`, then close the connection. */
+export class BadRequestError extends Error {
+  readonly status: number;
+
+  constructor(status: number, message: string) {
+    super(message);
+    this.name = "BadRequestError";
+    this.status = status;
+  }
+}
+
+const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+// Visible ASCII and obs-text: whitespace and control bytes would split the line.
+const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
+// A Host value that cannot change where the URL's path starts (no `/`, `?`,
+// `#`, `@`, `\`): reg-name, IPv4, [IPv6] and an optional port.
+const HOST = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$/;
+
+/**
+ * Parses a request head (request line and fields, without the terminating
+ * empty line). Throws `BadRequestError` for anything that cannot be read one
+ * way only.
+ */
+export function parseRequestHead(bytes: Uint8Array): RequestHead {
+  const lines = bytesToLatin1(bytes).split("\n");
+  // RFC 9112 §2.2: a server should ignore empty lines before the request line.
+  let at = 0;
+  while (at < lines.length - 1 && (lines[at] === "" || lines[at] === "\r")) at++;
+  const first = lines[at].endsWith("\r") ? lines[at].slice(0, -1) : lines[at];
+  const parts = first.split(" ");
+  if (parts.length !== 3) throw new BadRequestError(400, "malformed request line");
+  const [method, target, version] = parts;
+  const v = /^HTTP\/1\.([01])$/.exec(version);
+  if (!v) {
+    throw new BadRequestError(/^HTTP\/\d\.\d$/.test(version) ? 505 : 400, "unsupported version");
+  }
+  if (!TOKEN.test(method)) throw new BadRequestError(400, "malformed method");
+  if (!TARGET.test(target)) throw new BadRequestError(400, "malformed request target");
+  const headers: HeaderPairs = [];
+  for (let i = at + 1; i < lines.length; i++) {
+    let line = lines[i];
+    if (line.endsWith("\r")) line = line.slice(0, -1);
+    if (line === "") continue;
+    const c0 = line.charCodeAt(0);
+    if (c0 === 0x20 || c0 === 0x09) throw new BadRequestError(400, "obsolete line folding");
+    const colon = line.indexOf(":");
+    const name = colon <= 0 ? "" : line.slice(0, colon);
+    // No whitespace between name and colon (§5.1: a server must reject it).
+    if (!TOKEN.test(name)) throw new BadRequestError(400, "malformed header field");
+    const value = trimOws(line.slice(colon + 1));
+    // deno-lint-ignore no-control-regex -- control bytes in a value are the point
+    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) {
+      throw new BadRequestError(400, "control character in a header value");
+    }
+    headers.push([name.toLowerCase(), value]);
+  }
+  const minor = Number(v[1]);
+  let close = false;
+  let keepAliveToken = false;
+  let expectContinue = false;
+  let hosts = 0;
+  for (const [n, val] of headers) {
+    if (n === "connection") {
+      for (const t of val.toLowerCase().split(",")) {
+        const opt = trimOws(t);
+        if (opt === "close") close = true;
+        else if (opt === "keep-alive") keepAliveToken = true;
+      }
+    } else if (n === "expect") {
+      expectContinue = val.toLowerCase() === "100-continue";
+    } else if (n === "host") {
+      hosts++;
+      if (!HOST.test(val)) throw new BadRequestError(400, "malformed Host header");
+    }
+  }
+  // §3.2: exactly one Host in HTTP/1.1.
+  if (hosts > 1 || (minor === 1 && hosts === 0)) {
+    throw new BadRequestError(400, "HTTP/1.1 request needs exactly one Host header");
+  }
+  return {
+    method,
+    target,
+    minor,
+    headers,
+    keepAlive: !close && (minor === 1 || keepAliveToken),
+    expectContinue: expectContinue && minor === 1,
+  };
+}
+
+/**
+ * How the body of `head` is framed. Content-Length together with
+ * Transfer-Encoding, a Content-Length that is not one decimal number and
+ * Transfer-Encoding in HTTP/1.0 are refused with 400 (the classic smuggling
+ * shapes); a coding other than plain `chunked` with 501.
+ */
+export function requestFraming(head: RequestHead): RequestFraming {
+  let te: string | null = null;
+  let cl: string | null = null;
+  for (const [n, v] of head.headers) {
+    if (n === "transfer-encoding") te = te === null ? v : `${te}, ${v}`;
+    else if (n === "content-length") cl = cl === null ? v : `${cl}, ${v}`;
+  }
+  if (te !== null) {
+    if (cl !== null) {
+      throw new BadRequestError(400, "both Content-Length and Transfer-Encoding");
+    }
+    if (head.minor === 0) throw new BadRequestError(400, "Transfer-Encoding in HTTP/1.0");
+    const codings = te.split(",").map((c) => trimOws(c).toLowerCase()).filter((c) => c !== "");
+    if (codings.length !== 1 || codings[0] !== "chunked") {
+      throw new BadRequestError(501, "unsupported transfer coding");
+    }
+    return { kind: "chunked" };
+  }
+  if (cl === null) return { kind: "none" };
+  // Repeated identical values ("5, 5", or two fields) are one length.
+  const values = new Set(cl.split(",").map(trimOws));
+  const [only] = values;
+  if (values.size !== 1 || !/^[0-9]{1,15}$/.test(only)) {
+    throw new BadRequestError(400, "invalid Content-Length");
+  }
+  const length = Number(only);
+  return length === 0 ? { kind: "none" } : { kind: "length", length };
+}
