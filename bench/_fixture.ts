@@ -20,6 +20,11 @@ export const BENCH_MODEL = "bench-model";
 const ROOT = Deno.env.get("BENCH_PROXY_ROOT")?.replace(/\/?$/, "/") ??
   new URL("..", import.meta.url).pathname;
 
+/** Instance token of the i-th bench instance (the engines accept any; it is sent like a real one). */
+export function benchToken(i: number): string {
+  return `bench-token-${i}-3f9d2a7c51e84b06`;
+}
+
 /** Resolves once something accepts TCP on `port`, or throws after `timeoutMs`. */
 export async function waitPort(port: number, timeoutMs = 10_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -200,7 +205,14 @@ export interface ProxyProc extends Proc {
 export async function startProxyProc(
   world: World,
   enginePorts: number[],
-  opts: { extraArgs?: string[]; readyTimeoutMs?: number; tag: string; root?: string },
+  opts: {
+    extraArgs?: string[];
+    readyTimeoutMs?: number;
+    tag: string;
+    root?: string;
+    /** Deno runtime flags for the proxy process (e.g. `--cpu-prof`), after BENCH_PROXY_FLAGS. */
+    runtimeFlags?: string[];
+  },
 ): Promise<ProxyProc> {
   const records = enginePorts.map((enginePort, i) =>
     makeInstanceRecord({
@@ -211,7 +223,7 @@ export async function startProxyProc(
       ssh_host: "127.0.0.1",
       ssh_port: world.sshdPort,
       image_runtype: "ssh_direc ssh_proxy",
-      jupyter_token: `bench-token-${i}-3f9d2a7c51e84b06`,
+      jupyter_token: benchToken(i),
       extra_env: [["VLLM_MODEL", BENCH_MODEL], ["VLLM_ARGS", `--port ${enginePort}`]],
       onstart: null,
     })
@@ -225,7 +237,10 @@ export async function startProxyProc(
   }
   const started = performance.now();
   // BENCH_PROXY_FLAGS adds runtime flags to the proxy, e.g. `--cpu-prof`.
-  const extraFlags = (Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean);
+  const extraFlags = [
+    ...(Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean),
+    ...(opts.runtimeFlags ?? []),
+  ];
   const proc = spawnLogged(
     Deno.execPath(),
     [
@@ -280,4 +295,97 @@ export async function startProxyProc(
     throw err;
   }
   return { ...proc, url, readyMs: performance.now() - started, close };
+}
+
+// ---- path (e): the Go original's core ------------------------------------
+
+const BENCH_DIR = new URL(".", import.meta.url).pathname;
+/** Where Debian's golang-golang-x-crypto-dev puts its source (a GOPATH root). */
+const GO_PATH = Deno.env.get("BENCH_GOPATH") ?? "/usr/share/gocode";
+
+/**
+ * Builds `bench/go_core` into `bench/.cache/go_core` and returns the binary's
+ * path, or null (after one line on stderr saying why) when Go or x/crypto is
+ * missing or the build fails. Offline by construction: GOPATH mode
+ * (GO111MODULE=off) against the distro's source tree, GOPROXY=off, and the
+ * build cache inside bench/.cache; nothing is fetched.
+ */
+export async function buildGoCore(): Promise<string | null> {
+  const skip = (why: string) => {
+    console.error(`bench: path (e) go core skipped: ${why}`);
+    return null;
+  };
+  try {
+    Deno.statSync(`${GO_PATH}/src/golang.org/x/crypto/ssh/client.go`);
+  } catch {
+    return skip(
+      `no golang.org/x/crypto under ${GO_PATH} (apt install golang-golang-x-crypto-dev)`,
+    );
+  }
+  const out = `${BENCH_DIR}.cache/go_core`;
+  await Deno.mkdir(`${BENCH_DIR}.cache`, { recursive: true });
+  const env: Record<string, string> = {
+    PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
+    HOME: Deno.env.get("HOME") ?? "/root",
+    GO111MODULE: "off",
+    GOPATH: GO_PATH,
+    GOPROXY: "off",
+    GOFLAGS: "",
+    GOTOOLCHAIN: "local",
+    CGO_ENABLED: "0",
+    GOCACHE: `${BENCH_DIR}.cache/go-build`,
+  };
+  let res: Deno.CommandOutput;
+  try {
+    res = await new Deno.Command("go", {
+      args: ["build", "-o", out, "."],
+      cwd: `${BENCH_DIR}go_core`,
+      env,
+      clearEnv: true,
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return skip("`go` not found (apt install golang-go)");
+    return skip(`cannot run go: ${err}`);
+  }
+  if (!res.success) {
+    const text = new TextDecoder().decode(res.stderr).trim().split("\n").slice(0, 3).join(" | ");
+    return skip(`go build failed: ${text}`);
+  }
+  return out;
+}
+
+/** Path (e): the Go core in front of `enginePorts`, one SSH connection per engine. */
+export async function startGoCore(
+  world: World,
+  bin: string,
+  enginePorts: number[],
+  tag: string,
+): Promise<Proc & { url: string }> {
+  const port = freePort();
+  const log = `${world.dir}/go_core_${tag}.log`;
+  const proc = spawnLogged(bin, [
+    "-listen",
+    `127.0.0.1:${port}`,
+    "-ssh",
+    `127.0.0.1:${world.sshdPort}`,
+    "-user",
+    "root",
+    "-key",
+    world.clientKey,
+    "-insecure",
+    "-backends",
+    enginePorts.join(","),
+    "-tokens",
+    enginePorts.map((_, i) => benchToken(i)).join(","),
+  ], log);
+  try {
+    await waitPort(port, 30_000);
+  } catch (err) {
+    await proc.stop();
+    const text = await Deno.readTextFile(log).catch(() => "");
+    throw new Error(`go core did not start: ${err}\n${text.slice(-2000)}`);
+  }
+  return { ...proc, url: `http://127.0.0.1:${port}` };
 }

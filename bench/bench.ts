@@ -1,8 +1,12 @@
 /**
- * `deno task bench [--quick] [--rounds N] [--only S1,S3]`: measures three
- * paths to the same fake engines, interleaved round by round —
- * (a) direct, (b) OpenSSH `ssh -N -L`, (c) `vastproxy serve` — and prints one
- * table of medians over the rounds; the raw rounds go to bench/results.json.
+ * `deno task bench [--quick] [--rounds N] [--only S1,S3] [--profile]`:
+ * measures the paths to the same fake engines, interleaved round by round —
+ * (a) direct, (b) OpenSSH `ssh -N -L`, (c) `vastproxy serve`, (d) another
+ * checkout's proxy when BENCH_BASELINE_ROOT is set, (e) the Go original's
+ * core (bench/go_core) when Go builds it — and prints one table of medians
+ * over the rounds; the raw rounds go to bench/results.json. `--profile`
+ * writes a V8 CPU profile of each proxy process (c, d) per scenario; see
+ * bench/profile_summary.ts.
  *
  * Processes: this one runs sshd's keys/config, the fake engines and the fake
  * vast API; `bench/load.ts` (the load generator) and the proxy each run in
@@ -12,8 +16,11 @@
 import { startFakeEngine } from "../lib/sim/fake_engine.ts";
 import {
   BENCH_MODEL,
+  buildGoCore,
+  type Proc,
   procStatusMiB,
   type ProxyProc,
+  startGoCore,
   startProxyProc,
   startSshForwards,
   startWorld,
@@ -22,24 +29,30 @@ import {
 import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
 import { median } from "./_stats.ts";
 
-type PathName = "a" | "b" | "c" | "d";
+type PathName = "a" | "b" | "c" | "d" | "e";
 /**
  * With `BENCH_BASELINE_ROOT=<another checkout>`, a fourth path (d) runs that
  * checkout's proxy in the same interleaved rounds: before/after in one run.
  */
 const BASELINE_ROOT = Deno.env.get("BENCH_BASELINE_ROOT") || undefined;
+/** Paths measured in this run; (e) is appended by `main()` once the Go core builds. */
 const PATHS: PathName[] = BASELINE_ROOT ? ["a", "b", "c", "d"] : ["a", "b", "c"];
 const PATH_LABEL: Record<PathName, string> = {
   a: "direct",
   b: "ssh -L",
   c: "vastproxy",
   d: "baseline",
+  e: "go core",
 };
+/** The built Go core (path e), or null when it is not part of this run. */
+let goCoreBin: string | null = null;
 
 interface Settings {
   quick: boolean;
   rounds: number;
   only: Set<string> | null;
+  /** Directory for the proxies' CPU profiles (`--profile`), or null. */
+  profileDir: string | null;
 }
 
 function parseArgs(args: string[]): Settings {
@@ -50,10 +63,14 @@ function parseArgs(args: string[]): Settings {
   };
   const rounds = Number(at("--rounds") ?? (quick ? 3 : 5));
   const only = at("--only");
+  const stamp = new Date().toISOString().replace(/[:.]/g, "-");
   return {
     quick,
     rounds,
     only: only ? new Set(only.split(",").map((s) => s.trim().toUpperCase())) : null,
+    profileDir: args.includes("--profile")
+      ? new URL(`./.cache/profiles/${stamp}`, import.meta.url).pathname
+      : null,
   };
 }
 
@@ -106,41 +123,61 @@ async function* lineIterator(stream: ReadableStream<Uint8Array>): AsyncGenerator
 interface Setup {
   targets: Record<PathName, string[]>;
   proxy: ProxyProc;
+  goCore?: Proc;
   sshPids: number[];
   close(): Promise<void>;
 }
 
-/** Engines, ssh forwards and a proxy for `n` backends; torn down by `close()`. */
-async function setup(world: World, n: number, tag: string): Promise<Setup> {
+/** Runtime flags that make a proxy write its CPU profile as `<dir>/<tag>.cpuprofile`. */
+function profileFlags(s: Settings, tag: string): string[] {
+  return s.profileDir
+    ? ["--cpu-prof", `--cpu-prof-dir=${s.profileDir}`, `--cpu-prof-name=${tag}.cpuprofile`]
+    : [];
+}
+
+/** Engines, ssh forwards and the proxies for `n` backends; torn down by `close()`. */
+async function setup(world: World, s: Settings, n: number, tag: string): Promise<Setup> {
   const engines = await Promise.all(
     Array.from({ length: n }, () => startFakeEngine({ model: BENCH_MODEL, engine: "vllm" })),
   );
   const ports = engines.map((e) => e.port);
   const ssh = await startSshForwards(world, ports);
-  let proxy: ProxyProc;
+  let proxy: ProxyProc | undefined;
   let baseline: ProxyProc | undefined;
+  let goCore: (Proc & { url: string }) | undefined;
   try {
-    proxy = await startProxyProc(world, ports, { tag });
+    proxy = await startProxyProc(world, ports, { tag, runtimeFlags: profileFlags(s, tag) });
     if (BASELINE_ROOT) {
-      baseline = await startProxyProc(world, ports, { tag: `${tag}-base`, root: BASELINE_ROOT });
+      baseline = await startProxyProc(world, ports, {
+        tag: `${tag}-base`,
+        root: BASELINE_ROOT,
+        runtimeFlags: profileFlags(s, `${tag}-base`),
+      });
     }
+    if (goCoreBin) goCore = await startGoCore(world, goCoreBin, ports, tag);
   } catch (err) {
+    await proxy?.close();
+    await baseline?.close();
     await ssh.stop();
     await Promise.all(engines.map((e) => e.close()));
     throw err;
   }
+  const started = proxy;
   return {
     targets: {
       a: ports.map((p) => `http://127.0.0.1:${p}`),
       b: ssh.ports.map((p) => `http://127.0.0.1:${p}`),
-      c: [proxy.url],
+      c: [started.url],
       d: baseline ? [baseline.url] : [],
+      e: goCore ? [goCore.url] : [],
     },
-    proxy,
+    proxy: started,
+    goCore,
     sshPids: ssh.procs.map((p) => p.pid),
     async close() {
-      await proxy.close();
+      await started.close();
       await baseline?.close();
+      await goCore?.stop();
       await ssh.stop();
       await Promise.all(engines.map((e) => e.close()));
     },
@@ -180,7 +217,7 @@ function requestsJob(targets: string[], concurrency: number, durationMs: number)
   };
 }
 
-/** Runs `rounds` × (a, b, c) of `job(path)` and collects `pick(result)`. */
+/** Runs `rounds` × (a, b, c, …) of `job(path)` and collects `pick(result)`. */
 async function interleave<R>(
   s: Settings,
   load: LoadGen,
@@ -206,7 +243,7 @@ async function interleave<R>(
 }
 
 function emptyResult(id: string, title: string, setupText: string): ScenarioResult {
-  return { id, title, setup: setupText, rounds: { a: [], b: [], c: [], d: [] }, notes: [] };
+  return { id, title, setup: setupText, rounds: { a: [], b: [], c: [], d: [], e: [] }, notes: [] };
 }
 
 async function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
@@ -215,7 +252,7 @@ async function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
     "latency, 1 backend, concurrency 1",
     "POST /v1/chat/completions (non-streaming, ~300 B each way)",
   );
-  const env = await setup(world, 1, "s1");
+  const env = await setup(world, s, 1, "s1");
   try {
     await interleave<RequestsResult>(
       s,
@@ -236,7 +273,7 @@ async function s2(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
     "throughput, 4 backends, concurrency 32",
     "same request; (a) and (b) spread the 32 workers over 4 engines / 4 ssh -L processes",
   );
-  const env = await setup(world, 4, "s2");
+  const env = await setup(world, s, 4, "s2");
   try {
     await interleave<RequestsResult>(
       s,
@@ -258,7 +295,7 @@ async function s3(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
     "streaming, 4 backends, 200 SSE streams",
     `200 concurrent streams × ${events} events, one every 20 ms, stamped by the engine`,
   );
-  const env = await setup(world, 4, "s3");
+  const env = await setup(world, s, 4, "s3");
   try {
     await interleave<SseResult>(
       s,
@@ -295,7 +332,7 @@ async function s4(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
     "scale, 8 backends, 1,000 SSE streams",
     `1,000 concurrent streams × ${events} events, one every 500 ms; RSS = VmHWM of the proxy process`,
   );
-  const env = await setup(world, 8, "s4");
+  const env = await setup(world, s, 8, "s4");
   try {
     await interleave<SseResult>(
       s,
@@ -314,6 +351,7 @@ async function s4(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
         completed: r.completed,
         delayP99Ms: r.delayP99Ms,
         ...(p === "c" ? { peakRssMiB: env.proxy.peakRssMiB() } : {}),
+        ...(p === "e" && env.goCore ? { peakRssMiB: env.goCore.peakRssMiB() } : {}),
       }),
     );
     const sshHwm = env.sshPids.map((pid) => procStatusMiB(pid, "VmHWM"));
@@ -355,7 +393,7 @@ async function s5(world: World, s: Settings): Promise<ScenarioResult> {
 async function s6(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
   const bytes = 200 * 1024 * 1024;
   const res = emptyResult("S6", "bulk, 1 backend", "one 200 MiB response body (GET /bytes)");
-  const env = await setup(world, 1, "s6");
+  const env = await setup(world, s, 1, "s6");
   try {
     await interleave<BulkResult>(
       s,
@@ -392,6 +430,7 @@ function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: b
   if (r1) {
     const d = med(r1, "c", "p50Ms") - med(r1, "b", "p50Ms");
     out.push({ target: "S1 p50 (c) − (b) ≤ 0.3 ms", value: `${fmt(d)} ms`, ok: d <= 0.3 });
+    out.push({ target: "#14: S1 p50 (c) − (b) ≤ 0.15 ms", value: `${fmt(d)} ms`, ok: d <= 0.15 });
   }
   const r2 = by("S2");
   if (r2) {
@@ -401,6 +440,19 @@ function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: b
       value: `${(ratio * 100).toFixed(0)}%`,
       ok: ratio >= 0.5,
     });
+    out.push({
+      target: "#14: S2 req/s (c) ≥ 60% of (b)",
+      value: `${(ratio * 100).toFixed(0)}%`,
+      ok: ratio >= 0.6,
+    });
+    if (r2.rounds.e.length) {
+      const vsGo = med(r2, "c", "rps") / med(r2, "e", "rps");
+      out.push({
+        target: "#14: S2 req/s (c) ≥ 1.5× (e) go core",
+        value: `${fmt(vsGo)}×`,
+        ok: vsGo >= 1.5,
+      });
+    }
   }
   const r3 = by("S3");
   if (r3) {
@@ -495,6 +547,8 @@ async function main(): Promise<number> {
   const s = parseArgs(Deno.args);
   const want = (id: string) => s.only === null || s.only.has(id);
   const started = Date.now();
+  goCoreBin = await buildGoCore();
+  if (goCoreBin) PATHS.push("e");
   const world = await startWorld();
   const load = new LoadGen();
   const all: ScenarioResult[] = [];
@@ -536,6 +590,15 @@ async function main(): Promise<number> {
     JSON.stringify(out, null, 2) + "\n",
   );
   console.error(`\nwrote bench/results.json (${out.seconds} s)`);
+  if (s.profileDir) {
+    const files = [...Deno.readDirSync(s.profileDir)].map((e) => e.name).sort();
+    console.error(
+      `CPU profiles of the proxies in ${s.profileDir}: ${files.join(", ")}\n` +
+        `summarise with: deno run --allow-read bench/profile_summary.ts ${s.profileDir}/${
+          files[0] ?? "s2.cpuprofile"
+        }`,
+    );
+  }
   return 0;
 }
 
