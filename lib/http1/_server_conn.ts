@@ -19,6 +19,7 @@ import {
 import { encodeResponseHead, type ResponseFraming, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
+import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -280,6 +281,16 @@ export class ServerConn {
     } catch (err) {
       res = await this.#fallback(err);
     }
+    const plan = upgradePlanOf(res);
+    if (plan) {
+      finished = true;
+      if (peerGone) {
+        plan.onAbandon();
+        this.#onPeerGone = null;
+        return false;
+      }
+      return await this.#switchProtocols(plan);
+    }
     if (peerGone) {
       finished = true;
       res.body?.cancel().catch(() => {});
@@ -308,6 +319,33 @@ export class ServerConn {
       rejectCompleted(new Deno.errors.Interrupted("response not delivered"));
     }
     return ok && !close && body.done;
+  }
+
+  /**
+   * Writes the 101 head of `plan` and hands the socket over to it: from
+   * here the connection is a byte pipe the relay owns (it closes it), and
+   * this object lets go of it. A read already pending (the disconnect
+   * watch) delivers the client's first bytes as `initial`.
+   */
+  async #switchProtocols(plan: UpgradePlan): Promise<boolean> {
+    this.#onPeerGone = null;
+    let head = `HTTP/1.1 101 ${plan.statusText || "Switching Protocols"}\r\n`;
+    for (const [n, v] of plan.headers) head += `${n}: ${v}\r\n`;
+    try {
+      await this.#writeAll(latin1ToBytes(`${head}\r\n`));
+    } catch {
+      plan.onAbandon();
+      return false;
+    }
+    this.#disarm();
+    this.#closed = true; // ours no more: close() must not touch the socket
+    const pending = this.#reading;
+    const initial = (async () => {
+      if (pending) await pending.catch(() => {});
+      return this.#buf.slice(this.#pos);
+    })();
+    plan.onUpgrade({ conn: this.#conn, initial });
+    return false;
   }
 
   /** The handler's error response, or a plain 500 when that fails too. */

@@ -37,6 +37,7 @@ import {
   resumeFrom,
 } from "./parse.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "./types.ts";
+import type { Upgraded } from "./upgrade.ts";
 
 /** Opens a fresh byte stream to the engine's HTTP port. */
 export type OpenStream = () => Promise<Duplex>;
@@ -127,7 +128,21 @@ export class Http1Client {
     const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
     const key = req.affinity ?? NO_AFFINITY;
     const conn = this.#takeIdle(key) ?? await this.#connect(req.signal);
-    return this.#exchange(conn, key, req, payload);
+    return this.#exchange(conn, key, req, payload, false) as Promise<Http1Response>;
+  }
+
+  /**
+   * Sends an upgrade request (e.g. a WebSocket handshake) on a fresh
+   * channel. On `101 Switching Protocols` the channel leaves the client and
+   * comes back raw, as `Upgraded`; any other answer is an ordinary response
+   * (and its channel is never reused). Errors as for `request()`.
+   */
+  async upgrade(req: Http1Request): Promise<Upgraded | Http1Response> {
+    if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
+    req.signal?.throwIfAborted();
+    const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host, true);
+    // Never a pooled channel: an upgraded one is never given back.
+    return this.#exchange(await this.#connect(req.signal), NO_AFFINITY, req, payload, true);
   }
 
   /**
@@ -260,7 +275,8 @@ export class Http1Client {
     key: string,
     req: Http1Request,
     payload: Uint8Array,
-  ): Promise<Http1Response> {
+    upgrade: boolean,
+  ): Promise<Http1Response | Upgraded> {
     this.#busy.add(conn);
     const { signal } = req;
     let finished = false;
@@ -289,11 +305,26 @@ export class Http1Client {
       conn.write(payload);
       conn.uses++;
       this.#requests++;
-      ({ head, interim } = await readHead(conn));
-      framing = framingOf(req.method, head);
+      ({ head, interim } = await readHead(conn, upgrade));
+      framing = head.status === 101 ? { kind: "none" } : framingOf(req.method, head);
     } catch (err) {
       finish(false);
       throw signal?.aborted ? signal.reason : err;
+    }
+    if (head.status === 101) {
+      // The channel now belongs to the caller: out of the pool's books.
+      signal?.removeEventListener("abort", onAbort);
+      finished = true;
+      this.#busy.delete(conn);
+      if (this.#busy.size === 0) this.#drained?.();
+      return {
+        status: 101,
+        statusText: head.statusText,
+        headers: head.headers,
+        read: () => conn.read().catch(() => null),
+        write: (bytes) => conn.writeAndDrain(bytes),
+        close: () => conn.destroy(),
+      };
     }
     if (head.keepAliveTimeout !== null) {
       conn.idleTtlMs = Math.min(
@@ -303,7 +334,7 @@ export class Http1Client {
     }
     // Only a cleanly delimited answer to a plain request leaves the stream
     // at a message boundary we can trust.
-    const reusable = head.keepAlive && !interim &&
+    const reusable = !upgrade && head.keepAlive && !interim &&
       (framing.kind === "length" || framing.kind === "chunked");
     const headers = framing.kind === "length" || framing.kind === "none"
       ? head.headers
@@ -326,7 +357,10 @@ export class Http1Client {
  * Reads up to the final (non-1xx) response head; bytes past it go back to
  * `conn`. `interim` tells whether 1xx answers came first.
  */
-async function readHead(conn: Conn): Promise<{ head: ResponseHead; interim: boolean }> {
+async function readHead(
+  conn: Conn,
+  allowUpgrade: boolean,
+): Promise<{ head: ResponseHead; interim: boolean }> {
   let acc: Uint8Array = EMPTY;
   let from = 0;
   let interim = false;
@@ -352,7 +386,8 @@ async function readHead(conn: Conn): Promise<{ head: ResponseHead; interim: bool
     const head = parseHead(acc.subarray(0, end));
     acc = acc.subarray(end);
     from = 0;
-    if (head.status >= 200) {
+    if (head.status >= 200 || (head.status === 101 && allowUpgrade)) {
+      // After a 101 these are the new protocol's first bytes: kept for the caller.
       if (acc.length > 0) conn.unshift(acc);
       return { head, interim };
     }

@@ -70,6 +70,22 @@ export class Conn {
     this.stream.write(bytes);
   }
 
+  /** Writes `bytes` and waits until the stream takes more (back-pressure for piped upgrades). */
+  async writeAndDrain(bytes: Uint8Array): Promise<void> {
+    if (this.dead) throw new Http1Error("channel closed", { sent: true });
+    this.written += bytes.byteLength;
+    if (this.stream.write(bytes)) return;
+    await new Promise<void>((resolve) => {
+      const done = () => {
+        this.stream.off("drain", done);
+        this.stream.off("close", done);
+        resolve();
+      };
+      this.stream.on("drain", done);
+      this.stream.on("close", done);
+    });
+  }
+
   /** Next chunk, or null at end of stream; throws the stream's error. */
   async read(): Promise<Uint8Array | null> {
     for (;;) {

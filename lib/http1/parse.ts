@@ -175,8 +175,9 @@ const UNSAFE_TARGET = /[\s\0]|[^\x00-\xff]/;
  * The request as one buffer (head and body), so a typical chat request
  * leaves in one channel write, hence one SSH packet. Header values go out
  * byte for byte; `Host` is added when absent; `Content-Length` always comes
- * from the body actually sent. Throws `Http1Error` (not sent) for a target or
- * field that would break the head.
+ * from the body actually sent; `upgrade` adds `Connection: upgrade` (the
+ * caller passes the `Upgrade` field). Throws `Http1Error` (not sent) for a
+ * target or field that would break the head.
  */
 export function encodeRequest(
   method: string,
@@ -184,6 +185,7 @@ export function encodeRequest(
   headers: HeaderPairs,
   body: Uint8Array | null,
   host: string,
+  upgrade = false,
 ): Uint8Array {
   if (!TOKEN.test(method) || target === "" || UNSAFE_TARGET.test(target)) {
     throw new Http1Error("invalid request line for the engine", { sent: false });
@@ -199,6 +201,7 @@ export function encodeRequest(
     head += `${name}: ${value}\r\n`;
   }
   if (!hasHost) head = head.replace("\r\n", `\r\nhost: ${host}\r\n`);
+  if (upgrade) head += "connection: upgrade\r\n";
   // Bodyless POST-like requests carry an explicit zero length, as fetch does.
   const needsLength = body !== null || !(method === "GET" || method === "HEAD");
   if (needsLength) head += `content-length: ${body?.byteLength ?? 0}\r\n`;

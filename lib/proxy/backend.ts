@@ -21,6 +21,7 @@ import {
 } from "../core/backend_spec.ts";
 import type { Http1Request, Http1Response } from "../http1/types.ts";
 import { Http1Error } from "../http1/types.ts";
+import type { Upgraded } from "../http1/upgrade.ts";
 import type { RequestOutcome, RouteTarget } from "./pool.ts";
 import type { BackendSnapshot, BackendState, GpuMetrics } from "./snapshot.ts";
 import {
@@ -154,12 +155,21 @@ export class Backend implements RouteTarget {
    */
   send(req: Http1Request): Promise<Http1Response> {
     const tunnel = this.#tunnel;
-    if (!tunnel || this.#inputs.tunnel !== "up") {
-      return Promise.reject(
-        new Http1Error(`instance ${this.id} has no SSH connection`, { sent: false }),
-      );
-    }
+    if (!tunnel || this.#inputs.tunnel !== "up") return this.#notConnected();
     return tunnel.request(req);
+  }
+
+  /** Sends an upgrade request (WebSocket) over the tunnel; see `send`. */
+  upgrade(req: Http1Request): Promise<Upgraded | Http1Response> {
+    const tunnel = this.#tunnel;
+    if (!tunnel || this.#inputs.tunnel !== "up") return this.#notConnected();
+    return tunnel.upgrade(req);
+  }
+
+  #notConnected(): Promise<never> {
+    return Promise.reject(
+      new Http1Error(`instance ${this.id} has no SSH connection`, { sent: false }),
+    );
   }
 
   /** The `Authorization` value every request to the instance carries (§4). */

@@ -98,13 +98,17 @@ export function upstreamRequestHeaders(
  * Headers for the response to the client: the instance's fields minus
  * hop-by-hop ones (Deno.serve frames the body itself) and its own
  * `X-VastProxy-Instance`, plus `X-VastProxy-Instance: <id>`. A field that
- * Deno.serve cannot emit (a control byte in its value) is left out and
+ * the server cannot emit (a control byte in its value) is left out and
  * reported through `onDropped`, so no engine byte can take the proxy down.
+ * `bodiless` (answers to HEAD, and 304s) keeps the engine's
+ * `Transfer-Encoding`: there it describes the body a GET would get, and no
+ * body follows for the server to frame.
  */
 export function downstreamResponseHeaders(
   upstream: HeaderPairs,
   instanceId: number,
   onDropped?: (name: string) => void,
+  bodiless = false,
 ): Headers {
   let connection: string | null = null;
   for (const [n, v] of upstream) {
@@ -113,7 +117,10 @@ export function downstreamResponseHeaders(
   const named = connectionListed(connection);
   const out = new Headers();
   for (const [name, value] of upstream) {
-    if (HOP_BY_HOP_SET.has(name) || named?.has(name) || name === INSTANCE_HEADER) continue;
+    const keep = bodiless && name === "transfer-encoding";
+    if ((!keep && (HOP_BY_HOP_SET.has(name) || named?.has(name))) || name === INSTANCE_HEADER) {
+      continue;
+    }
     if (!isEmittableValue(value)) {
       onDropped?.(name);
       continue;

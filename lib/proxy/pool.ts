@@ -6,6 +6,7 @@
  */
 import type { Engine } from "../core/backend_spec.ts";
 import type { Http1Request, Http1Response } from "../http1/types.ts";
+import type { Upgraded } from "../http1/upgrade.ts";
 import type { ModelEntry } from "./models.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
@@ -42,6 +43,8 @@ export interface RouteTarget {
    * never reached the engine) or, on abort, with the signal's reason.
    */
   send(req: Http1Request): Promise<Http1Response>;
+  /** Like `send`, for an upgrade request (WebSocket): the raw channel on 101. */
+  upgrade(req: Http1Request): Promise<Upgraded | Http1Response>;
   /**
    * Counts a request as started; call the returned function exactly once
    * when it ends (in `finally`), with its outcome.

@@ -12,7 +12,8 @@ import { errorText } from "../core/errors.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
-import type { Http1Response } from "../http1/types.ts";
+import type { HeaderPairs, Http1Response } from "../http1/types.ts";
+import { type Upgraded, upgradeResponse, wantsUpgrade } from "../http1/upgrade.ts";
 import {
   errorResponse,
   isTransportError,
@@ -20,7 +21,12 @@ import {
   type ProxyErrorCode,
   shouldRetry,
 } from "./errors.ts";
-import { downstreamResponseHeaders, upstreamRequestHeaders } from "./headers.ts";
+import {
+  downstreamResponseHeaders,
+  INSTANCE_HEADER,
+  isEmittableValue,
+  upstreamRequestHeaders,
+} from "./headers.ts";
 import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
 import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
@@ -157,6 +163,7 @@ export function createHandler(deps: RelayDeps): Handler {
         target,
         body,
         affinity,
+        upgrade: wantsUpgrade(req.headers),
         clock,
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
@@ -247,6 +254,80 @@ class DroppedHeaderLog {
 /** A reason phrase the Response constructor accepts. */
 const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
 
+/**
+ * The response that makes the server switch protocols: the engine's 101
+ * head (its `Upgrade`, `Connection` and `Sec-WebSocket-*` fields, plus
+ * `X-VastProxy-Instance`), then the two raw byte streams joined until
+ * either side closes. Closing one side closes the other at once, so an
+ * engine sees a client leave within the SSH round trip.
+ */
+function switchProtocols(
+  instance: number,
+  engine: Upgraded,
+  onHeaderDropped: (name: string) => void,
+  onClosed: (bytes: number) => void,
+): Response {
+  const headers: HeaderPairs = [];
+  for (const [name, value] of engine.headers) {
+    if (name === INSTANCE_HEADER) continue;
+    if (!isEmittableValue(value)) {
+      onHeaderDropped(name);
+      continue;
+    }
+    headers.push([name, value]);
+  }
+  headers.push([INSTANCE_HEADER, String(instance)]);
+  return upgradeResponse({
+    statusText: engine.statusText,
+    headers,
+    onAbandon: () => {
+      engine.close();
+      onClosed(0);
+    },
+    onUpgrade: ({ conn, initial }) => void joinStreams(conn, initial, engine).then(onClosed),
+  });
+}
+
+/** Pipes client ↔ engine until either ends; resolves with the bytes relayed both ways. */
+async function joinStreams(
+  client: Deno.Conn,
+  initial: Promise<Uint8Array>,
+  engine: Upgraded,
+): Promise<number> {
+  let bytes = 0;
+  let closed = false;
+  const closeBoth = () => {
+    if (closed) return;
+    closed = true;
+    engine.close();
+    try {
+      client.close();
+    } catch { /* already closed */ }
+  };
+  const down = (async () => {
+    for (let b = await engine.read(); b !== null && !closed; b = await engine.read()) {
+      bytes += b.byteLength;
+      for (let at = 0; at < b.byteLength;) at += await client.write(b.subarray(at));
+    }
+  })().catch(() => {}).finally(closeBoth);
+  const up = (async () => {
+    const first = await initial;
+    if (first.byteLength > 0) {
+      bytes += first.byteLength;
+      await engine.write(first);
+    }
+    const buf = new Uint8Array(64 * 1024);
+    while (!closed) {
+      const n = await client.read(buf);
+      if (n === null) break;
+      bytes += n;
+      await engine.write(buf.slice(0, n));
+    }
+  })().catch(() => {}).finally(closeBoth);
+  await Promise.all([down, up]);
+  return bytes;
+}
+
 /** Everything `dispatch` needs besides the backend. */
 interface DispatchInput {
   req: Request;
@@ -254,6 +335,8 @@ interface DispatchInput {
   target: string;
   body: Uint8Array | null;
   affinity: string | undefined;
+  /** The client asks to switch protocols (WebSocket): relay the handshake, then the bytes. */
+  upgrade: boolean;
   clock: Clock;
   onHeaderDropped: (name: string) => void;
   /** Called once when the response body ended, with what to log. */
@@ -315,17 +398,43 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   };
   if (req.signal.aborted) onClientAbort();
   else req.signal.addEventListener("abort", onClientAbort);
+  // An upgraded exchange ends when its byte pipe closes.
+  const settleUpgrade = (relayed: number) => {
+    status = 101;
+    bytes = relayed;
+    settle(false);
+  };
 
   let upstream: Http1Response;
   try {
-    upstream = await backend.send({
+    const headers = upstreamRequestHeaders(req.headers, backend.upstreamAuth());
+    const out = {
       method: req.method,
       target: input.target,
-      headers: upstreamRequestHeaders(req.headers, backend.upstreamAuth()),
+      headers,
       body: input.body,
       signal: upstreamAbort.signal,
       affinity: input.affinity,
-    });
+    };
+    if (input.upgrade) {
+      // `Upgrade` is hop-by-hop, so the rewrite dropped it: this hop asks again.
+      headers.push(["upgrade", req.headers.get("upgrade")!]);
+      const answer = await backend.upgrade(out);
+      if (answer.status === 101) {
+        req.signal.removeEventListener("abort", onClientAbort);
+        return {
+          response: switchProtocols(
+            backend.id,
+            answer as Upgraded,
+            input.onHeaderDropped,
+            settleUpgrade,
+          ),
+        };
+      }
+      upstream = answer as Http1Response;
+    } else {
+      upstream = await backend.send(out);
+    }
   } catch (error) {
     settle(isTransportError(error));
     return { error, clientCancelled };
@@ -336,7 +445,12 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     status: upstream.status,
     // The Response constructor refuses some reason phrases; the status is what counts.
     statusText: REASON.test(upstream.statusText) ? upstream.statusText : "",
-    headers: downstreamResponseHeaders(upstream.headers, backend.id, input.onHeaderDropped),
+    headers: downstreamResponseHeaders(
+      upstream.headers,
+      backend.id,
+      input.onHeaderDropped,
+      req.method === "HEAD" || upstream.status === 304,
+    ),
   };
   const source = upstream.body;
   if (!source || NULL_BODY.has(upstream.status) || req.method === "HEAD") {

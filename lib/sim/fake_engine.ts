@@ -60,6 +60,9 @@ export interface FakeEngineStats {
   lastBody: string | null;
   /** Successful `abort_all` calls (SGLang). */
   aborts: number;
+  /** WebSocket sessions open now, and ever opened (`/v1/realtime`, as vLLM serves it). */
+  websocketsOpen: number;
+  websocketsOpened: number;
   /** Distinct client connections (remote address and port) seen so far. */
   connections: number;
 }
@@ -122,6 +125,8 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     lastBody: null,
     aborts: 0,
     connections: 0,
+    websocketsOpen: 0,
+    websocketsOpened: 0,
   };
   const peers = new Set<string>();
   let healthy = true;
@@ -256,6 +261,28 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     return Response.json({ error: { message, type, param: null, code: status } }, { status });
   }
 
+  /**
+   * A stand-in for vLLM's Realtime API: a WebSocket that announces the
+   * session, then echoes each message back (text as text, binary as binary)
+   * with the model named, so tests see frames flow both ways.
+   */
+  function realtime(req: Request): Response {
+    const { socket, response } = Deno.upgradeWebSocket(req);
+    socket.onopen = () => {
+      stats.websocketsOpen++;
+      stats.websocketsOpened++;
+      socket.send(JSON.stringify({ type: "session.created", model }));
+    };
+    socket.onmessage = (e) => {
+      if (typeof e.data === "string") {
+        socket.send(JSON.stringify({ type: "echo", model, data: e.data }));
+      } else socket.send(e.data);
+    };
+    socket.onclose = () => stats.websocketsOpen--;
+    socket.onerror = () => {};
+    return response;
+  }
+
   const sse = (obj: unknown) => `data: ${JSON.stringify(obj)}\n\n`;
   const sseHeaders = { "content-type": "text/event-stream", "cache-control": "no-cache" };
 
@@ -338,6 +365,11 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     if (opts.token && req.headers.get("authorization") !== `Bearer ${opts.token}`) {
       // vast's Caddy answers a missing or wrong token with a bare 401.
       return new Response("Unauthorized", { status: 401 });
+    }
+    if (
+      url.pathname === "/v1/realtime" && req.headers.get("upgrade")?.toLowerCase() === "websocket"
+    ) {
+      return realtime(req);
     }
     if (
       kind === "vllm" && req.method === "OPTIONS" && req.headers.has("origin") &&

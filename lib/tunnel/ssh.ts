@@ -12,6 +12,7 @@ import { nextTunnelStep, type TunnelLoopState } from "./tunnel_step.ts";
 import { HostKeyMismatchError, SshConnectError, TunnelNotUpError } from "./errors.ts";
 import { Http1Client } from "../http1/client.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "../http1/types.ts";
+import type { Upgraded } from "../http1/upgrade.ts";
 import type { ForwardOutClient } from "./forward.ts";
 import { execCommand } from "./gpu.ts";
 // @ts-types="@types/ssh2"
@@ -125,6 +126,19 @@ export class SshTunnel implements Tunnel {
       );
     }
     return live.http.request(req);
+  }
+
+  /** Sends an upgrade request over a fresh channel of the live connection. */
+  upgrade(req: Http1Request): Promise<Upgraded | Http1Response> {
+    const live = this.#live;
+    if (!live || live.gone) {
+      return Promise.reject(
+        new Http1Error(`tunnel to instance ${this.instanceId} is ${this.#status.state}`, {
+          sent: false,
+        }),
+      );
+    }
+    return live.http.upgrade(req);
   }
 
   /** Drops the current connection and reconnects now, resetting backoff. */

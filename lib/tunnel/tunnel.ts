@@ -6,6 +6,7 @@
  */
 import type { BackendSpec, SshPath } from "../core/backend_spec.ts";
 import type { Http1Request, Http1Response } from "../http1/types.ts";
+import type { Upgraded } from "../http1/upgrade.ts";
 
 /** Lifecycle state of a tunnel. */
 export type TunnelState =
@@ -55,6 +56,11 @@ export interface Tunnel {
    * seen it; not sent while the tunnel is down) or the signal's reason.
    */
   request(req: Http1Request): Promise<Http1Response>;
+  /**
+   * Sends an upgrade request (WebSocket) on a fresh channel of the current
+   * connection: `Upgraded` (the raw channel) on 101, else an ordinary answer.
+   */
+  upgrade(req: Http1Request): Promise<Upgraded | Http1Response>;
   /** Runs a command on the instance; rejects with a typed error on failure or timeout. */
   exec(command: string, opts?: { timeoutMs?: number }): Promise<ExecResult>;
   /** Drops the current connection (if any) and reconnects now, resetting backoff. */

@@ -9,6 +9,7 @@ import type { BackendSnapshot, StatusSnapshot } from "../../lib/proxy/snapshot.t
 import type { Engine } from "../../lib/core/backend_spec.ts";
 import type { Http1Client } from "../../lib/http1/client.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "../../lib/http1/types.ts";
+import type { Upgraded } from "../../lib/http1/upgrade.ts";
 import { portOf, tcpHttp1Client } from "./tcp_client.ts";
 import type { ModelEntry } from "../../lib/proxy/models.ts";
 
@@ -91,6 +92,19 @@ export class FakeTarget implements RouteTarget {
       this.#clientUrl = this.url;
     }
     return this.#client.request(req);
+  }
+
+  /** Upgrade requests go to the engine at `url` through the production client. */
+  upgrade(req: Http1Request): Promise<Upgraded | Http1Response> {
+    if (!this.url) {
+      return Promise.reject(new Http1Error(`instance ${this.id} has no tunnel`, { sent: false }));
+    }
+    if (this.#client === undefined || this.#clientUrl !== this.url) {
+      this.#client?.close();
+      this.#client = tcpHttp1Client(portOf(this.url));
+      this.#clientUrl = this.url;
+    }
+    return this.#client.upgrade(req);
   }
 
   /** Closes the target's engine connections. */

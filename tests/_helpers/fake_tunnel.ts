@@ -17,6 +17,7 @@ import type {
 import type { BackendSpec, SshPath } from "../../lib/core/backend_spec.ts";
 import type { Http1Client } from "../../lib/http1/client.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "../../lib/http1/types.ts";
+import type { Upgraded } from "../../lib/http1/upgrade.ts";
 import { portOf, tcpHttp1Client } from "./tcp_client.ts";
 
 /** Answers a tunnel's requests in place of an engine. */
@@ -139,6 +140,16 @@ export class FakeTunnel implements Tunnel {
     if (handler) return Promise.resolve().then(() => handler(req, this));
     this.#client ??= tcpHttp1Client(portOf(this.#baseUrl ?? "http://127.0.0.1:9"));
     return this.#client.request(req);
+  }
+
+  /** Upgrade requests go to the engine double over TCP (handlers cannot switch protocols). */
+  upgrade(req: Http1Request): Promise<Upgraded | Http1Response> {
+    if (this.#status.state !== "up") {
+      return Promise.reject(new Http1Error(`tunnel is ${this.#status.state}`, { sent: false }));
+    }
+    this.requests.push(req);
+    this.#client ??= tcpHttp1Client(portOf(this.#baseUrl ?? "http://127.0.0.1:9"));
+    return this.#client.upgrade(req);
   }
 
   /** Records the command and answers with `execHandler`. */

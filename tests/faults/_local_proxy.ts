@@ -9,6 +9,7 @@
  */
 import type { Clock } from "../../lib/core/clock.ts";
 import type { RequestHandler } from "../_helpers/fake_tunnel.ts";
+import type { RequestLogLine } from "../../lib/proxy/relay.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { type RunningProxy, startProxy } from "../../lib/app/proxy_app.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
@@ -49,13 +50,14 @@ export interface LocalProxyOptions {
   idleTimeoutMs?: number;
   maxConnections?: number;
   clock?: Clock;
-  /** Upstream fetch (relay and health checks) [global fetch]. */
   /** Answers the tunnels' requests when no engines run (`engines: false`). */
   handler?: RequestHandler;
   /** Fetch for the vast API [global fetch]. */
   vastFetch?: typeof fetch;
   /** Any other serve option (upload limits, Host and CORS policy, …). */
   config?: Partial<ServeConfig>;
+  /** Receives each request's log line [logged]. */
+  onRequestLog?: (line: RequestLogLine) => void;
 }
 
 /** A running local proxy and what it talks to. */
@@ -155,6 +157,7 @@ export async function startLocalProxy(opts: LocalProxyOptions = {}): Promise<Loc
       tunnelFactory,
       clock: opts.clock,
       vastFetch: opts.vastFetch,
+      onRequestLog: opts.onRequestLog,
     });
     cleanups.push(() => proxy.shutdown(200));
     return {
