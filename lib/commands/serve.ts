@@ -43,25 +43,6 @@ export async function runProxy(
     secrets: [...configSecrets(config, io.env), ...(opts.secrets ?? [])],
   }, io);
   const logger = ui.logger;
-  let proxy;
-  try {
-    proxy = await startProxy(config, {
-      logger,
-      sshPassphrase: io.env.VASTPROXY_SSH_PASSPHRASE ?? null,
-      sshAgentSocket: io.env.SSH_AUTH_SOCK ?? null,
-      ...opts.deps,
-    });
-  } catch (err) {
-    await ui.flush();
-    if (err instanceof ApiKeyRejectedError) {
-      io.err(`vastproxy: ${safeText(err.message)}\n`);
-      return 2;
-    }
-    // Start-up errors can quote the vast API's answer: no raw escapes.
-    io.err(`vastproxy: ${safeText(err instanceof Error ? err.message : String(err))}\n`);
-    return 1;
-  }
-
   let stopCount = 0;
   let resolveStop!: () => void;
   const stopRequested = new Promise<void>((r) => (resolveStop = r));
@@ -72,7 +53,30 @@ export async function runProxy(
     if (stopCount === 1) resolveStop();
     else resolveForced();
   };
+  // Bound before the listener starts: Deno 2.9 panics when a signal
+  // listener is first bound while every descriptor is taken (a connection
+  // flood), and a Ctrl-C during start-up still drains as soon as it is up.
   const unsubscribe = io.onSignal?.(requestStop);
+  let proxy;
+  try {
+    proxy = await startProxy(config, {
+      logger,
+      sshPassphrase: io.env.VASTPROXY_SSH_PASSPHRASE ?? null,
+      sshAgentSocket: io.env.SSH_AUTH_SOCK ?? null,
+      ...opts.deps,
+    });
+  } catch (err) {
+    unsubscribe?.();
+    await ui.flush();
+    if (err instanceof ApiKeyRejectedError) {
+      io.err(`vastproxy: ${safeText(err.message)}\n`);
+      return 2;
+    }
+    // Start-up errors can quote the vast API's answer: no raw escapes.
+    io.err(`vastproxy: ${safeText(err instanceof Error ? err.message : String(err))}\n`);
+    return 1;
+  }
+
   ui.attach(proxy, requestStop);
   opts.onReady?.(proxy.url, logger);
   let outcome: "drained" | "forced" = "drained";

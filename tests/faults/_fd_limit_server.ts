@@ -6,7 +6,7 @@
  */
 import { serveHttp1 } from "../../lib/http1/server.ts";
 
-// As `vastproxy serve` does, bind the signals before the flood: Deno 2.9
+// As `vastproxy serve` does (lib/commands/serve.ts), bind the signals before the flood: Deno 2.9
 // panics (ext/signals unwrap) when a signal is first bound while every
 // descriptor is taken, and its runtime binds one lazily soon after start.
 Deno.addSignalListener("SIGINT", () => {});
