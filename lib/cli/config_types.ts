@@ -1,10 +1,12 @@
 /**
  * The validated configuration of `vastproxy serve` (and of `demo`, which
- * serves too). lib/config.ts builds it from flags, environment and `.env`.
+ * serves too). lib/cli/config.ts builds it from flags, environment and `.env`.
  */
 
-/** Routing policy names accepted by `--policy`. */
-export type PolicyName = "round-robin" | "least-inflight";
+import type { PolicyName } from "../proxy/policies.ts";
+
+/** Routing policy names accepted by `--policy` (declared beside the policies). */
+export type { PolicyName };
 
 /** Headless log format. */
 export type LogFormat = "text" | "json";

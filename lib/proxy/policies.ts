@@ -9,7 +9,6 @@
  * Policies only see `RouteTarget`s that already passed the filters; they
  * never look at SSH, health or state internals (Caddy's Selector shape).
  */
-import type { PolicyName } from "../cli/config_types.ts";
 import type { RouteTarget } from "./pool.ts";
 import type { RouteInfo } from "./route_info.ts";
 
@@ -117,6 +116,9 @@ export class Rendezvous implements Policy {
 }
 
 /** Names `createPolicy` accepts: the `--policy` values plus `rendezvous`. */
+/** The `--policy` names (the CLI validates against these). */
+export type PolicyName = "round-robin" | "least-inflight";
+
 export type PolicyKind = PolicyName | "rendezvous";
 
 /** The one place a policy name becomes a policy. Throws on an unknown name. */
