@@ -6,7 +6,7 @@
  * `startProxy()`, so they exercise the same wiring.
  */
 import { type Clock, realClock } from "../core/clock.ts";
-import type { ServeConfig } from "../cli/config_types.ts";
+import type { ServeConfig } from "./serve_config.ts";
 import type { Logger } from "../core/logger.ts";
 import { VERSION } from "../core/version.ts";
 import { VastClient } from "../vast/client.ts";

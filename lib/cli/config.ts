@@ -5,7 +5,7 @@
  *
  * Precedence: flag > environment > `.env` file > default (DESIGN.md §2).
  */
-import type { LogFormat, PolicyName, ServeConfig } from "./config_types.ts";
+import type { LogFormat, PolicyName, ServeConfig } from "../app/serve_config.ts";
 import { parseDotenv } from "./dotenv.ts";
 import { SERVE_OPTIONS } from "./serve_options.ts";
 import { allowedHostProblem } from "../proxy/host_check.ts";

@@ -7,7 +7,7 @@
  */
 import type { CliIo } from "../cli/cli_io.ts";
 import { loadDotenv, type RawFlags, resolveServeConfig, UsageError } from "../cli/config.ts";
-import type { ServeConfig } from "../cli/config_types.ts";
+import type { ServeConfig } from "../app/serve_config.ts";
 import type { Logger } from "../core/logger.ts";
 import type { SimEvent } from "../sim/chaos.ts";
 import { type SimFleet, type SimFleetOptions, startSimFleet } from "../sim/fleet.ts";

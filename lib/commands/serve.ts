@@ -4,7 +4,7 @@
  */
 import type { CliIo } from "../cli/cli_io.ts";
 import { type RawFlags, resolveServeConfig, UsageError } from "../cli/config.ts";
-import type { ServeConfig } from "../cli/config_types.ts";
+import type { ServeConfig } from "../app/serve_config.ts";
 import type { Logger } from "../core/logger.ts";
 import { ApiKeyRejectedError, type ProxyDeps, startProxy } from "../app/proxy_app.ts";
 import { safeText } from "../ui/terminal_text.ts";

@@ -3,7 +3,7 @@
  * defaults a test rarely cares about (loopback listen on a free port, no
  * token, text logs, no TUI), overridden by what it does care about.
  */
-import type { ServeConfig } from "../../lib/cli/config_types.ts";
+import type { ServeConfig } from "../../lib/app/serve_config.ts";
 import { SshTunnelFactory, type SshTunnelFactoryOptions } from "../../lib/tunnel/factory.ts";
 
 /** Defaults for every field but the API endpoint and key. */

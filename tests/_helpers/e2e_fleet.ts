@@ -3,7 +3,7 @@
  * N fake OpenAI engines reached through them, a fake vast API listing the
  * instances, and a proxy started with the real wiring (`startProxy`).
  */
-import type { ServeConfig } from "../../lib/cli/config_types.ts";
+import type { ServeConfig } from "../../lib/app/serve_config.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { type RunningProxy, startProxy } from "../../lib/app/proxy_app.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";

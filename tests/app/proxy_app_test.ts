@@ -3,7 +3,7 @@
  * engines, so shutdown behaviour is tested with real sockets but no sshd.
  */
 import assert from "node:assert/strict";
-import type { ServeConfig } from "../../lib/cli/config_types.ts";
+import type { ServeConfig } from "../../lib/app/serve_config.ts";
 import { FakeClock } from "../../lib/core/clock.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { startProxy } from "../../lib/app/proxy_app.ts";

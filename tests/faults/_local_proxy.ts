@@ -22,7 +22,7 @@ import type { TunnelFactory, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
 import type { BackendSpec } from "../../lib/core/backend_spec.ts";
 import { type FakeTunnel, FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { testServeConfig } from "../_helpers/config.ts";
-import type { ServeConfig } from "../../lib/cli/config_types.ts";
+import type { ServeConfig } from "../../lib/app/serve_config.ts";
 
 /** The vast API key of every local proxy (tests grep output for it). */
 export const LOCAL_API_KEY = "local-vast-key-5e1b0c2a9d";

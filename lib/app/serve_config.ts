@@ -1,6 +1,6 @@
 /**
  * The validated configuration of `vastproxy serve` (and of `demo`, which
- * serves too). lib/cli/config.ts builds it from flags, environment and `.env`.
+ * serves too). lib/cli/config.ts builds it; the app (lib/app/) runs on it from flags, environment and `.env`.
  */
 
 import type { PolicyName } from "../proxy/policies.ts";
