@@ -14,6 +14,7 @@
  * `LlmStats` is what a `Backend` keeps: fixed-bucket histograms and counters
  * per model label, bounded in number.
  */
+import type { HeaderPairs } from "../http1/types.ts";
 import { type HistogramData, LatencyHistogram } from "./histogram.ts";
 
 /** TTFT bucket bounds, ms: from a cached prompt on a small model to a long queue. */
@@ -82,12 +83,13 @@ const decoder = new TextDecoder();
  */
 export function llmObserverFor(
   req: { method: string; path: string; model: string | null },
-  res: { status: number; contentType: string | null },
+  res: { status: number; headers: HeaderPairs },
   clock: { startedAt: number; now: () => number },
 ): LlmObserver | null {
   if (req.method !== "POST" || !COMPLETION_PATHS.has(req.path.replace(/\/+$/, ""))) return null;
   if (res.status < 200 || res.status > 299) return null;
-  const type = (res.contentType ?? "").split(";")[0].trim().toLowerCase();
+  const contentType = res.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1] ?? "";
+  const type = contentType.split(";")[0].trim().toLowerCase();
   const mode = type === "text/event-stream" ? "sse" : type === "application/json" ? "json" : null;
   if (!mode) return null;
   return new LlmObserver({ mode, model: req.model, ...clock });

@@ -25,6 +25,7 @@ import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
 import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
 import { routeInfoFor } from "./route_info.ts";
+import { type LlmObserver, llmObserverFor } from "./llm_stats.ts";
 
 /** One line of the request log. Carries the path only: query strings may hold secrets. */
 export interface RequestLogLine {
@@ -158,6 +159,7 @@ export function createHandler(deps: RelayDeps): Handler {
         body,
         affinity,
         clock,
+        llm: { path: url.pathname, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
       });
@@ -255,6 +257,8 @@ interface DispatchInput {
   body: Uint8Array | null;
   affinity: string | undefined;
   clock: Clock;
+  /** What the LLM metrics need of the request (llm_stats.ts). */
+  llm: { path: string; model: string | null };
   onHeaderDropped: (name: string) => void;
   /** Called once when the response body ended, with what to log. */
   onDone: (
@@ -290,6 +294,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   let completed = false;
   let clientCancelled = false;
   const upstreamAbort = new AbortController();
+  // Reads relayed chunks for TTFT and tokens; set once headers say it is a completion.
+  let observer: LlmObserver | null = null;
   const onClientAbort = () => {
     if (completed) return;
     clientCancelled = true;
@@ -306,6 +312,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       clientCancelled,
       latencyMs: clock.now() - dispatchedAt,
     });
+    const sample = observer?.finish();
+    if (sample) backend.recordLlm?.(sample);
     if (status !== null) {
       // Headers already went out with this status; a client leaving during
       // the body (an SDK that stops reading after `data: [DONE]` does) is
@@ -346,6 +354,12 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   }
 
   const reader = source.getReader();
+  if (backend.recordLlm) {
+    observer = llmObserverFor({ method: req.method, ...input.llm }, upstream, {
+      startedAt: dispatchedAt,
+      now: () => clock.now(),
+    });
+  }
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each
   // SSE event is forwarded the moment it arrives.
@@ -360,6 +374,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
         }
         bytes += value.byteLength;
         controller.enqueue(value);
+        observer?.chunk(value); // after enqueue: it only reads, never holds the chunk back
       } catch (err) {
         if (settled) return;
         // Headers are out, so no retry: fail the client's stream so it sees
