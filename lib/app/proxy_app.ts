@@ -251,7 +251,11 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       timeoutMs: config.bodyTimeoutMs,
       clock,
     }),
-    admin: createAdminHandler({ status, histograms: () => fleet.histograms() }),
+    admin: createAdminHandler({
+      status,
+      histograms: () => fleet.histograms(),
+      llm: () => fleet.llmData(),
+    }),
     clock,
     logger,
     onRequestLog,

@@ -5,7 +5,7 @@
  * sees it through `RouteTarget`; everyone else reads `snapshot()` or listens
  * to its events.
  *
- * The loops follow rule 10: `probeOnce()` and `gpuOnce()` are single steps
+ * The loops follow rule 10: `probeOnce()`, `gpuOnce()` and `metricsOnce()` are single steps
  * that tests call directly; `startLoops(signal)` merely repeats them on the
  * injected clock.
  */
@@ -44,6 +44,8 @@ import {
   type Sender,
 } from "./health.ts";
 import { maxModelLens, type ModelEntry } from "./models.ts";
+import { type EngineLoadView, EngineScraper } from "./engine_scrape.ts";
+import { type LlmModelData, type LlmSample, LlmStats } from "./llm_stats.ts";
 
 export type { BackendEvent } from "./backend_state.ts";
 export type { GpuProbe, GpuResult } from "./health.ts";
@@ -88,6 +90,8 @@ export class Backend implements RouteTarget {
   #requests = 0;
   #errors = 0;
   #histogram = new LatencyHistogram();
+  #engineScraper: EngineScraper;
+  #llm = new LlmStats();
   #probing: Promise<void> | undefined;
   #probeQueued = false;
   #idle: PromiseWithResolvers<void> | undefined;
@@ -100,6 +104,12 @@ export class Backend implements RouteTarget {
     this.#spec = spec;
     this.#deps = deps;
     this.#status = initialStatus(deps.clock.now());
+    this.#engineScraper = new EngineScraper({
+      id: spec.id,
+      clock: deps.clock,
+      logger: deps.logger,
+      intervalMs: deps.healthIntervalMs,
+    });
   }
 
   /** Requests currently running through this backend. */
@@ -120,6 +130,16 @@ export class Backend implements RouteTarget {
   /** Detected engine. */
   get engine(): Engine {
     return this.#spec.engine;
+  }
+
+  /** The engine's own load from its last `/metrics` scrape (frozen), or null before one worked. */
+  get engineLoad(): EngineLoadView | null {
+    return this.#engineScraper.load;
+  }
+
+  /** GPU model and count from the vast record, for capacity priors. */
+  get gpu(): { name: string; count: number } {
+    return { name: this.#spec.gpuName, count: this.#spec.numGpus };
   }
 
   /** Current state name. */
@@ -196,15 +216,17 @@ export class Backend implements RouteTarget {
     if (s.state === "up") this.#probeSoon();
   }
 
-  /** Repeats `probeOnce()` and `gpuOnce()` every health interval until `signal` aborts or the backend closes. */
+  /** Repeats `probeOnce()`, `gpuOnce()` and `metricsOnce()` every health interval until `signal` aborts or the backend closes. */
   async startLoops(signal: AbortSignal): Promise<void> {
     const stop = AbortSignal.any([signal, this.#life.signal]);
     // GPU reads run beside the health checks, at most one at a time: a slow
     // or hanging nvidia-smi must not stretch the interval at which a dead
     // engine is noticed.
     let gpu: Promise<void> | undefined;
+    let metrics: Promise<void> | undefined;
     while (!stop.aborted) {
       gpu ??= this.gpuOnce().finally(() => (gpu = undefined));
+      metrics ??= this.metricsOnce().finally(() => (metrics = undefined));
       await this.probeOnce();
       try {
         await this.#deps.clock.sleep(this.#deps.healthIntervalMs, stop);
@@ -213,6 +235,7 @@ export class Backend implements RouteTarget {
       }
     }
     await gpu;
+    await metrics;
   }
 
   /**
@@ -258,6 +281,42 @@ export class Backend implements RouteTarget {
       });
     }
     this.#gpuStale = true;
+  }
+
+  /**
+   * One engine-metrics scrape (`GET /metrics` through the tunnel). Like
+   * `gpuOnce()`, a failure only marks the load stale; an engine that does not
+   * serve metrics is asked less and less often (engine_scrape.ts).
+   */
+  async metricsOnce(): Promise<void> {
+    if (this.#inputs.phase !== "running" || !this.#tunnel) return;
+    if (this.#inputs.tunnel !== "up") return this.#engineScraper.markStale();
+    await this.#engineScraper.once((req) => this.send(req), {
+      engine: this.#spec.engine,
+      token: this.#spec.token,
+      timeoutMs: this.#timeoutMs(),
+      signal: this.#life.signal,
+    });
+  }
+
+  /**
+   * Records what the relay saw of one completion. The model label is the
+   * request's model when this backend serves it, else its only model, else
+   * `other`: labels stay within the engine's own list, whatever clients send.
+   */
+  recordLlm(sample: LlmSample): void {
+    const m = sample.model;
+    const label = m !== null && this.#models.includes(m)
+      ? m
+      : this.#models.length === 1
+      ? this.#models[0]
+      : "other";
+    this.#llm.record(label, sample);
+  }
+
+  /** LLM metrics per model label, for /vastproxy/metrics. */
+  llmData(): Map<string, LlmModelData> {
+    return this.#llm.data();
   }
 
   /**
@@ -378,6 +437,8 @@ export class Backend implements RouteTarget {
       }),
       gpus: this.#gpus.map((g) => ({ ...g })),
       gpuStale: this.#gpuStale,
+      engineLoad: this.#engineScraper.snapshot(),
+      llm: this.#llm.snapshot(),
       dph: s.dph,
       drained: this.#inputs.drained,
     });

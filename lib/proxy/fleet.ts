@@ -12,6 +12,7 @@ import type { Pool, RouteTarget } from "./pool.ts";
 import type { BackendSnapshot, ListenerLimits, StatusSnapshot } from "./snapshot.ts";
 import { Backend, type BackendDeps, type BackendEvent } from "./backend.ts";
 import type { HistogramData } from "./histogram.ts";
+import type { LlmModelData } from "./llm_stats.ts";
 import { errorText } from "../core/errors.ts";
 
 /** Collaborators of a `Fleet`: everything each backend needs, plus drain timing. */
@@ -94,6 +95,11 @@ export class Fleet implements Pool {
   /** Copies of each backend's latency histogram by instance id, for /vastproxy/metrics. */
   histograms(): Map<number, HistogramData> {
     return new Map([...this.#backends].map(([id, b]) => [id, b.histogram()]));
+  }
+
+  /** LLM metrics per instance id and model label, for /vastproxy/metrics. */
+  llmData(): Map<number, Map<string, LlmModelData>> {
+    return new Map([...this.#backends].map(([id, b]) => [id, b.llmData()]));
   }
 
   /** The whole proxy's status: counts and $/h summed over the backends shown. */

@@ -94,6 +94,27 @@ export class LatencyHistogram {
     });
   }
 
+  /**
+   * Adds another histogram's observations. Its buckets must be these
+   * bounds (a per-request histogram folded into a per-backend one).
+   */
+  merge(other: HistogramData): void {
+    if (
+      other.buckets.length !== this.#bounds.length ||
+      other.buckets.some(([le], i) => le !== this.#bounds[i])
+    ) {
+      throw new RangeError("Cannot merge histograms: bucket bounds differ");
+    }
+    let prev = 0;
+    other.buckets.forEach(([, cum], i) => {
+      this.#counts[i] += cum - prev;
+      prev = cum;
+    });
+    this.#counts[this.#bounds.length] += other.count - prev;
+    this.#sum += other.sum;
+    this.#count += other.count;
+  }
+
   /** A copy of the data for export. */
   data(): HistogramData {
     return { buckets: this.buckets(), sum: this.#sum, count: this.#count };

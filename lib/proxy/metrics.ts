@@ -5,6 +5,7 @@
  * them with vast's own billing data.
  */
 import type { HistogramData } from "./histogram.ts";
+import type { LlmModelData } from "./llm_stats.ts";
 import type { BackendState, StatusSnapshot } from "./snapshot.ts";
 
 /** Content type of the exposition format served by this module. */
@@ -84,13 +85,34 @@ function histogramData(h: HistogramInput): HistogramData {
   return { buckets, sum: h.sum, count: h.count };
 }
 
+/** Adds one histogram's `_bucket`, `_sum` and `_count` samples, ms converted to seconds. */
+function histogramSamples(
+  family: Family,
+  name: string,
+  pairs: Record<string, string | number>,
+  data: HistogramData,
+): void {
+  for (const [le, count] of data.buckets) {
+    family.sample(`${name}_bucket`, { ...pairs, le: formatValue(le / 1000) }, count);
+  }
+  // The +Inf bucket is by definition every observation.
+  family.sample(`${name}_bucket`, { ...pairs, le: "+Inf" }, data.count);
+  family.sample(`${name}_sum`, pairs, data.sum / 1000);
+  family.sample(`${name}_count`, pairs, data.count);
+}
+
+/** LLM metrics per instance id, then per model label (bounded by the backend). */
+export type LlmInput = ReadonlyMap<number, ReadonlyMap<string, LlmModelData>>;
+
 /**
  * Renders the metrics text. `histograms` maps instance id to its latency
- * histogram in ms (converted to seconds here, Prometheus' base unit).
+ * histogram in ms (converted to seconds here, Prometheus' base unit); `llm`
+ * holds each instance's TTFT, ITL and token counts per model.
  */
 export function renderMetrics(
   status: StatusSnapshot,
   histograms: ReadonlyMap<number, HistogramInput> = new Map(),
+  llm: LlmInput = new Map(),
 ): string {
   const info = new Family("vastproxy_info", "gauge", "Proxy version and routing policy.");
   info.sample("vastproxy_info", { version: status.version, policy: status.policy }, 1);
@@ -126,6 +148,46 @@ export function renderMetrics(
   const gpuTotal = new Family("vastproxy_gpu_memory_total_bytes", "gauge", "GPU memory size.");
   const gpuTemp = new Family("vastproxy_gpu_temperature_celsius", "gauge", "GPU temperature.");
   const gpuPower = new Family("vastproxy_gpu_power_watts", "gauge", "GPU power draw.");
+  const running = new Family(
+    "vastproxy_engine_requests_running",
+    "gauge",
+    "Requests the engine reports running (its own /metrics).",
+  );
+  const waiting = new Family(
+    "vastproxy_engine_requests_waiting",
+    "gauge",
+    "Requests the engine reports queued (its own /metrics).",
+  );
+  const kv = new Family(
+    "vastproxy_engine_kv_cache_usage_ratio",
+    "gauge",
+    "KV-cache usage the engine reports, 0..1.",
+  );
+  const prefix = new Family(
+    "vastproxy_engine_prefix_cache_hit_ratio",
+    "gauge",
+    "Prefix-cache hit rate the engine reports, 0..1 (over the last scrape interval when it exports counters).",
+  );
+  const stale = new Family(
+    "vastproxy_engine_metrics_stale",
+    "gauge",
+    "1 when the engine gauges are from an older scrape (the last one failed).",
+  );
+  const ttft = new Family(
+    "vastproxy_ttft_seconds",
+    "histogram",
+    "Time from dispatch to the first streamed token, per instance and model.",
+  );
+  const itl = new Family(
+    "vastproxy_itl_seconds",
+    "histogram",
+    "Time between streamed token events, per instance and model.",
+  );
+  const tokens = new Family(
+    "vastproxy_output_tokens_total",
+    "counter",
+    "Output tokens relayed (usage.completion_tokens, else token events), per instance and model.",
+  );
 
   for (const b of [...status.backends].sort((x, y) => x.id - y.id)) {
     const instance = { instance: b.id };
@@ -139,15 +201,34 @@ export function renderMetrics(
 
     const h = histograms.get(b.id);
     if (h) {
-      const data = histogramData(h);
-      const name = "vastproxy_request_duration_seconds";
-      for (const [le, count] of data.buckets) {
-        duration.sample(`${name}_bucket`, { ...instance, le: formatValue(le / 1000) }, count);
+      histogramSamples(duration, "vastproxy_request_duration_seconds", instance, histogramData(h));
+    }
+
+    // Engine gauges skip what the engine does not report rather than invent a 0.
+    const e = b.engineLoad;
+    if (e) {
+      if (e.running !== null) {
+        running.sample("vastproxy_engine_requests_running", instance, e.running);
       }
-      // The +Inf bucket is by definition every observation.
-      duration.sample(`${name}_bucket`, { ...instance, le: "+Inf" }, data.count);
-      duration.sample(`${name}_sum`, instance, data.sum / 1000);
-      duration.sample(`${name}_count`, instance, data.count);
+      if (e.waiting !== null) {
+        waiting.sample("vastproxy_engine_requests_waiting", instance, e.waiting);
+      }
+      if (e.kvCacheUsage !== null) {
+        kv.sample("vastproxy_engine_kv_cache_usage_ratio", instance, e.kvCacheUsage);
+      }
+      if (e.prefixHitRate !== null) {
+        prefix.sample("vastproxy_engine_prefix_cache_hit_ratio", instance, e.prefixHitRate);
+      }
+      stale.sample("vastproxy_engine_metrics_stale", instance, e.stale ? 1 : 0);
+    }
+    const models = [...(llm.get(b.id) ?? new Map<string, LlmModelData>())].sort(([x], [y]) =>
+      x < y ? -1 : x > y ? 1 : 0
+    );
+    for (const [model, m] of models) {
+      const l = { ...instance, model };
+      histogramSamples(ttft, "vastproxy_ttft_seconds", l, m.ttft);
+      histogramSamples(itl, "vastproxy_itl_seconds", l, m.itl);
+      tokens.sample("vastproxy_output_tokens_total", l, m.outputTokens);
     }
 
     // GPU gauges skip what the driver reported as [N/A] rather than invent a 0.
@@ -182,6 +263,14 @@ export function renderMetrics(
     gpuTotal,
     gpuTemp,
     gpuPower,
+    running,
+    waiting,
+    kv,
+    prefix,
+    stale,
+    ttft,
+    itl,
+    tokens,
   ];
   return families.map((f) => f.text()).join("\n") + "\n";
 }

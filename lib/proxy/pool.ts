@@ -8,6 +8,8 @@ import type { Engine } from "../core/backend_spec.ts";
 import type { Http1Request, Http1Response } from "../http1/types.ts";
 import type { Upgraded } from "../http1/upgrade.ts";
 import type { ModelEntry } from "./models.ts";
+import type { EngineLoad } from "./engine_metrics.ts";
+import type { LlmSample } from "./llm_stats.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
 /** Outcome of one proxied request, for counters and passive health. */
@@ -35,6 +37,15 @@ export interface RouteTarget {
    */
   readonly modelEntries?: readonly ModelEntry[];
   readonly engine: Engine;
+  /**
+   * The engine's own load from its last `/metrics` scrape (may carry
+   * `stale: true` and `at`), or null/absent when unknown. For policies.
+   */
+  readonly engineLoad?: EngineLoad | null;
+  /** GPU model name and count from the vast record, for capacity priors. */
+  readonly gpu?: { readonly name: string; readonly count: number };
+  /** Receives what the relay measured of one completion (TTFT, ITL, tokens). */
+  recordLlm?(sample: LlmSample): void;
   /** Headers every request to the instance carries (the instance's Bearer token). */
   upstreamAuth(): string | null;
   /**

@@ -31,6 +31,7 @@ import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
 import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
 import { routeInfoFor } from "./route_info.ts";
+import { type LlmObserver, llmObserverFor } from "./llm_stats.ts";
 
 /** One line of the request log. Carries the path only: query strings may hold secrets. */
 export interface RequestLogLine {
@@ -165,6 +166,7 @@ export function createHandler(deps: RelayDeps): Handler {
         affinity,
         upgrade: wantsUpgrade(req.headers),
         clock,
+        llm: { path: url.pathname, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
       });
@@ -338,6 +340,8 @@ interface DispatchInput {
   /** The client asks to switch protocols (WebSocket): relay the handshake, then the bytes. */
   upgrade: boolean;
   clock: Clock;
+  /** What the LLM metrics need of the request (llm_stats.ts). */
+  llm: { path: string; model: string | null };
   onHeaderDropped: (name: string) => void;
   /** Called once when the response body ended, with what to log. */
   onDone: (
@@ -373,6 +377,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   let completed = false;
   let clientCancelled = false;
   const upstreamAbort = new AbortController();
+  // Reads relayed chunks for TTFT and tokens; set once headers say it is a completion.
+  let observer: LlmObserver | null = null;
   const onClientAbort = () => {
     if (completed) return;
     clientCancelled = true;
@@ -389,6 +395,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       clientCancelled,
       latencyMs: clock.now() - dispatchedAt,
     });
+    const sample = observer?.finish();
+    if (sample) backend.recordLlm?.(sample);
     if (status !== null) {
       // Headers already went out with this status; a client leaving during
       // the body (an SDK that stops reading after `data: [DONE]` does) is
@@ -460,6 +468,12 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   }
 
   const reader = source.getReader();
+  if (backend.recordLlm) {
+    observer = llmObserverFor({ method: req.method, ...input.llm }, upstream, {
+      startedAt: dispatchedAt,
+      now: () => clock.now(),
+    });
+  }
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each
   // SSE event is forwarded the moment it arrives.
@@ -474,6 +488,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
         }
         bytes += value.byteLength;
         controller.enqueue(value);
+        observer?.chunk(value); // after enqueue: it only reads, never holds the chunk back
       } catch (err) {
         if (settled) return;
         // Headers are out, so no retry: fail the client's stream so it sees

@@ -5,6 +5,8 @@
  */
 import type { Engine, SshPath } from "../core/backend_spec.ts";
 import type { GpuMetrics } from "../core/gpu_metrics.ts";
+import type { EngineLoad } from "./engine_metrics.ts";
+import type { LlmSnapshot } from "./llm_stats.ts";
 
 /** Backend lifecycle states (DESIGN.md §6). */
 export type BackendState =
@@ -50,6 +52,14 @@ export interface BackendSnapshot {
   gpus: GpuMetrics[];
   /** True when the last nvidia-smi run failed or is old. */
   gpuStale: boolean;
+  /**
+   * The engine's own load from its `/metrics` (issue #15), `stale` when the
+   * last scrape failed; null before one worked. (`engine` already names the
+   * engine kind.) Optional: older proxies do not send it.
+   */
+  engineLoad?: (EngineLoad & { stale: boolean }) | null;
+  /** TTFT, ITL, tokens/s and output tokens the proxy measured. Optional as above. */
+  llm?: LlmSnapshot;
   dph: number | null;
   /** True when `x` (manual drain) was toggled on. */
   drained: boolean;

@@ -10,9 +10,12 @@
  * `max_model_len`, `root`, `parent` and `permission`), GET /health,
  * POST /v1/chat/completions, POST /v1/completions (both plain and
  * `stream: true`), POST /v1/audio/transcriptions and /v1/audio/translations
- * (multipart uploads), POST /abort_request (SGLang only), and test helpers:
+ * (multipart uploads), POST /abort_request (SGLang only), GET /metrics (in the
+ * engine's own Prometheus format, from its real in-flight completions), and test helpers:
  * ANY /echo, GET /bytes?n=, GET /sse?n=&interval=, GET /delay?ms=.
  */
+
+import { engineMetricsText } from "./_engine_metrics_text.ts";
 
 /** Which server to imitate; affects `owned_by`, model checks and /abort_request. */
 export type FakeEngineKind = "vllm" | "sglang" | "llama.cpp";
@@ -38,6 +41,11 @@ export interface FakeEngineOptions {
   maxModelLen?: number;
   /** Port on 127.0.0.1 (default 0: any free port). */
   port?: number;
+  /**
+   * Serve `/metrics` (default true). Off, it answers as each engine does
+   * without its metrics flag: 404 (vLLM, SGLang) or 501 (llama.cpp).
+   */
+  metrics?: boolean;
 }
 
 /** What the engine observed. Mutated by the engine; read by tests. */
@@ -65,6 +73,8 @@ export interface FakeEngineStats {
   websocketsOpened: number;
   /** Distinct client connections (remote address and port) seen so far. */
   connections: number;
+  /** Completion streams being generated now (what `/metrics` reports as running). */
+  generating: number;
 }
 
 /** A running fake engine. */
@@ -127,7 +137,10 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     connections: 0,
     websocketsOpen: 0,
     websocketsOpened: 0,
+    generating: 0,
   };
+  // Prefix cache: a prompt seen before counts as a full hit (in prompt tokens).
+  const prefix = { queries: 0, hits: 0, seen: new Set<string>() };
   const peers = new Set<string>();
   let healthy = true;
   let forcedStatus: number | null = null;
@@ -145,6 +158,7 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     next: (i: number) => string | null,
     headers: HeadersInit,
     tail?: () => string,
+    onEnd?: () => void,
   ): Response {
     let i = 0;
     let timer: ReturnType<typeof setTimeout> | undefined;
@@ -157,6 +171,7 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
       clearTimeout(timer);
       wake?.();
       active.delete(entry);
+      onEnd?.();
       stats.openConnections--;
       if (why === "client") stats.closedMidStream++;
       if (why === "done") stats.completedStreams++;
@@ -296,6 +311,9 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     const finish = n < nTokens ? "length" : "stop";
     const promptText = chat ? JSON.stringify(body.messages ?? "") : String(body.prompt ?? "");
     const promptTokens = Math.max(1, promptText.split(/\s+/).length);
+    prefix.queries += promptTokens;
+    if (prefix.seen.has(promptText)) prefix.hits += promptTokens;
+    else if (prefix.seen.size < 1000) prefix.seen.add(promptText);
     const usage = {
       prompt_tokens: promptTokens,
       completion_tokens: n,
@@ -342,7 +360,9 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     events.push(() => "data: [DONE]\n\n");
     // SGLang ends an aborted request with finish_reason "abort".
     const tail = () => chunk([choice(null, "abort")]) + "data: [DONE]\n\n";
-    return stream(tokenDelay, (i) => events[i]?.() ?? null, sseHeaders, tail);
+    stats.generating++;
+    const done = () => stats.generating--;
+    return stream(tokenDelay, (i) => events[i]?.() ?? null, sseHeaders, tail, done);
   }
 
   async function handle(
@@ -456,6 +476,27 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     }
     if (forcedStatus !== null) {
       return openaiError(forcedStatus, `fake engine forced status ${forcedStatus}`, "server_error");
+    }
+    if (route === "GET /metrics") {
+      if (opts.metrics === false) {
+        return kind === "llama.cpp"
+          ? openaiError(
+            501,
+            "This server does not support metrics endpoint.",
+            "not_supported_error",
+          )
+          : new Response(JSON.stringify({ detail: "Not Found" }), { status: 404 });
+      }
+      const text = engineMetricsText(kind, {
+        model,
+        running: stats.generating,
+        waiting: 0,
+        // A made-up but monotone fill: each running stream holds 1/16 of the cache.
+        kvCacheUsage: Math.min(1, stats.generating / 16),
+        prefixQueries: prefix.queries,
+        prefixHits: prefix.hits,
+      });
+      return new Response(text, { headers: { "content-type": "text/plain; version=0.0.4" } });
     }
     if (route === "GET /v1/models") return Response.json({ object: "list", data: [modelCard()] });
     if (route === "POST /v1/audio/transcriptions" || route === "POST /v1/audio/translations") {

@@ -141,6 +141,16 @@ const COLUMNS: ColumnDef[] = [
     priority: 9,
     cell: (b) => ({ text: formatLatency(b.latencyMs.p50) }),
   },
+  // Issue #15 columns: useful, but the first to go on a narrow terminal.
+  {
+    title: "TTFT",
+    align: "right",
+    priority: 14,
+    cell: (b) => ({ text: formatLatency(b.llm?.ttftP50Ms ?? null) }),
+  },
+  { title: "TOK/S", align: "right", priority: 16, cell: tpsCell },
+  { title: "Q", align: "right", priority: 13, cell: queueCell },
+  { title: "KV%", align: "right", priority: 15, cell: kvCell },
   { title: "GPU UTIL", align: "left", priority: 11, cell: utilCell },
   { title: "GPU MEM", align: "left", priority: 12, cell: memCell },
   {
@@ -162,6 +172,26 @@ function modelCell(b: BackendSnapshot): Cell {
   // The "+N" survives truncation: knowing there are more models matters more
   // than the tail of a long model path.
   return { text: b.models[0], suffix: b.models.length > 1 ? ` +${b.models.length - 1}` : "" };
+}
+
+/** Engine-reported running/waiting, e.g. `12/3`; dim when the last scrape failed. */
+function queueCell(b: BackendSnapshot): Cell {
+  const e = b.engineLoad;
+  if (!e || (e.running === null && e.waiting === null)) return { text: NONE };
+  const n = (v: number | null) => v === null ? "?" : String(Math.round(v));
+  return { text: `${n(e.running)}/${n(e.waiting)}`, style: e.stale ? "dim" : undefined };
+}
+
+function kvCell(b: BackendSnapshot): Cell {
+  const kv = b.engineLoad?.kvCacheUsage;
+  if (kv === null || kv === undefined) return { text: NONE };
+  return { text: `${Math.round(kv * 100)}%`, style: b.engineLoad?.stale ? "dim" : undefined };
+}
+
+function tpsCell(b: BackendSnapshot): Cell {
+  const t = b.llm?.tokensPerSec;
+  if (t === null || t === undefined) return { text: NONE };
+  return { text: t < 10 ? t.toFixed(1) : String(Math.round(t)) };
 }
 
 function utilCell(b: BackendSnapshot): Cell {

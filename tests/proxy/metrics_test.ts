@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { LatencyHistogram } from "../../lib/proxy/histogram.ts";
 import { escapeLabelValue, renderMetrics } from "../../lib/proxy/metrics.ts";
+import { ITL_BUCKETS_MS, TTFT_BUCKETS_MS } from "../../lib/proxy/llm_stats.ts";
 import { backendSnapshot, statusSnapshot } from "../_helpers/fake_pool.ts";
 
 Deno.test("LatencyHistogram.buckets() are cumulative with le-inclusive bounds", () => {
@@ -118,4 +119,49 @@ Deno.test("renderMetrics() histograms are cumulative in seconds and end with +In
   // A recorder without buckets still yields +Inf, sum and count.
   const bare = renderMetrics(snap, new Map([[9, { sum: 2000, count: 1 }]]));
   assert.match(bare, /_bucket\{instance="9",le="\+Inf"\} 1\n.*_sum\{instance="9"\} 2\n/);
+});
+
+Deno.test("LatencyHistogram.merge() adds another histogram's buckets; bounds must match", () => {
+  const a = new LatencyHistogram([10, 100]);
+  const b = new LatencyHistogram([10, 100]);
+  a.observe(5);
+  for (const v of [7, 50, 500]) b.observe(v);
+  a.merge(b.data());
+  assert.deepEqual(a.data(), { buckets: [[10, 2], [100, 3]], sum: 562, count: 4 });
+  assert.throws(() => a.merge(new LatencyHistogram([10]).data()), RangeError);
+});
+
+Deno.test("renderMetrics() emits engine gauges, TTFT/ITL histograms and token counters", () => {
+  const snap = statusSnapshot([
+    backendSnapshot({
+      id: 7,
+      engineLoad: { running: 3, waiting: 1, kvCacheUsage: 0.25, prefixHitRate: null, stale: true },
+    }),
+    backendSnapshot({ id: 8, engineLoad: null }),
+  ]);
+  const ttft = new LatencyHistogram(TTFT_BUCKETS_MS);
+  ttft.observe(120);
+  const itl = new LatencyHistogram(ITL_BUCKETS_MS);
+  const llm = new Map([[
+    7,
+    new Map([['q"wen', { ttft: ttft.data(), itl: itl.data(), outputTokens: 42 }]]),
+  ]]);
+  const lines = renderMetrics(snap, new Map(), llm).split("\n");
+  for (
+    const l of [
+      'vastproxy_engine_requests_running{instance="7"} 3',
+      'vastproxy_engine_requests_waiting{instance="7"} 1',
+      'vastproxy_engine_kv_cache_usage_ratio{instance="7"} 0.25',
+      'vastproxy_engine_metrics_stale{instance="7"} 1',
+      "# TYPE vastproxy_ttft_seconds histogram",
+      'vastproxy_ttft_seconds_bucket{instance="7",model="q\\"wen",le="0.25"} 1',
+      'vastproxy_ttft_seconds_bucket{instance="7",model="q\\"wen",le="+Inf"} 1',
+      'vastproxy_ttft_seconds_sum{instance="7",model="q\\"wen"} 0.12',
+      'vastproxy_itl_seconds_count{instance="7",model="q\\"wen"} 0',
+      "# TYPE vastproxy_output_tokens_total counter",
+      'vastproxy_output_tokens_total{instance="7",model="q\\"wen"} 42',
+    ]
+  ) assert.ok(lines.includes(l), l);
+  assert.ok(!lines.some((l) => l.includes("prefix_cache_hit_ratio{")), "null is not a 0");
+  assert.ok(!lines.some((l) => l.includes('instance="8"') && l.includes("engine_")));
 });

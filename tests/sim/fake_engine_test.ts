@@ -1,3 +1,4 @@
+import { parseEngineMetrics } from "../../lib/proxy/engine_metrics.ts";
 import assert from "node:assert/strict";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { eventually } from "../_helpers/fake_pool.ts";
@@ -267,5 +268,41 @@ Deno.test("fake engine transcribes a multipart upload, and (vllm) answers 404 fo
     await notMultipart.body?.cancel();
   } finally {
     await engine.close();
+  }
+});
+
+Deno.test("fake engine: /metrics in each engine's format reports its running streams", async () => {
+  for (const kind of ["vllm", "sglang", "llama.cpp"] as const) {
+    const engine = await startFakeEngine({ engine: kind, tokens: 3, tokenDelayMs: 5 });
+    try {
+      const load = async () =>
+        parseEngineMetrics(kind, await (await fetch(`${engine.url}/metrics`)).text());
+      assert.equal((await load()).running, 0, kind);
+      const res = await fetch(`${engine.url}/v1/chat/completions`, {
+        method: "POST",
+        body: JSON.stringify({ model: "fake-model", messages: [], stream: true }),
+      });
+      const during = await load();
+      assert.equal(during.running, 1, kind);
+      assert.equal(during.waiting, 0, kind);
+      assert.equal(during.kvCacheUsage, 1 / 16, kind);
+      await res.text();
+      assert.equal((await load()).running, 0, kind);
+    } finally {
+      await engine.close();
+    }
+  }
+});
+
+Deno.test("fake engine: without metrics, /metrics answers like the real engines", async () => {
+  for (const [kind, status] of [["sglang", 404], ["llama.cpp", 501]] as const) {
+    const engine = await startFakeEngine({ engine: kind, metrics: false });
+    try {
+      const res = await fetch(`${engine.url}/metrics`);
+      await res.body?.cancel();
+      assert.equal(res.status, status);
+    } finally {
+      await engine.close();
+    }
   }
 });

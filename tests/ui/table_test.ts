@@ -255,3 +255,30 @@ Deno.test("renderPlainTable() prints every instance with the same columns", () =
     /no instances yet/,
   );
 });
+
+Deno.test("renderPlainTable() shows engine queue, KV%, TTFT and TOK/S; narrow tables drop them first", () => {
+  const snap = snapshot([
+    backend(1, {
+      engineLoad: {
+        running: 12,
+        waiting: 3,
+        kvCacheUsage: 0.456,
+        prefixHitRate: 0.5,
+        stale: false,
+      },
+      llm: { ttftP50Ms: 180, itlP50Ms: 20, tokensPerSec: 61.4, outputTokens: 900 },
+    }),
+    backend(2, { engineLoad: null }),
+  ]);
+  const [, , header, row1, row2] = renderPlainTable(snap, { color: false, now: NOW, width: 200 });
+  for (const title of ["TTFT", "TOK/S", "Q", "KV%"]) {
+    assert.ok(header.split(/\s+/).includes(title), title);
+  }
+  for (const cell of ["12/3", "46%", "180ms", "61"]) {
+    assert.ok(row1.split(/\s+/).includes(cell), cell);
+  }
+  assert.ok(row2.split(/\s+/).filter((c) => c === "-").length >= 4, "unknown shows dashes");
+  const narrow = renderPlainTable(snap, { color: false, now: NOW, width: 100 });
+  assert.ok(!narrow[2].includes("TOK/S") && !narrow[2].includes("KV%"));
+  assert.ok(narrow[2].includes("P50"), "older columns stay");
+});
