@@ -107,11 +107,9 @@ export function parseHead(bytes: Uint8Array): ResponseHead {
   let keepAliveTimeout: number | null = null;
   for (const [n, v] of headers) {
     if (n === "connection") {
-      for (const t of v.toLowerCase().split(",")) {
-        const opt = trimOws(t);
-        if (opt === "close") close = true;
-        else if (opt === "keep-alive") keepAliveToken = true;
-      }
+      const o = connectionOptions(v);
+      close ||= o.close;
+      keepAliveToken ||= o.keepAlive;
     } else if (n === "keep-alive") {
       const t = /(?:^|[,;\s])timeout\s*=\s*"?([0-9]{1,6})/i.exec(v);
       if (t) keepAliveTimeout = Number(t[1]);
@@ -125,6 +123,18 @@ export function parseHead(bytes: Uint8Array): ResponseHead {
     keepAlive: !close && (minor === 1 || keepAliveToken),
     keepAliveTimeout,
   };
+}
+
+/** The `close` and `keep-alive` options of one `Connection` field value (requests and responses). */
+export function connectionOptions(value: string): { close: boolean; keepAlive: boolean } {
+  let close = false;
+  let keepAlive = false;
+  for (const t of value.toLowerCase().split(",")) {
+    const opt = trimOws(t);
+    if (opt === "close") close = true;
+    else if (opt === "keep-alive") keepAlive = true;
+  }
+  return { close, keepAlive };
 }
 
 /** How a response body is delimited (RFC 9112 §6.3). */

@@ -7,7 +7,7 @@
  * malformed length are all refused rather than repaired.
  */
 import { bytesToLatin1 } from "./latin1.ts";
-import { trimOws } from "./parse.ts";
+import { connectionOptions, trimOws } from "./parse.ts";
 import type { HeaderPairs } from "./types.ts";
 
 /** A parsed request head. */
@@ -93,11 +93,9 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
   let hosts = 0;
   for (const [n, val] of headers) {
     if (n === "connection") {
-      for (const t of val.toLowerCase().split(",")) {
-        const opt = trimOws(t);
-        if (opt === "close") close = true;
-        else if (opt === "keep-alive") keepAliveToken = true;
-      }
+      const o = connectionOptions(val);
+      close ||= o.close;
+      keepAliveToken ||= o.keepAlive;
     } else if (n === "expect") {
       expectContinue = val.toLowerCase() === "100-continue";
     } else if (n === "host") {

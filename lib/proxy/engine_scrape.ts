@@ -8,9 +8,7 @@
  */
 import type { Clock } from "../core/clock.ts";
 import type { Engine } from "../core/backend_spec.ts";
-import { errorText } from "../core/errors.ts";
 import type { Logger } from "../core/logger.ts";
-import { type HeaderPairs, readAll } from "../http1/types.ts";
 import {
   type EngineLoad,
   type EngineReading,
@@ -18,7 +16,7 @@ import {
   type PrefixCounters,
   readEngineMetrics,
 } from "./engine_metrics.ts";
-import { OWN_AFFINITY, type Sender } from "./health.ts";
+import { ownGet, type Sender } from "./own_get.ts";
 
 /** The last scrape's load, frozen: when it was read and whether later scrapes failed. */
 export type EngineLoadView = Readonly<EngineLoad & { at: number; stale: boolean }>;
@@ -55,62 +53,24 @@ export async function scrapeEngineMetrics(
   send: Sender,
   opts: ScrapeOptions,
 ): Promise<ScrapeResult> {
-  const request = new AbortController();
-  const timer = new AbortController();
-  let timedOut = false;
-  // On the injected clock, cancelled in `finally` (same pattern as probeModels).
-  const timeout = opts.clock.sleep(opts.timeoutMs, timer.signal).then(
-    () => {
-      timedOut = true;
-      request.abort(new DOMException("metrics scrape timed out", "TimeoutError"));
-    },
-    () => {},
-  );
-  const onOuterAbort = () => request.abort(opts.signal?.reason);
-  if (opts.signal?.aborted) onOuterAbort();
-  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
   // The classic text format: prometheus_client would otherwise offer OpenMetrics.
-  const headers: HeaderPairs = [["accept", "text/plain; version=0.0.4"]];
-  if (opts.token) headers.push(["authorization", `Bearer ${opts.token}`]);
-  try {
-    const res = await send({
-      method: "GET",
-      target: "/metrics",
-      headers,
-      body: null,
-      signal: request.signal,
-      affinity: OWN_AFFINITY,
-    });
-    if (res.status < 200 || res.status > 299) {
-      await res.body?.cancel().catch(() => {});
-      return {
-        ok: false,
-        error: `GET /metrics answered HTTP ${res.status}`,
-        unsupported: res.status === 404 || res.status === 501,
-      };
-    }
-    const text = decoder.decode(await readAll(res, MAX_METRICS_BYTES));
-    const reading = readEngineMetrics(opts.engine, text, opts.previous);
-    const l = reading.load;
-    if (l.running === null && l.waiting === null && l.kvCacheUsage === null) {
-      return { ok: false, error: "GET /metrics has no known engine series", unsupported: true };
-    }
-    return { ok: true, reading };
-  } catch (err) {
-    if (timedOut) {
-      return {
-        ok: false,
-        error: `GET /metrics timed out after ${opts.timeoutMs} ms`,
-        unsupported: false,
-      };
-    }
-    if (opts.signal?.aborted) return { ok: false, error: "scrape aborted", unsupported: false };
-    return { ok: false, error: `GET /metrics failed: ${errorText(err)}`, unsupported: false };
-  } finally {
-    opts.signal?.removeEventListener("abort", onOuterAbort);
-    timer.abort();
-    await timeout;
+  const got = await ownGet(send, "/metrics", {
+    token: opts.token,
+    accept: "text/plain; version=0.0.4",
+    clock: opts.clock,
+    timeoutMs: opts.timeoutMs,
+    maxBytes: MAX_METRICS_BYTES,
+    signal: opts.signal,
+  });
+  if (!got.ok) {
+    return { ok: false, error: got.error, unsupported: got.status === 404 || got.status === 501 };
   }
+  const reading = readEngineMetrics(opts.engine, decoder.decode(got.body), opts.previous);
+  const l = reading.load;
+  if (l.running === null && l.waiting === null && l.kvCacheUsage === null) {
+    return { ok: false, error: "GET /metrics has no known engine series", unsupported: true };
+  }
+  return { ok: true, reading };
 }
 
 /** Collaborators of an `EngineScraper`. */

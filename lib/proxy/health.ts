@@ -5,19 +5,13 @@
  * direct upgrade) and tests all run the very same check.
  */
 import type { Clock } from "../core/clock.ts";
-import {
-  type HeaderPairs,
-  type Http1Request,
-  type Http1Response,
-  readAll,
-} from "../http1/types.ts";
 import type { Tunnel } from "../tunnel/tunnel.ts";
 import type { GpuResult } from "../core/gpu_metrics.ts";
 import { errorText } from "../core/errors.ts";
 import { type ModelList, parseModelList } from "./models.ts";
+import { ownGet, type Sender } from "./own_get.ts";
 
-/** Sends one request to an instance (a tunnel's `request`, a backend's `send`). */
-export type Sender = (req: Http1Request) => Promise<Http1Response>;
+export { OWN_AFFINITY, type Sender } from "./own_get.ts";
 
 /** What one probe found. `error` is safe to show and log (no token, no body). */
 export type ProbeResult =
@@ -40,8 +34,6 @@ export interface ProbeOptions {
 export const DEFAULT_HEALTH_TIMEOUT_MS = 5000;
 /** Largest `/v1/models` body read; a model list is a few KiB. */
 const MAX_MODELS_BODY = 8 * 1024 * 1024;
-/** Probes and other requests of the proxy's own share channels among themselves, not with clients. */
-export const OWN_AFFINITY = "vastproxy";
 const decoder = new TextDecoder();
 
 /**
@@ -51,59 +43,24 @@ const decoder = new TextDecoder();
  * `{ ok: false, error }`, because to a health loop they all mean the same.
  */
 export async function probeModels(send: Sender, opts: ProbeOptions): Promise<ProbeResult> {
-  const timeoutMs = opts.timeoutMs ?? DEFAULT_HEALTH_TIMEOUT_MS;
-  const request = new AbortController();
-  // The timer runs on the injected clock (so FakeClock drives it) and is
-  // cancelled in `finally`, leaving no pending sleep behind a finished probe.
-  const timer = new AbortController();
-  let timedOut = false;
-  const timeout = opts.clock.sleep(timeoutMs, timer.signal).then(
-    () => {
-      timedOut = true;
-      request.abort(new DOMException("health check timed out", "TimeoutError"));
-    },
-    () => {},
-  );
-  const onOuterAbort = () => request.abort(opts.signal?.reason);
-  if (opts.signal?.aborted) onOuterAbort();
-  opts.signal?.addEventListener("abort", onOuterAbort, { once: true });
-
-  const headers: HeaderPairs = [["accept", "application/json"]];
-  if (opts.token) headers.push(["authorization", `Bearer ${opts.token}`]);
+  const got = await ownGet(send, "/v1/models", {
+    token: opts.token,
+    accept: "application/json",
+    clock: opts.clock,
+    timeoutMs: opts.timeoutMs ?? DEFAULT_HEALTH_TIMEOUT_MS,
+    maxBytes: MAX_MODELS_BODY,
+    signal: opts.signal,
+  });
+  if (!got.ok) return { ok: false, error: got.error };
+  let body: unknown;
   try {
-    const res = await send({
-      method: "GET",
-      target: "/v1/models",
-      headers,
-      body: null,
-      signal: request.signal,
-      affinity: OWN_AFFINITY,
-    });
-    if (res.status < 200 || res.status > 299) {
-      // Cancel rather than read: frees the channel without downloading a
-      // possibly large error page.
-      await res.body?.cancel().catch(() => {});
-      return { ok: false, error: `GET /v1/models answered HTTP ${res.status}` };
-    }
-    let body: unknown;
-    try {
-      body = JSON.parse(decoder.decode(await readAll(res, MAX_MODELS_BODY)));
-    } catch (err) {
-      if (request.signal.aborted) throw err;
-      return { ok: false, error: "GET /v1/models returned invalid JSON" };
-    }
-    const list = parseModelList(body);
-    if (!list) return { ok: false, error: "GET /v1/models returned no `data` list" };
-    return { ok: true, ...list };
-  } catch (err) {
-    if (timedOut) return { ok: false, error: `GET /v1/models timed out after ${timeoutMs} ms` };
-    if (opts.signal?.aborted) return { ok: false, error: "health check aborted" };
-    return { ok: false, error: `GET /v1/models failed: ${errorText(err)}` };
-  } finally {
-    opts.signal?.removeEventListener("abort", onOuterAbort);
-    timer.abort();
-    await timeout;
+    body = JSON.parse(decoder.decode(got.body));
+  } catch {
+    return { ok: false, error: "GET /v1/models returned invalid JSON" };
   }
+  const list = parseModelList(body);
+  if (!list) return { ok: false, error: "GET /v1/models returned no `data` list" };
+  return { ok: true, ...list };
 }
 
 export type { GpuResult } from "../core/gpu_metrics.ts";
