@@ -25,7 +25,18 @@ export class Conn {
   idleTtlMs = 0;
   /** Called once when the stream ends or fails (the pool forgets it). */
   onDead: (() => void) | null = null;
-  #queue: Uint8Array[] = [];
+  /**
+   * Set while the stream sits idle in the pool: any byte that arrives then
+   * is one nobody asked for, so the stream is closed at once (not at the
+   * next sweep or reuse) and the engine cannot keep filling it.
+   */
+  idle = false;
+  // Unread chunks from #head on. Array.prototype.shift is O(n) on a long
+  // array, and an engine (or SSH packetization) can deliver a body in
+  // 1-byte chunks: up to HIGH_WATER entries, so shifting would make draining
+  // quadratic and stall the whole event loop for tens of seconds.
+  #queue: (Uint8Array | undefined)[] = [];
+  #head = 0;
   #queued = 0;
   #paused = false;
   #eof = false;
@@ -35,6 +46,10 @@ export class Conn {
   constructor(stream: Duplex) {
     this.stream = stream;
     stream.on("data", (b: Uint8Array) => {
+      if (this.idle) {
+        this.destroy(); // dead, so never clean again: the pool drops it
+        return;
+      }
       this.#queue.push(b);
       this.#queued += b.byteLength;
       if (this.#queued >= HIGH_WATER && !this.#paused) {
@@ -73,8 +88,16 @@ export class Conn {
   /** Next chunk, or null at end of stream; throws the stream's error. */
   async read(): Promise<Uint8Array | null> {
     for (;;) {
-      const b = this.#queue.shift();
+      const b = this.#queue[this.#head];
       if (b) {
+        this.#queue[this.#head++] = undefined;
+        if (this.#head === this.#queue.length) {
+          this.#queue.length = 0;
+          this.#head = 0;
+        } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+          this.#queue = this.#queue.slice(this.#head); // amortized O(1) per chunk
+          this.#head = 0;
+        }
         this.#queued -= b.byteLength;
         if (this.#paused && this.#queued < HIGH_WATER) {
           this.#paused = false;
@@ -90,7 +113,8 @@ export class Conn {
 
   /** Puts bytes read too far back in front of the queue. */
   unshift(b: Uint8Array): void {
-    this.#queue.unshift(b);
+    if (this.#head > 0) this.#queue[--this.#head] = b;
+    else this.#queue.unshift(b);
     this.#queued += b.byteLength;
   }
 
