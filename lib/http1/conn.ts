@@ -71,12 +71,16 @@ export class Conn {
   }
 
   /**
-   * True when the stream is open and holds no unread byte: the only state in
-   * which it may carry another request. Bytes that arrived while idle mean
-   * the engine said something nobody asked for; such a stream is discarded.
+   * True when the stream is open, holds no unread byte and has no request
+   * byte still waiting to go out: the only state in which it may carry
+   * another request. Bytes that arrived while idle mean the engine said
+   * something nobody asked for; unsent bytes mean the engine answered
+   * before reading the whole request (e.g. an early 413 over a full SSH
+   * window), so the rest of that body would be read as the next request.
+   * Either way the stream is discarded.
    */
   get clean(): boolean {
-    return !this.dead && this.#queued === 0;
+    return !this.dead && this.#queued === 0 && this.stream.writableLength === 0;
   }
 
   /** Writes `bytes` (one write: one SSH packet for a small request). */

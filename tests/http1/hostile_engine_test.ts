@@ -128,6 +128,37 @@ Deno.test("an idle channel that receives a byte is closed at once, not at reuse"
   }
 });
 
+Deno.test("an answer that came before the request body went out never returns the channel", async () => {
+  // The engine answers (e.g. an early 413) while the body still waits for
+  // window space: the rest of that body would be read as the next request.
+  let opened = 0;
+  const open = () => {
+    opened++;
+    return Promise.resolve(
+      new Duplex({
+        highWaterMark: 16,
+        read() {},
+        write(_c, _e, _cb) {
+          // The write never completes; the answer arrives anyway.
+          this.push(enc.encode("HTTP/1.1 413 Too Large\r\ncontent-length: 2\r\n\r\nno"));
+        },
+      }),
+    );
+  };
+  const c = new Http1Client(open, { host: "e", idleTtlMs: 60_000 });
+  try {
+    const body = new Uint8Array(64 * 1024);
+    const res = await c.request({ method: "POST", target: "/", headers: [], body });
+    assert.equal(res.status, 413);
+    await readAll(res, 10);
+    assert.equal(c.stats().idle, 0);
+    await c.request({ method: "POST", target: "/", headers: [], body }).then((r) => readAll(r, 10));
+    assert.equal(opened, 2);
+  } finally {
+    c.close();
+  }
+});
+
 // --- through the relay ---------------------------------------------------------
 
 interface Ctx {
