@@ -27,6 +27,7 @@ import { errorText } from "../core/errors.ts";
 import { Conn } from "./conn.ts";
 import {
   ChunkedDecoder,
+  closeAfter,
   encodeRequest,
   findHeadEnd,
   type Framing,
@@ -188,6 +189,7 @@ export class Http1Client {
     for (let c = list.pop(); c; c = list.pop()) {
       this.#idleCount--;
       c.onDead = null;
+      c.idle = false;
       if (c.clean && now - c.idleSince < c.idleTtlMs) {
         if (list.length === 0) this.#idle.delete(key);
         return c;
@@ -210,6 +212,7 @@ export class Http1Client {
       return;
     }
     conn.idleSince = this.#now();
+    conn.idle = true;
     conn.onDead = () => {
       const at = list.indexOf(conn);
       if (at !== -1) {
@@ -334,7 +337,7 @@ export class Http1Client {
     }
     // Only a cleanly delimited answer to a plain request leaves the stream
     // at a message boundary we can trust.
-    const reusable = !upgrade && head.keepAlive && !interim &&
+    const reusable = !upgrade && head.keepAlive && !interim && !closeAfter(head) &&
       (framing.kind === "length" || framing.kind === "chunked");
     const headers = framing.kind === "length" || framing.kind === "none"
       ? head.headers
@@ -361,11 +364,11 @@ async function readHead(
   conn: Conn,
   allowUpgrade: boolean,
 ): Promise<{ head: ResponseHead; interim: boolean }> {
-  let acc: Uint8Array = EMPTY;
+  const acc = new HeadBuffer();
   let from = 0;
   let interim = false;
   for (;;) {
-    const end = acc.length > 0 ? findHeadEnd(acc, from) : -1;
+    const end = acc.length > 0 ? findHeadEnd(acc.bytes, from) : -1;
     if (end === -1) {
       if (acc.length > MAX_HEAD_BYTES) {
         throw new Http1Error(`response head over ${MAX_HEAD_BYTES} bytes`, { sent: true });
@@ -377,18 +380,18 @@ async function readHead(
         });
       }
       from = resumeFrom(acc.length);
-      acc = acc.length === 0 ? chunk : concat(acc, chunk);
+      acc.append(chunk);
       continue;
     }
     if (end > MAX_HEAD_BYTES) {
       throw new Http1Error(`response head over ${MAX_HEAD_BYTES} bytes`, { sent: true });
     }
-    const head = parseHead(acc.subarray(0, end));
-    acc = acc.subarray(end);
+    const head = parseHead(acc.bytes.subarray(0, end));
+    acc.consume(end);
     from = 0;
     if (head.status >= 200 || (head.status === 101 && allowUpgrade)) {
       // After a 101 these are the new protocol's first bytes: kept for the caller.
-      if (acc.length > 0) conn.unshift(acc);
+      if (acc.length > 0) conn.unshift(acc.bytes);
       return { head, interim };
     }
     // 101 would hand the stream to another protocol; the relay asked for none.
@@ -460,9 +463,51 @@ function bodyStream(
   }, { highWaterMark: 0 });
 }
 
-function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
-  const out = new Uint8Array(a.byteLength + b.byteLength);
-  out.set(a);
-  out.set(b, a.byteLength);
-  return out;
+/**
+ * The bytes of a head being read. Appends grow the buffer geometrically, so
+ * an engine dribbling a 64 KiB head one byte per packet costs linear time;
+ * copying the whole head on every packet was quadratic (seconds of blocked
+ * event loop, i.e. every client stalled, per such response).
+ */
+class HeadBuffer {
+  #buf: Uint8Array = EMPTY;
+  #start = 0;
+  #end = 0;
+  // False while #buf is a chunk borrowed from the stream (never written into).
+  #owned = false;
+
+  get length(): number {
+    return this.#end - this.#start;
+  }
+
+  /** The unconsumed bytes (a view, valid until the next append). */
+  get bytes(): Uint8Array {
+    return this.#buf.subarray(this.#start, this.#end);
+  }
+
+  append(chunk: Uint8Array): void {
+    if (this.length === 0) {
+      // The common case, a whole head in one packet, is kept without a copy.
+      this.#buf = chunk;
+      this.#start = 0;
+      this.#end = chunk.byteLength;
+      this.#owned = false;
+      return;
+    }
+    if (!this.#owned || this.#end + chunk.byteLength > this.#buf.byteLength) {
+      const next = new Uint8Array(Math.max(2 * (this.length + chunk.byteLength), 4096));
+      next.set(this.bytes);
+      this.#end = this.length;
+      this.#start = 0;
+      this.#buf = next;
+      this.#owned = true;
+    }
+    this.#buf.set(chunk, this.#end);
+    this.#end += chunk.byteLength;
+  }
+
+  /** Drops the first `n` bytes (a head just parsed). */
+  consume(n: number): void {
+    this.#start += n;
+  }
 }

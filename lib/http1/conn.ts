@@ -25,7 +25,18 @@ export class Conn {
   idleTtlMs = 0;
   /** Called once when the stream ends or fails (the pool forgets it). */
   onDead: (() => void) | null = null;
-  #queue: Uint8Array[] = [];
+  /**
+   * Set while the stream sits idle in the pool: any byte that arrives then
+   * is one nobody asked for, so the stream is closed at once (not at the
+   * next sweep or reuse) and the engine cannot keep filling it.
+   */
+  idle = false;
+  // Unread chunks from #head on. Array.prototype.shift is O(n) on a long
+  // array, and an engine (or SSH packetization) can deliver a body in
+  // 1-byte chunks: up to HIGH_WATER entries, so shifting would make draining
+  // quadratic and stall the whole event loop for tens of seconds.
+  #queue: (Uint8Array | undefined)[] = [];
+  #head = 0;
   #queued = 0;
   #paused = false;
   #eof = false;
@@ -35,6 +46,10 @@ export class Conn {
   constructor(stream: Duplex) {
     this.stream = stream;
     stream.on("data", (b: Uint8Array) => {
+      if (this.idle) {
+        this.destroy(); // dead, so never clean again: the pool drops it
+        return;
+      }
       this.#queue.push(b);
       this.#queued += b.byteLength;
       if (this.#queued >= HIGH_WATER && !this.#paused) {
@@ -56,12 +71,16 @@ export class Conn {
   }
 
   /**
-   * True when the stream is open and holds no unread byte: the only state in
-   * which it may carry another request. Bytes that arrived while idle mean
-   * the engine said something nobody asked for; such a stream is discarded.
+   * True when the stream is open, holds no unread byte and has no request
+   * byte still waiting to go out: the only state in which it may carry
+   * another request. Bytes that arrived while idle mean the engine said
+   * something nobody asked for; unsent bytes mean the engine answered
+   * before reading the whole request (e.g. an early 413 over a full SSH
+   * window), so the rest of that body would be read as the next request.
+   * Either way the stream is discarded.
    */
   get clean(): boolean {
-    return !this.dead && this.#queued === 0;
+    return !this.dead && this.#queued === 0 && this.stream.writableLength === 0;
   }
 
   /** Writes `bytes` (one write: one SSH packet for a small request). */
@@ -89,8 +108,16 @@ export class Conn {
   /** Next chunk, or null at end of stream; throws the stream's error. */
   async read(): Promise<Uint8Array | null> {
     for (;;) {
-      const b = this.#queue.shift();
+      const b = this.#queue[this.#head];
       if (b) {
+        this.#queue[this.#head++] = undefined;
+        if (this.#head === this.#queue.length) {
+          this.#queue.length = 0;
+          this.#head = 0;
+        } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+          this.#queue = this.#queue.slice(this.#head); // amortized O(1) per chunk
+          this.#head = 0;
+        }
         this.#queued -= b.byteLength;
         if (this.#paused && this.#queued < HIGH_WATER) {
           this.#paused = false;
@@ -106,7 +133,8 @@ export class Conn {
 
   /** Puts bytes read too far back in front of the queue. */
   unshift(b: Uint8Array): void {
-    this.#queue.unshift(b);
+    if (this.#head > 0) this.#queue[--this.#head] = b;
+    else this.#queue.unshift(b);
     this.#queued += b.byteLength;
   }
 

@@ -11,6 +11,15 @@ import { type HeaderPairs, Http1Error } from "./types.ts";
 /** Largest response head accepted; real engines send well under 1 KiB. */
 export const MAX_HEAD_BYTES = 64 * 1024;
 
+/**
+ * Most header fields accepted in one response head (real engines send a
+ * dozen). Deno's `Headers` iterates in time quadratic in the number of
+ * distinct names (6,000 names: 5 s, 12,000: 20 s of blocked event loop), and
+ * 64 KiB holds over 10,000 tiny fields, so without this bound one engine
+ * response could stall every client of the proxy. hyper's client stops at 100.
+ */
+export const MAX_HEADER_FIELDS = 256;
+
 const CR = 13;
 const LF = 10;
 
@@ -94,6 +103,9 @@ export function parseHead(bytes: Uint8Array): ResponseHead {
       last[1] = last[1] === "" ? more : more === "" ? last[1] : `${last[1]} ${more}`;
       continue;
     }
+    if (headers.length >= MAX_HEADER_FIELDS) {
+      throw new Http1Error(`response head with over ${MAX_HEADER_FIELDS} fields`, { sent: true });
+    }
     const colon = line.indexOf(":");
     if (colon <= 0) throw new Http1Error("malformed response header line", { sent: true });
     // Whitespace before the colon is not allowed; a proxy removes it (§5.1).
@@ -159,8 +171,17 @@ export function framingOf(method: string, head: ResponseHead): Framing {
     if (n === "transfer-encoding") te = te === null ? v : `${te}, ${v}`;
     else if (n === "content-length") cl = cl === null ? v : `${cl}, ${v}`;
   }
+  // A 2xx to CONNECT turns the connection into a tunnel (RFC 9112 §6.3 rule
+  // 2): nothing after the head is an HTTP message any more.
+  if (method === "CONNECT" && s < 300) {
+    throw new Http1Error("engine opened a tunnel for CONNECT", { sent: true });
+  }
   if (te !== null) {
     const codings = te.split(",").map((c) => trimOws(c).toLowerCase()).filter((c) => c !== "");
+    // chunked applied twice cannot be framed once (§6.1): a protocol error.
+    if (codings.filter((c) => c === "chunked").length > 1) {
+      throw new Http1Error("chunked applied more than once by the engine", { sent: true });
+    }
     return codings.at(-1) === "chunked" ? { kind: "chunked" } : { kind: "close" };
   }
   if (cl === null) return { kind: "close" };
@@ -171,6 +192,24 @@ export function framingOf(method: string, head: ResponseHead): Framing {
     throw new Http1Error("conflicting or invalid Content-Length from the engine", { sent: true });
   }
   return { kind: "length", length: Number(only) };
+}
+
+/**
+ * True when a response's framing, although readable, is ambiguous enough
+ * that the connection must not carry another message (RFC 9112 §6.1, §6.3):
+ * Transfer-Encoding together with Content-Length (the classic
+ * request-smuggling / response-splitting shape), or Transfer-Encoding in an
+ * HTTP/1.0 message. Another parser on the path may have framed it
+ * differently, so nothing after it can be trusted to start a new answer.
+ */
+export function closeAfter(head: ResponseHead): boolean {
+  let te = false;
+  let cl = false;
+  for (const [n] of head.headers) {
+    if (n === "transfer-encoding") te = true;
+    else if (n === "content-length") cl = true;
+  }
+  return te && (cl || head.minor === 0);
 }
 
 /** Fields the client frames itself; callers' copies are ignored. */
@@ -240,6 +279,9 @@ export class ChunkedDecoder {
   #remaining = 0;
   // A size or trailer line that straddles reads (rare: lines are tiny).
   #line = "";
+  // Trailer bytes so far: bounded like a head, so an engine cannot hold a
+  // response open forever with a trailer section the client never sees.
+  #trailerBytes = 0;
   /** Bytes after the terminating chunk, set once done (non-empty: the channel cannot be reused). */
   rest: Uint8Array = new Uint8Array(0);
 
@@ -285,6 +327,10 @@ export class ChunkedDecoder {
           const line = this.#line.endsWith("\r") ? this.#line.slice(0, -1) : this.#line;
           this.#line = "";
           if (this.#state === ChunkState.Trailer) {
+            this.#trailerBytes += line.length + 2;
+            if (this.#trailerBytes > MAX_HEAD_BYTES) {
+              throw new Http1Error("trailer section too long", { sent: true });
+            }
             if (line === "") {
               this.#state = ChunkState.Done;
               this.rest = buf.subarray(i);
@@ -310,7 +356,9 @@ export class ChunkedDecoder {
 
 function parseChunkSize(line: string): number {
   const semi = line.indexOf(";"); // chunk extensions are dropped
-  const hex = trimOws(semi === -1 ? line : line.slice(0, semi));
+  // Leading zeros are legal (1*HEXDIG); only the significant digits are
+  // bounded, so "0000000000000005" is 5 and "ffffffffffffffff" is refused.
+  const hex = trimOws(semi === -1 ? line : line.slice(0, semi)).replace(/^0+(?=[0-9a-fA-F])/, "");
   if (!/^[0-9a-fA-F]{1,12}$/.test(hex)) {
     throw new Http1Error("malformed chunk size", { sent: true });
   }

@@ -131,6 +131,12 @@ export function createHandler(deps: RelayDeps): Handler {
     if ((req.method === "GET" || req.method === "HEAD") && url.pathname === "/v1/models") {
       return log(modelsResponse(deps.pool.routable(), clock.now()));
     }
+    if (req.method === "CONNECT") {
+      // The proxy relays messages, not tunnels: a CONNECT forwarded to an
+      // engine that said 2xx would turn its channel into raw bytes.
+      await req.body?.cancel();
+      return log(errorResponse("method_not_allowed"));
+    }
     const target = requestTarget(req.url);
     if (target === null) {
       await req.body?.cancel();
