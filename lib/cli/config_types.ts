@@ -4,7 +4,7 @@
  */
 
 /** Routing policy names accepted by `--policy`. */
-export type PolicyName = "round-robin" | "least-inflight";
+export type PolicyName = "round-robin" | "least-inflight" | "cache-aware";
 
 /** Headless log format. */
 export type LogFormat = "text" | "json";

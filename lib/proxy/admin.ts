@@ -4,7 +4,12 @@
  * authenticates before calling this, so `--auth-token` covers these too.
  */
 import { errorResponse } from "./errors.ts";
-import { type HistogramInput, METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
+import {
+  type HistogramInput,
+  METRICS_CONTENT_TYPE,
+  type QueueMetrics,
+  renderMetrics,
+} from "./metrics.ts";
 import type { StatusSnapshot } from "./snapshot.ts";
 
 /** What the admin endpoints read. Both are called per request, so they must be cheap. */
@@ -13,6 +18,8 @@ export interface AdminDeps {
   status: () => StatusSnapshot;
   /** Latency histograms per instance id, for /vastproxy/metrics (default: none). */
   histograms?: () => ReadonlyMap<number, HistogramInput>;
+  /** The admission queue's numbers, when the policy holds requests (default: none). */
+  queue?: () => QueueMetrics;
 }
 
 const NO_STORE = { "cache-control": "no-store" };
@@ -51,7 +58,7 @@ export function createAdminHandler(deps: AdminDeps): (req: Request) => Response 
         );
       }
       default: {
-        const text = renderMetrics(status, deps.histograms?.() ?? new Map());
+        const text = renderMetrics(status, deps.histograms?.() ?? new Map(), deps.queue?.());
         return new Response(head ? null : text, {
           headers: { "content-type": METRICS_CONTENT_TYPE, ...NO_STORE },
         });

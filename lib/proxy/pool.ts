@@ -22,6 +22,18 @@ export interface RequestOutcome {
   clientCancelled: boolean;
 }
 
+/** What an engine reports about its load (running and queued requests, KV cache). */
+export interface EngineLoad {
+  /** Requests in the running batch. */
+  running: number | null;
+  /** Requests queued in the engine, waiting for a batch slot. */
+  waiting: number | null;
+  /** Fraction of KV cache blocks in use, 0–1. */
+  kvCacheUsage: number | null;
+  /** Fraction of prompt tokens served from the prefix cache, 0–1. */
+  prefixHitRate: number | null;
+}
+
 /** A backend as routing sees it. Only its owner (`Backend`) mutates it. */
 export interface RouteTarget {
   readonly id: number;
@@ -35,6 +47,14 @@ export interface RouteTarget {
    */
   readonly modelEntries?: readonly ModelEntry[];
   readonly engine: Engine;
+  /**
+   * The engine's own view of its load, from its metrics endpoint (scraped
+   * every health interval, so up to that old); null fields were not reported.
+   * Absent or null when the engine exposes no metrics.
+   */
+  readonly engineLoad?: EngineLoad | null;
+  /** GPU class and count of the instance, for capacity priors before the engine has shown any. */
+  readonly gpu?: { name: string; count: number };
   /** Headers every request to the instance carries (the instance's Bearer token). */
   upstreamAuth(): string | null;
   /**
