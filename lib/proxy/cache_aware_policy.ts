@@ -2,15 +2,16 @@
  * `--policy cache-aware`: route on what the engines know (issue #15).
  *
  * For each request, among the eligible candidates:
- *   1. load      — each backend's capacity-relative load:
- *                  max(in-flight, engine running + waiting) / capacity.
+ *   1. load      — each backend's capacity-relative load: in-flight / capacity.
  *   2. balance   — a candidate more than `balanceThreshold` above the least
  *                  loaded one loses its affinity: load wins over cache there.
  *   3. affinity  — the rest score `matched − loadWeight × load`, where
  *                  `matched` is the fraction of the prompt's prefix blocks
  *                  this policy last sent to that backend (so the engine most
- *                  likely still holds their KV cache). Highest score wins;
- *                  ties rotate, so an idle fleet with no history spreads.
+ *                  likely still holds their KV cache). Highest score wins.
+ *                  When every candidate matches equally (no history, or
+ *                  only a shared system prompt), fewest in flight wins, as
+ *                  in least-inflight; ties rotate.
  *
  * Capacity is what a backend has shown it can serve: the running batch it
  * had while requests waited in its queue (its slot limit) once seen, else
@@ -35,13 +36,14 @@ export interface CacheAwareOptions {
   maxEntries?: number;
   /**
    * Capacity-relative load gap past which balance overrides affinity
-   * (default 0.5: a backend half its capacity busier than the idlest one
-   * gets no credit for cached prefixes).
+   * (default 0.25: a backend a quarter of its capacity busier than the
+   * idlest one gets no credit for cached prefixes; 0.5 and 1 let hot spots
+   * form in the routing benchmark).
    */
   balanceThreshold?: number;
   /** Weight of load against matched prefix fraction in the score (default 1). */
   loadWeight?: number;
-  /** Queue, as a fraction of capacity, past which a backend is saturated (default 0.25). */
+  /** Queue, as a fraction of capacity, past which a backend is saturated (default 1). */
   saturationQueue?: number;
 }
 
@@ -92,9 +94,9 @@ export class CacheAware implements Policy {
   /** A policy with `opts` (see `CacheAwareOptions` for defaults). */
   constructor(opts: CacheAwareOptions = {}) {
     this.#maxEntries = opts.maxEntries ?? 100_000;
-    this.#balanceThreshold = opts.balanceThreshold ?? 0.5;
+    this.#balanceThreshold = opts.balanceThreshold ?? 0.25;
     this.#loadWeight = opts.loadWeight ?? 1;
-    this.#saturationQueue = opts.saturationQueue ?? 0.25;
+    this.#saturationQueue = opts.saturationQueue ?? 1;
   }
 
   /** Prefix blocks currently remembered, over all backends (bounded by `maxEntries`). */
@@ -109,29 +111,35 @@ export class CacheAware implements Policy {
     const prefix = route.prefix ?? [];
     const loads = candidates.map((c) => this.load(c));
     const minLoad = Math.min(...loads);
+    const held = candidates.map((c) =>
+      prefix.length === 0 ? 0 : this.matched(c.id, prefix) / prefix.length
+    );
+    // Where no backend holds more of the prompt than another, there is no
+    // affinity to trade against load: pick by in-flight count, as
+    // least-inflight does (fast backends drain sooner and so take more).
+    const uniform = held.every((m) => m === held[0]);
+    const matched = held.map((m, i) => (loads[i] - minLoad > this.#balanceThreshold ? 0 : m));
     let best: RouteTarget[] = [];
     let bestScore = -Infinity;
     for (let i = 0; i < candidates.length; i++) {
-      const c = candidates[i];
-      const matched = loads[i] - minLoad > this.#balanceThreshold || prefix.length === 0
-        ? 0
-        : this.matched(c.id, prefix) / prefix.length;
-      const score = matched - this.#loadWeight * loads[i];
+      const score = uniform ? -candidates[i].inFlight : matched[i] - this.#loadWeight * loads[i];
       if (score > bestScore) {
-        best = [c];
+        best = [candidates[i]];
         bestScore = score;
-      } else if (score === bestScore) best.push(c);
+      } else if (score === bestScore) best.push(candidates[i]);
     }
     const pick = best.length === 1 ? best[0] : this.#tieBreak.select(best)!;
     this.#record(pick.id, prefix);
     return pick;
   }
 
-  /** Capacity-relative load of `t`: requests it holds over what it can run at once. */
+  /**
+   * Capacity-relative load of `t`: requests in flight over what it can run
+   * at once. The proxy's own count, because it is live; the engine's
+   * numbers are a health interval old and would show requests long gone.
+   */
   load(t: RouteTarget): number {
-    const e = t.engineLoad;
-    const engineHeld = (e?.running ?? 0) + (e?.waiting ?? 0);
-    return Math.max(t.inFlight, engineHeld) / this.capacity(t);
+    return t.inFlight / this.capacity(t);
   }
 
   /** Requests `t` can run at once, as learned or from its GPUs. */
@@ -149,7 +157,10 @@ export class CacheAware implements Policy {
   saturated(t: RouteTarget, extra = 0): boolean {
     this.#learn(t);
     const cap = this.capacity(t);
-    const queued = Math.max(t.engineLoad?.waiting ?? 0, t.inFlight + extra - cap);
+    // An engine queue longer than all this proxy has in flight there holds
+    // other clients' requests too: count it. A shorter one may be stale.
+    const waiting = t.engineLoad?.waiting ?? 0;
+    const queued = Math.max(waiting > t.inFlight ? waiting : 0, t.inFlight + extra - cap);
     return queued > this.#saturationQueue * cap;
   }
 

@@ -16,7 +16,7 @@ Deno.test("CacheAware.select() spreads an idle fleet with no history by rotation
 });
 
 Deno.test("CacheAware.select() keeps a conversation on the backend holding its prefix", () => {
-  const p = new CacheAware();
+  const p = new CacheAware({ balanceThreshold: 0.5 });
   const a = new FakeTarget(1, { gpu: gpu4090 });
   const b = new FakeTarget(2, { gpu: gpu4090 });
   const first = p.select([a, b], { prefix: convA })!;
@@ -51,8 +51,12 @@ Deno.test("CacheAware.load() is capacity-relative: GPU prior, then what the engi
   assert.equal(gpuPrior(big.gpu), 128);
   assert.equal(p.load(small), 0.5);
   assert.equal(p.load(big), 0.125);
-  // Least-in-flight would pick the 4090; capacity-relative load picks the H100s.
-  assert.equal(p.select([small, big], {}), big);
+  // Without affinity to weigh, fewest in flight wins (as least-inflight).
+  assert.equal(p.select([small, big], {}), small);
+  // Where the 4090 holds the prompt, its capacity-relative load (0.5 vs
+  // 0.125, gap past 0.25) overrides the affinity: the H100s get it.
+  p.select([small], { prefix: [1, 2, 3] });
+  assert.equal(p.select([small, big], { prefix: [1, 2, 3] }), big);
   // The engine ran 32 while others waited: its slot limit is 32, above the prior.
   small.engineLoad = { running: 32, waiting: 3, kvCacheUsage: 0.9, prefixHitRate: null };
   p.select([small, big], {});
@@ -63,14 +67,16 @@ Deno.test("CacheAware.load() is capacity-relative: GPU prior, then what the engi
 });
 
 Deno.test("CacheAware.saturated() trips on a queue past a quarter of capacity", () => {
-  const p = new CacheAware();
+  const p = new CacheAware({ saturationQueue: 0.25 });
   const t = new FakeTarget(1, { gpu: gpu4090, inFlight: 20 });
   assert.equal(p.saturated(t), false); // 4 beyond 16 = 0.25 × 16: not past
   t.baseLoad = 21;
   assert.equal(p.saturated(t), true);
   t.baseLoad = 2;
   t.engineLoad = { running: 16, waiting: 5, kvCacheUsage: null, prefixHitRate: null };
-  assert.equal(p.saturated(t), true); // other clients' requests queue there too
+  assert.equal(p.saturated(t), true); // a queue longer than ours: other clients' requests
+  t.baseLoad = 10;
+  assert.equal(p.saturated(t), false); // shorter than ours: maybe stale, not trusted
 });
 
 Deno.test("CacheAware keeps at most maxEntries prefix blocks, evicting the oldest", () => {
