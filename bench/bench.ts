@@ -1,5 +1,6 @@
 /**
- * `deno task bench [--quick] [--rounds N] [--only S1,S3] [--profile]`:
+ * `deno task bench [--quick] [--rounds N] [--only S1,S3] [--profile]`
+ * (`deno task bench --routing …` runs bench/routing.ts instead):
  * measures the paths to the same fake engines, interleaved round by round —
  * (a) direct, (b) OpenSSH `ssh -N -L`, (c) `vastproxy serve`, (d) another
  * checkout's proxy when BENCH_BASELINE_ROOT is set, (e) the Go original's
@@ -602,4 +603,12 @@ async function main(): Promise<number> {
   return 0;
 }
 
-if (import.meta.main) Deno.exit(await main());
+if (import.meta.main) {
+  // `--routing` is a separate benchmark (a simulated fleet in virtual time).
+  if (Deno.args.includes("--routing")) {
+    const { main: routing } = await import("./routing.ts");
+    routing(Deno.args.filter((a) => a !== "--routing"));
+    Deno.exit(0);
+  }
+  Deno.exit(await main());
+}

@@ -24,6 +24,7 @@ import type { BackendEvent } from "../proxy/backend.ts";
 import { Fleet } from "../proxy/fleet.ts";
 import { Marks } from "./marks.ts";
 import { createPolicy } from "../proxy/policies.ts";
+import { Admission } from "../proxy/admission.ts";
 import { guardResponse } from "../proxy/guard.ts";
 import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
 import type { StatusSnapshot } from "../proxy/snapshot.ts";
@@ -239,9 +240,15 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       attempts: l.attempts,
       cancelled: l.clientCancelled || undefined,
     }));
+  const policy = createPolicy(config.policy);
+  // A policy that can tell saturation enables the admission queue.
+  const admission = policy.saturated
+    ? new Admission({ saturated: (t, extra) => policy.saturated!(t, extra), clock })
+    : undefined;
   const relay = createHandler({
     pool: fleet,
-    policy: createPolicy(config.policy),
+    policy,
+    admission,
     stickyHeader: config.stickyHeader,
     authToken: config.authToken,
     maxBodyBytes: config.maxBodyBytes,
@@ -255,6 +262,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       status,
       histograms: () => fleet.histograms(),
       llm: () => fleet.llmData(),
+      ...(admission ? { queue: () => admission.stats() } : {}),
     }),
     clock,
     logger,

@@ -270,9 +270,11 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
 
   const policyIn = lookup.get("policy");
   const policy = (policyIn?.value ?? "least-inflight") as PolicyName;
-  if (policy !== "round-robin" && policy !== "least-inflight") {
+  if (policy !== "round-robin" && policy !== "least-inflight" && policy !== "cache-aware") {
     throw new UsageError(
-      `${policyIn!.source}: unknown policy "${policy}"; use round-robin or least-inflight`,
+      `${
+        policyIn!.source
+      }: unknown policy "${policy}"; use round-robin, least-inflight or cache-aware`,
       "policy",
     );
   }

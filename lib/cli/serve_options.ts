@@ -106,7 +106,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     arg: "NAME",
     env: "VASTPROXY_POLICY",
     default: "least-inflight",
-    help: "round-robin or least-inflight",
+    help: "round-robin, least-inflight or cache-aware (prefix affinity and capacity-relative load)",
   },
   {
     name: "sticky-header",

@@ -8,6 +8,7 @@ import {
   type HistogramInput,
   type LlmInput,
   METRICS_CONTENT_TYPE,
+  type QueueMetrics,
   renderMetrics,
 } from "./metrics.ts";
 import type { StatusSnapshot } from "./snapshot.ts";
@@ -20,6 +21,8 @@ export interface AdminDeps {
   histograms?: () => ReadonlyMap<number, HistogramInput>;
   /** TTFT, ITL and token counts per instance and model, for /vastproxy/metrics (default: none). */
   llm?: () => LlmInput;
+  /** The admission queue's numbers, when the policy holds requests (default: none). */
+  queue?: () => QueueMetrics;
 }
 
 const NO_STORE = { "cache-control": "no-store" };
@@ -62,6 +65,7 @@ export function createAdminHandler(deps: AdminDeps): (req: Request) => Response 
           status,
           deps.histograms?.() ?? new Map(),
           deps.llm?.() ?? new Map(),
+          deps.queue?.(),
         );
         return new Response(head ? null : text, {
           headers: { "content-type": METRICS_CONTENT_TYPE, ...NO_STORE },

@@ -35,6 +35,27 @@ export function modelOf(contentType: string | null, body: Uint8Array | null): st
 
 /** `model` of a JSON object body (`application/json`, `…+json`, or untyped). */
 function jsonModel(body: Uint8Array): string | undefined {
+  const parsed = jsonObject(body);
+  return parsed ? nonEmpty(parsed.model) : undefined;
+}
+
+/**
+ * The body as a JSON object when `contentType` is JSON (or absent) and it
+ * parses as one, else undefined. For callers that need more than `model`
+ * (prefix-aware routing) from the one parse.
+ */
+export function jsonObjectOf(
+  contentType: string | null,
+  body: Uint8Array | null,
+): Record<string, unknown> | undefined {
+  if (!body || body.length === 0) return undefined;
+  const mediaType = (contentType ?? "").split(";", 1)[0].trim().toLowerCase();
+  if (mediaType !== "" && !mediaType.includes("json")) return undefined;
+  return jsonObject(body);
+}
+
+/** Parses a JSON object body of at most MAX_PARSE_BYTES, or undefined. */
+function jsonObject(body: Uint8Array): Record<string, unknown> | undefined {
   if (body.length > MAX_PARSE_BYTES) return undefined;
   // Skip leading whitespace and require an object, so we never JSON.parse
   // megabytes of something that cannot carry a model field.
@@ -47,7 +68,7 @@ function jsonModel(body: Uint8Array): string | undefined {
   try {
     const parsed: unknown = JSON.parse(new TextDecoder().decode(body));
     if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
-      return nonEmpty((parsed as Record<string, unknown>).model);
+      return parsed as Record<string, unknown>;
     }
   } catch { /* not JSON: route without a model */ }
   return undefined;
@@ -104,6 +125,7 @@ function multipartModel(contentType: string, body: Uint8Array): string | undefin
 
 function ignoreChunk(_chunk: Uint8Array | null): void {}
 
-function nonEmpty(value: unknown): string | undefined {
+/** `value` when it is a non-empty string. */
+export function nonEmpty(value: unknown): string | undefined {
   return typeof value === "string" && value.length > 0 ? value : undefined;
 }

@@ -104,15 +104,29 @@ function histogramSamples(
 /** LLM metrics per instance id, then per model label (bounded by the backend). */
 export type LlmInput = ReadonlyMap<number, ReadonlyMap<string, LlmModelData>>;
 
+/** The admission queue's numbers (admission.ts), when the policy has one. */
+export interface QueueMetrics {
+  /** Requests held now. */
+  depth: number;
+  /** Requests turned away because the queue was full. */
+  rejected: number;
+  /** Held requests that passed the deadline. */
+  timedOut: number;
+  /** Time each held request waited, ms. */
+  waits: HistogramInput;
+}
+
 /**
  * Renders the metrics text. `histograms` maps instance id to its latency
  * histogram in ms (converted to seconds here, Prometheus' base unit); `llm`
- * holds each instance's TTFT, ITL and token counts per model.
+ * holds each instance's TTFT, ITL and token counts per model; `queue` adds
+ * the admission queue's series.
  */
 export function renderMetrics(
   status: StatusSnapshot,
   histograms: ReadonlyMap<number, HistogramInput> = new Map(),
   llm: LlmInput = new Map(),
+  queue?: QueueMetrics,
 ): string {
   const info = new Family("vastproxy_info", "gauge", "Proxy version and routing policy.");
   info.sample("vastproxy_info", { version: status.version, policy: status.policy }, 1);
@@ -272,5 +286,36 @@ export function renderMetrics(
     itl,
     tokens,
   ];
+  if (queue) families.push(...queueFamilies(queue));
   return families.map((f) => f.text()).join("\n") + "\n";
+}
+
+function queueFamilies(q: QueueMetrics): Family[] {
+  const depth = new Family(
+    "vastproxy_queue_depth",
+    "gauge",
+    "Requests held in the proxy because every eligible backend is saturated.",
+  );
+  depth.sample("vastproxy_queue_depth", {}, q.depth);
+  const rejected = new Family(
+    "vastproxy_queue_rejected_total",
+    "counter",
+    "Requests answered 503 because the admission queue was full or their wait passed the deadline.",
+  );
+  rejected.sample("vastproxy_queue_rejected_total", { reason: "full" }, q.rejected);
+  rejected.sample("vastproxy_queue_rejected_total", { reason: "timeout" }, q.timedOut);
+  const wait = new Family(
+    "vastproxy_queue_wait_seconds",
+    "histogram",
+    "Time requests were held in the admission queue.",
+  );
+  const data = histogramData(q.waits);
+  const name = "vastproxy_queue_wait_seconds";
+  for (const [le, count] of data.buckets) {
+    wait.sample(`${name}_bucket`, { le: formatValue(le / 1000) }, count);
+  }
+  wait.sample(`${name}_bucket`, { le: "+Inf" }, data.count);
+  wait.sample(`${name}_sum`, {}, data.sum / 1000);
+  wait.sample(`${name}_count`, {}, data.count);
+  return [depth, rejected, wait];
 }

@@ -5,10 +5,11 @@
  *   1. pin      — `X-VastProxy-Instance` names a routable backend: go there.
  *   2. model    — only backends serving the body's `model` are eligible.
  *   3. sticky   — `--sticky-header` value present: rendezvous hashing.
- *   4. policy   — round-robin or least-in-flight.
+ *   4. policy   — round-robin, least-in-flight or cache-aware.
  * Policies only see `RouteTarget`s that already passed the filters; they
  * never look at SSH, health or state internals (Caddy's Selector shape).
  */
+import { CacheAware } from "./cache_aware_policy.ts";
 import type { RouteTarget } from "./pool.ts";
 import type { RouteInfo } from "./route_info.ts";
 
@@ -20,6 +21,16 @@ export interface Policy {
   readonly name: string;
   /** Picks a candidate; must return an element of `candidates` or undefined. */
   select(candidates: readonly RouteTarget[], route: RouteInfo): RouteTarget | undefined;
+  /** True when the policy reads `RouteInfo.prefix` (the relay extracts it only then). */
+  readonly usesPrefix?: boolean;
+  /**
+   * True when `target` cannot usefully take another request now, counting
+   * `extra` requests just routed to it that its in-flight count does not
+   * show yet. A policy
+   * that implements it enables the admission queue: requests wait in the
+   * proxy while every eligible backend is saturated (admission.ts).
+   */
+  saturated?(target: RouteTarget, extra?: number): boolean;
 }
 
 /** Candidates in a stable order (by instance id), so rotation does not depend on pool order. */
@@ -117,7 +128,7 @@ export class Rendezvous implements Policy {
 
 /** Names `createPolicy` accepts: the `--policy` values plus `rendezvous`. */
 /** The `--policy` names (the CLI validates against these). */
-export type PolicyName = "round-robin" | "least-inflight";
+export type PolicyName = "round-robin" | "least-inflight" | "cache-aware";
 
 export type PolicyKind = PolicyName | "rendezvous";
 
@@ -130,9 +141,11 @@ export function createPolicy(name: PolicyKind): Policy {
       return new LeastInFlight();
     case "rendezvous":
       return new Rendezvous();
+    case "cache-aware":
+      return new CacheAware();
     default:
       throw new RangeError(
-        `Cannot create policy "${String(name)}": use round-robin or least-inflight`,
+        `Cannot create policy "${String(name)}": use round-robin, least-inflight or cache-aware`,
       );
   }
 }

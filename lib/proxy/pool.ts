@@ -12,6 +12,8 @@ import type { EngineLoad } from "./engine_metrics.ts";
 import type { LlmSample } from "./llm_stats.ts";
 import type { BackendSnapshot } from "./snapshot.ts";
 
+export type { EngineLoad } from "./engine_metrics.ts";
+
 /** Outcome of one proxied request, for counters and passive health. */
 export interface RequestOutcome {
   /** HTTP status from the instance, or null when no response arrived. */

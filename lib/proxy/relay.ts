@@ -10,6 +10,7 @@
 import { type Clock, realClock } from "../core/clock.ts";
 import { errorText } from "../core/errors.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
+import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
 import type { HeaderPairs, Http1Response } from "../http1/types.ts";
@@ -74,6 +75,8 @@ export interface RelayDeps {
   onRequestLog?: (line: RequestLogLine) => void;
   /** Retries after a transport failure (default 2). */
   maxRetries?: number;
+  /** Holds requests while every eligible backend is saturated (default: none, never holds). */
+  admission?: Admission;
 }
 
 /** A `Deno.serve`-compatible handler. */
@@ -150,15 +153,30 @@ export function createHandler(deps: RelayDeps): Handler {
     if (!read.ok) return log(read.response());
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
-    const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.());
+    const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.(), {
+      prefix: deps.policy.usesPrefix === true,
+    });
     // Idle engine channels are reused only for the client connection they
     // served, so a stray engine byte can never reach another client.
     const affinity = connectionKey(info);
 
     const tried = new Set<number>();
     for (let attempt = 0;; attempt++) {
-      const decision = pickTarget(deps.pool.routable(), route, policies, tried);
+      const decision = deps.admission
+        ? await deps.admission.admit(
+          deps.pool,
+          route,
+          (targets) => pickTarget(targets, route, policies, tried),
+          req.signal,
+        )
+        : pickTarget(deps.pool.routable(), route, policies, tried);
       if (!decision.ok) {
+        if (decision.code === "client_cancelled") {
+          return log(new Response(null, { status: 499 }), { clientCancelled: true });
+        }
+        if (decision.code === "server_busy") {
+          return log(deps.admission!.busyResponse(decision.reason), { attempts: attempt });
+        }
         // After a failed attempt an empty pool means the upstream failed us.
         const code: ProxyErrorCode = attempt > 0 ? "upstream_failed" : decision.code;
         return log(errorResponse(code), { attempts: attempt });
@@ -175,6 +193,7 @@ export function createHandler(deps: RelayDeps): Handler {
         llm: { path: url.pathname, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
+        onReleased: deps.admission?.wake,
       });
       if ("response" in result) return result.response;
       if (result.clientCancelled) {
@@ -349,6 +368,8 @@ interface DispatchInput {
   /** What the LLM metrics need of the request (llm_stats.ts). */
   llm: { path: string; model: string | null };
   onHeaderDropped: (name: string) => void;
+  /** Called once the backend's in-flight slot is released (admission re-routes held requests). */
+  onReleased?: () => void;
   /** Called once when the response body ended, with what to log. */
   onDone: (
     d: { instance: number; status: number; bytes: number; clientCancelled: boolean },
@@ -403,6 +424,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     });
     const sample = observer?.finish();
     if (sample) backend.recordLlm?.(sample);
+    input.onReleased?.();
     if (status !== null) {
       // Headers already went out with this status; a client leaving during
       // the body (an SDK that stops reading after `data: [DONE]` does) is

@@ -4,7 +4,7 @@
  * acquire/release, so tests can assert "released exactly once, with this
  * outcome" without a real backend.
  */
-import type { Pool, RequestOutcome, RouteTarget } from "../../lib/proxy/pool.ts";
+import type { EngineLoad, Pool, RequestOutcome, RouteTarget } from "../../lib/proxy/pool.ts";
 import type { BackendSnapshot, StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import type { Engine } from "../../lib/core/backend_spec.ts";
 import type { Http1Client } from "../../lib/http1/client.ts";
@@ -24,6 +24,10 @@ export interface FakeTargetOptions {
   auth?: string | null;
   inFlight?: number;
   routable?: boolean;
+  /** The engine's reported load (metrics), when the test gives one. */
+  engineLoad?: EngineLoad | null;
+  /** GPU class and count. */
+  gpu?: { name: string; count: number };
 }
 
 /** A RouteTarget whose fields tests may change at will. */
@@ -37,6 +41,10 @@ export class FakeTarget implements RouteTarget {
   routable: boolean;
   /** Extra in-flight load added by the test (on top of live acquisitions). */
   baseLoad: number;
+  /** The engine's reported load; tests change it at will. */
+  engineLoad: EngineLoad | null | undefined;
+  /** GPU class and count. */
+  gpu: { name: string; count: number } | undefined;
   #live = 0;
   /** Number of `acquire()` calls. */
   acquires = 0;
@@ -60,6 +68,8 @@ export class FakeTarget implements RouteTarget {
     this.auth = opts.auth ?? null;
     this.routable = opts.routable ?? true;
     this.baseLoad = opts.inFlight ?? 0;
+    this.engineLoad = opts.engineLoad;
+    this.gpu = opts.gpu;
   }
 
   /** Requests in flight (test load plus live ones). */

@@ -10,7 +10,8 @@ import {
   rendezvousScore,
   RoundRobin,
 } from "../../lib/proxy/policies.ts";
-import { routeInfoFor } from "../../lib/proxy/route_info.ts";
+import { MAX_PREFIX_BLOCKS, prefixBlocks, routeInfoFor } from "../../lib/proxy/route_info.ts";
+import { SglangCacheAware } from "../../bench/_sglang_cache_aware.ts";
 import { FakeTarget } from "../_helpers/fake_pool.ts";
 
 const targets = (...ids: number[]) => ids.map((id) => new FakeTarget(id));
@@ -19,6 +20,8 @@ const factories: [string, () => Policy][] = [
   ["round-robin", () => createPolicy("round-robin")],
   ["least-inflight", () => createPolicy("least-inflight")],
   ["rendezvous", () => createPolicy("rendezvous")],
+  ["cache-aware", () => createPolicy("cache-aware")],
+  ["sglang-cache-aware (bench baseline)", () => new SglangCacheAware({ seed: 1 })],
 ];
 
 // One contract, every policy (STYLE.md §7).
@@ -31,9 +34,11 @@ for (const [name, make] of factories) {
         fc.uniqueArray(fc.integer({ min: 1, max: 1_000_000 }), { minLength: 1, maxLength: 12 }),
         fc.array(fc.nat(5), { minLength: 12, maxLength: 12 }),
         fc.option(fc.string(), { nil: undefined }),
-        (ids, loads, key) => {
+        fc.array(fc.nat(2 ** 40), { maxLength: 8 }),
+        (ids, loads, key, prefix) => {
           const cands = ids.map((id, i) => new FakeTarget(id, { inFlight: loads[i] }));
-          const picked = policy.select(cands, key === undefined ? {} : { stickyKey: key });
+          const route = key === undefined ? {} : { stickyKey: key };
+          const picked = policy.select(cands, prefix.length ? { ...route, prefix } : route);
           assert.ok(picked !== undefined && cands.includes(picked as FakeTarget));
         },
       ),
@@ -46,7 +51,7 @@ Deno.test("createPolicy() maps names and rejects unknown ones", () => {
   assert.ok(createPolicy("least-inflight") instanceof LeastInFlight);
   assert.ok(createPolicy("rendezvous") instanceof Rendezvous);
   // deno-lint-ignore no-explicit-any
-  assert.throws(() => createPolicy("random" as any), /round-robin or least-inflight/);
+  assert.throws(() => createPolicy("random" as any), /round-robin, least-inflight or cache-aware/);
 });
 
 Deno.test("RoundRobin.select() distributes 30 requests 10/10/10 in id order", () => {
@@ -235,4 +240,41 @@ Deno.test("routeInfoFor() collects model, sticky key and pin", () => {
   });
   headers.set("x-vastproxy-instance", "not-a-number");
   assert.deepEqual(routeInfoFor(headers, null, null), {});
+});
+
+Deno.test("routeInfoFor() extracts cumulative prefix blocks only when asked, from one parse", () => {
+  const headers = new Headers({ "content-type": "application/json" });
+  const sys = "You are a careful assistant. ".repeat(10); // 290 chars
+  const body = (user: string) =>
+    new TextEncoder().encode(JSON.stringify({
+      model: "m",
+      messages: [{ role: "system", content: sys }, { role: "user", content: user }],
+    }));
+  assert.equal(routeInfoFor(headers, body("hi"), null).prefix, undefined);
+  const a = routeInfoFor(headers, body("x".repeat(200)), null, undefined, { prefix: true });
+  const b = routeInfoFor(headers, body("y".repeat(200)), null, undefined, { prefix: true });
+  assert.equal(a.model, "m");
+  // 2 + 6 + 290 + 4 + 200 = 502 chars: 7 full blocks; the first 4 are system prompt only.
+  assert.equal(a.prefix!.length, 7);
+  assert.deepEqual(a.prefix!.slice(0, 4), b.prefix!.slice(0, 4));
+  assert.notEqual(a.prefix![4], b.prefix![4]);
+  // Block hashes are cumulative: same block text after a different prefix hashes differently.
+  const p1 = prefixBlocks("a".repeat(64) + "c".repeat(64));
+  const p2 = prefixBlocks("b".repeat(64) + "c".repeat(64));
+  assert.notEqual(p1[1], p2[1]);
+  assert.ok(p1.every((h) => Number.isSafeInteger(h) && h >= 0));
+  // Bounded: never more than MAX_PREFIX_BLOCKS.
+  const huge = routeInfoFor(headers, body("z".repeat(100_000)), null, undefined, { prefix: true });
+  assert.equal(huge.prefix!.length, MAX_PREFIX_BLOCKS);
+  // `prompt` bodies too; non-JSON bodies carry none.
+  const completion = new TextEncoder().encode(JSON.stringify({ prompt: "q".repeat(130) }));
+  assert.equal(
+    routeInfoFor(headers, completion, null, undefined, { prefix: true }).prefix!.length,
+    2,
+  );
+  const form = new Headers({ "content-type": "application/x-www-form-urlencoded" });
+  const formBody = new TextEncoder().encode("model=m2");
+  assert.deepEqual(routeInfoFor(form, formBody, null, undefined, { prefix: true }), {
+    model: "m2",
+  });
 });

@@ -1,0 +1,102 @@
+import assert from "node:assert/strict";
+import { CacheAware, gpuPrior } from "../../lib/proxy/cache_aware_policy.ts";
+import { FakeTarget } from "../_helpers/fake_pool.ts";
+
+const blocks = (...xs: number[]) => xs;
+const SYS = [11, 12, 13, 14];
+const convA = [...SYS, 21, 22, 23, 24];
+const convB = [...SYS, 31, 32, 33, 34];
+const gpu4090 = { name: "RTX 4090", count: 1 };
+
+Deno.test("CacheAware.select() spreads an idle fleet with no history by rotation", () => {
+  const p = new CacheAware();
+  const cands = [1, 2, 3].map((id) => new FakeTarget(id, { gpu: gpu4090 }));
+  const picks = [1, 2, 3, 4].map(() => p.select(cands, {})!.id);
+  assert.deepEqual(picks, [1, 2, 3, 1]);
+});
+
+Deno.test("CacheAware.select() keeps a conversation on the backend holding its prefix", () => {
+  const p = new CacheAware({ balanceThreshold: 0.5 });
+  const a = new FakeTarget(1, { gpu: gpu4090 });
+  const b = new FakeTarget(2, { gpu: gpu4090 });
+  const first = p.select([a, b], { prefix: convA })!;
+  // The next turn extends the prefix; the holder is busier but within balance.
+  (first as FakeTarget).baseLoad = 4; // load 4/16 = 0.25 < 0.5 threshold
+  const next = p.select([a, b], { prefix: [...convA, 25, 26] })!;
+  assert.equal(next, first);
+  assert.equal(p.matched(first.id, [...convA, 25, 26]), 10);
+  // A new conversation sharing the system prompt with both backends goes by load.
+  const other = first === a ? b : a;
+  p.select([other], { prefix: convB });
+  assert.equal(p.select([a, b], { prefix: [...SYS, 41, 42] }), other);
+});
+
+Deno.test("CacheAware.select() lets balance override affinity past the threshold", () => {
+  const p = new CacheAware({ balanceThreshold: 0.5 });
+  const a = new FakeTarget(1, { gpu: gpu4090 });
+  const b = new FakeTarget(2, { gpu: gpu4090 });
+  b.baseLoad = 1;
+  assert.equal(p.select([a, b], { prefix: convA }), a);
+  a.baseLoad = 9; // 9/16 − 1/16 = 0.5: not past the threshold, affinity 1 − 0.56 > 0 − 0.06
+  assert.equal(p.select([a, b], { prefix: convA }), a);
+  a.baseLoad = 10; // 10/16 − 1/16 > 0.5: affinity is ignored
+  assert.equal(p.select([a, b], { prefix: convA }), b);
+});
+
+Deno.test("CacheAware.load() is capacity-relative: GPU prior, then what the engine showed", () => {
+  const p = new CacheAware();
+  const small = new FakeTarget(1, { gpu: gpu4090, inFlight: 8 });
+  const big = new FakeTarget(2, { gpu: { name: "H100 SXM", count: 2 }, inFlight: 16 });
+  assert.equal(gpuPrior(small.gpu), 16);
+  assert.equal(gpuPrior(big.gpu), 128);
+  assert.equal(p.load(small), 0.5);
+  assert.equal(p.load(big), 0.125);
+  // Without affinity to weigh, fewest in flight wins (as least-inflight).
+  assert.equal(p.select([small, big], {}), small);
+  // Where the 4090 holds the prompt, its capacity-relative load (0.5 vs
+  // 0.125, gap past 0.25) overrides the affinity: the H100s get it.
+  p.select([small], { prefix: [1, 2, 3] });
+  assert.equal(p.select([small, big], { prefix: [1, 2, 3] }), big);
+  // The engine ran 32 while others waited: its slot limit is 32, above the prior.
+  small.engineLoad = { running: 32, waiting: 3, kvCacheUsage: 0.9, prefixHitRate: null };
+  p.select([small, big], {});
+  assert.equal(p.capacity(small), 32);
+  small.engineLoad = { running: 4, waiting: 0, kvCacheUsage: 0.1, prefixHitRate: null };
+  assert.equal(p.capacity(small), 32);
+  assert.equal(p.load(small), 8 / 32);
+});
+
+Deno.test("CacheAware.saturated() trips on a queue past a quarter of capacity", () => {
+  const p = new CacheAware({ saturationQueue: 0.25 });
+  const t = new FakeTarget(1, { gpu: gpu4090, inFlight: 20 });
+  assert.equal(p.saturated(t), false); // 4 beyond 16 = 0.25 × 16: not past
+  t.baseLoad = 21;
+  assert.equal(p.saturated(t), true);
+  t.baseLoad = 2;
+  t.engineLoad = { running: 16, waiting: 5, kvCacheUsage: null, prefixHitRate: null };
+  assert.equal(p.saturated(t), true); // a queue longer than ours: other clients' requests
+  t.baseLoad = 10;
+  assert.equal(p.saturated(t), false); // shorter than ours: maybe stale, not trusted
+});
+
+Deno.test("CacheAware keeps at most maxEntries prefix blocks, evicting the oldest", () => {
+  const p = new CacheAware({ maxEntries: 1000 });
+  const cands = [1, 2, 3, 4].map((id) => new FakeTarget(id, { gpu: gpu4090 }));
+  for (let i = 0; i < 5000; i++) {
+    const prefix = Array.from({ length: 20 }, (_, k) => i * 100 + k);
+    p.select(cands, { prefix });
+    assert.ok(p.entries <= 1000);
+  }
+  assert.equal(p.entries, 1000);
+  // The newest request is still fully remembered; the first one is gone.
+  const last = Array.from({ length: 20 }, (_, k) => 4999 * 100 + k);
+  assert.equal(Math.max(...cands.map((c) => p.matched(c.id, last))), 20);
+  assert.equal(Math.max(...cands.map((c) => p.matched(c.id, blocks(0, 1, 2)))), 0);
+});
+
+Deno.test("CacheAware eviction trims a prefix from its end, not its start", () => {
+  const p = new CacheAware({ maxEntries: 6 });
+  const a = new FakeTarget(1);
+  p.select([a], { prefix: convA }); // 8 blocks, cap 6: the two deepest go
+  assert.equal(p.matched(1, convA), 6);
+});
