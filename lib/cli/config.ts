@@ -269,7 +269,7 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
   const remotePort = remotePortIn ? parsePort(remotePortIn.value, remotePortIn.source) : null;
 
   const policyIn = lookup.get("policy");
-  const policy = (policyIn?.value ?? "least-inflight") as PolicyName;
+  const policy = (policyIn?.value ?? "cache-aware") as PolicyName;
   if (policy !== "round-robin" && policy !== "least-inflight" && policy !== "cache-aware") {
     throw new UsageError(
       `${

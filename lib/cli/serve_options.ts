@@ -105,7 +105,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
     name: "policy",
     arg: "NAME",
     env: "VASTPROXY_POLICY",
-    default: "least-inflight",
+    default: "cache-aware",
     help: "round-robin, least-inflight or cache-aware (prefix affinity and capacity-relative load)",
   },
   {

@@ -85,7 +85,7 @@ Deno.test("resolveServeConfig() applies defaults", () => {
   assert.equal(c.apiUrl, "https://console.vast.ai");
   assert.deepEqual(c.listen, { hostname: "127.0.0.1", port: 8080 });
   assert.equal(c.knownHosts, "/home/u/.local/state/vastproxy/known_hosts");
-  assert.equal(c.policy, "least-inflight");
+  assert.equal(c.policy, "cache-aware");
   assert.equal(c.pollIntervalMs, 10_000);
   assert.equal(c.healthIntervalMs, 5_000);
   assert.equal(c.maxBodyBytes, 32 * 1024 * 1024);
