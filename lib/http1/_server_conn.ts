@@ -20,6 +20,7 @@ import { encodeResponseHead, type ResponseFraming, simpleResponse } from "./resp
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
+import { attachRawRequest } from "./raw.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -377,27 +378,46 @@ export class ServerConn {
       return null;
     }
     try {
-      const headers = new Headers();
-      for (const [n, v] of head.headers) headers.append(n, v);
       // fetch refuses a GET or HEAD with a body; such a body stays unread and
       // the connection closes after the answer.
       const bodyless = head.method === "GET" || head.method === "HEAD";
       const stream = framing.kind === "none" || bodyless
         ? null
         : this.#bodyStream(framing, head.expectContinue, body);
+      // No fields here: `req.headers` is built from the parsed pairs only
+      // when someone reads it (raw.ts); the relay reads the pairs.
       const req = new Request(url, {
         method: head.method,
-        headers,
         body: stream,
         signal,
         // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
         duplex: "half",
       });
       Object.defineProperty(req, "url", { value: url, enumerable: true });
+      const length = framing.kind === "length" && stream !== null ? framing.length : -1;
+      attachRawRequest(req, {
+        headers: head.headers,
+        takeBody: () => this.#takeBody(length, body),
+      });
       return req;
     } catch {
       return null;
     }
+  }
+
+  /**
+   * The whole declared-length body when it is already buffered and the
+   * stream was not read: a copy of it, consumed from the buffer. Else null.
+   */
+  #takeBody(length: number, body: BodyState): Uint8Array | null {
+    if (length <= 0 || body.started || body.done || this.#available() < length) return null;
+    body.started = true;
+    body.done = true;
+    const bytes = this.#buf.slice(this.#pos, this.#pos + length);
+    this.#pos += length;
+    this.#readSize = HEAD_READ;
+    this.#watchPeer(); // room in the buffer again
+    return bytes;
   }
 
   /** The request body as a stream read from the socket only when the handler pulls. */
@@ -410,6 +430,11 @@ export class ServerConn {
     const decoder = framing.kind === "chunked" ? new ChunkedDecoder() : null;
     return new ReadableStream<Uint8Array>({
       pull: async (ctrl) => {
+        if (body.done) {
+          // Taken whole through the side channel (`#takeBody`).
+          ctrl.close();
+          return;
+        }
         if (!body.started) {
           body.started = true;
           // The client waits for this before sending the body (RFC 9110 §10.1.1).

@@ -1,4 +1,5 @@
 import type { HeaderPairs } from "../http1/types.ts";
+import { headersOrder, pairsGet } from "../http1/raw.ts";
 
 /**
  * Header rewriting for the relay, in one place: what is removed on the way
@@ -80,12 +81,16 @@ const UPSTREAM_DROP: ReadonlySet<string> = new Set([
  * (Deno.serve hands them over as byte strings).
  */
 export function upstreamRequestHeaders(
-  incoming: Headers,
+  incoming: Headers | HeaderPairs,
   upstreamAuth: string | null,
 ): HeaderPairs {
-  const named = connectionListed(incoming.get("connection"));
+  // Pairs (the server's parsed head) go out as `Headers` would list them.
+  const pairs = Array.isArray(incoming) ? headersOrder(incoming) : null;
+  const named = connectionListed(
+    pairs ? pairsGet(pairs, "connection") : (incoming as Headers).get("connection"),
+  );
   const out: HeaderPairs = [];
-  for (const [name, value] of incoming) {
+  for (const [name, value] of pairs ?? (incoming as Headers)) {
     if (HOP_BY_HOP_SET.has(name) || named?.has(name) || UPSTREAM_DROP.has(name)) continue;
     out.push([name, value]);
   }

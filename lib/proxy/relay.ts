@@ -13,6 +13,7 @@ import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
 import type { HeaderPairs, Http1Response } from "../http1/types.ts";
+import { rawRequestOf, requestHeader } from "../http1/raw.ts";
 import { type Upgraded, upgradeResponse, wantsUpgrade } from "../http1/upgrade.ts";
 import {
   errorResponse,
@@ -120,7 +121,7 @@ export function createHandler(deps: RelayDeps): Handler {
       return res;
     };
 
-    if (!(await checkToken(req.headers.get("authorization")))) {
+    if (!(await checkToken(requestHeader(req, "authorization")))) {
       await req.body?.cancel();
       return log(errorResponse("invalid_api_key"));
     }
@@ -143,7 +144,12 @@ export function createHandler(deps: RelayDeps): Handler {
     if (!read.ok) return log(read.response());
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
-    const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.());
+    const route = routeInfoFor(
+      (name) => requestHeader(req, name),
+      body,
+      deps.stickyHeader,
+      deps.pool.knownModels?.(),
+    );
     // Idle engine channels are reused only for the client connection they
     // served, so a stray engine byte can never reach another client.
     const affinity = connectionKey(info);
@@ -163,7 +169,7 @@ export function createHandler(deps: RelayDeps): Handler {
         target,
         body,
         affinity,
-        upgrade: wantsUpgrade(req.headers),
+        upgrade: wantsUpgrade((name) => requestHeader(req, name)),
         clock,
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
@@ -407,7 +413,11 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
 
   let upstream: Http1Response;
   try {
-    const headers = upstreamRequestHeaders(req.headers, backend.upstreamAuth());
+    // The server's parsed pairs when there are some: no `Headers` to iterate.
+    const headers = upstreamRequestHeaders(
+      rawRequestOf(req)?.headers ?? req.headers,
+      backend.upstreamAuth(),
+    );
     const out = {
       method: req.method,
       target: input.target,
@@ -418,7 +428,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     };
     if (input.upgrade) {
       // `Upgrade` is hop-by-hop, so the rewrite dropped it: this hop asks again.
-      headers.push(["upgrade", req.headers.get("upgrade")!]);
+      headers.push(["upgrade", requestHeader(req, "upgrade")!]);
       const answer = await backend.upgrade(out);
       if (answer.status === 101) {
         req.signal.removeEventListener("abort", onClientAbort);

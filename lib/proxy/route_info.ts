@@ -20,19 +20,20 @@ export interface RouteInfo {
 
 /** Builds the route info from request headers and the buffered body. */
 export function routeInfoFor(
-  headers: Headers,
+  headers: Headers | ((name: string) => string | null),
   body: Uint8Array | null,
   stickyHeader: string | null,
   knownModels?: ReadonlySet<string>,
 ): RouteInfo {
+  const get = typeof headers === "function" ? headers : (name: string) => headers.get(name);
   // The model only changes routing when the fleet serves several; skip
   // parsing (up to 8 MiB of JSON, or a whole multipart upload, on the event
   // loop) when it cannot matter.
   const model = knownModels && knownModels.size <= 1
     ? undefined
-    : modelOf(headers.get("content-type"), body);
-  const sticky = stickyHeader ? headers.get(stickyHeader) : null;
-  const pinnedId = parsePin(headers.get(INSTANCE_HEADER));
+    : modelOf(get("content-type"), body);
+  const sticky = stickyHeader ? get(stickyHeader.toLowerCase()) : null;
+  const pinnedId = parsePin(get(INSTANCE_HEADER));
   return {
     ...(model !== undefined ? { model } : {}),
     ...(sticky ? { stickyKey: sticky } : {}),
