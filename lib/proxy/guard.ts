@@ -7,9 +7,24 @@
  * guard is the backstop that makes the rule hold for every path.
  */
 import { isEmittableValue } from "./headers.ts";
+import { responsePairsOf } from "../http1/raw.ts";
 
 /** `res` unchanged when every header can be sent, else a copy without the ones that cannot. */
 export function guardResponse(res: Response, onDropped?: (name: string) => void): Response {
+  const pairs = responsePairsOf(res);
+  if (pairs !== undefined) {
+    // Fields still beside the response (raw.ts): check and edit them in place.
+    let badNames: Set<string> | null = null;
+    for (const [name, value] of pairs) {
+      if (!isEmittableValue(value)) (badNames ??= new Set()).add(name);
+    }
+    if (badNames === null) return res;
+    const kept = pairs.filter(([name]) => !badNames.has(name));
+    pairs.length = 0;
+    pairs.push(...kept);
+    for (const name of [...badNames].sort()) onDropped?.(name);
+    return res;
+  }
   let bad: string[] | null = null;
   for (const [name, value] of res.headers) {
     if (!isEmittableValue(value)) (bad ??= []).push(name);

@@ -115,12 +115,29 @@ export function downstreamResponseHeaders(
   onDropped?: (name: string) => void,
   bodiless = false,
 ): Headers {
+  const out = new Headers();
+  for (const [n, v] of downstreamResponsePairs(upstream, instanceId, onDropped, bodiless)) {
+    out.append(n, v);
+  }
+  return out;
+}
+
+/**
+ * `downstreamResponseHeaders` as pairs in the engine's order (no `Headers`
+ * object): what the relay hands the server through `responseWithPairs`.
+ */
+export function downstreamResponsePairs(
+  upstream: HeaderPairs,
+  instanceId: number,
+  onDropped?: (name: string) => void,
+  bodiless = false,
+): HeaderPairs {
   let connection: string | null = null;
   for (const [n, v] of upstream) {
     if (n === "connection") connection = connection === null ? v : `${connection},${v}`;
   }
   const named = connectionListed(connection);
-  const out = new Headers();
+  const out: HeaderPairs = [];
   for (const [name, value] of upstream) {
     const keep = bodiless && name === "transfer-encoding";
     if ((!keep && (HOP_BY_HOP_SET.has(name) || named?.has(name))) || name === INSTANCE_HEADER) {
@@ -130,9 +147,9 @@ export function downstreamResponseHeaders(
       onDropped?.(name);
       continue;
     }
-    out.append(name, value);
+    out.push([name, value]);
   }
-  out.set(INSTANCE_HEADER, String(instanceId));
+  out.push([INSTANCE_HEADER, String(instanceId)]);
   return out;
 }
 

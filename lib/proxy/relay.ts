@@ -13,7 +13,7 @@ import { type Logger, nullLogger } from "../core/logger.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
 import type { HeaderPairs, Http1Response } from "../http1/types.ts";
-import { rawRequestOf, requestHeader } from "../http1/raw.ts";
+import { rawRequestOf, requestHeader, responseWithPairs } from "../http1/raw.ts";
 import { type Upgraded, upgradeResponse, wantsUpgrade } from "../http1/upgrade.ts";
 import {
   errorResponse,
@@ -23,7 +23,7 @@ import {
   shouldRetry,
 } from "./errors.ts";
 import {
-  downstreamResponseHeaders,
+  downstreamResponsePairs,
   INSTANCE_HEADER,
   isEmittableValue,
   upstreamRequestHeaders,
@@ -451,22 +451,30 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   }
 
   status = upstream.status;
-  const init: ResponseInit = {
+  const init = {
     status: upstream.status,
     // The Response constructor refuses some reason phrases; the status is what counts.
     statusText: REASON.test(upstream.statusText) ? upstream.statusText : "",
-    headers: downstreamResponseHeaders(
-      upstream.headers,
-      backend.id,
-      input.onHeaderDropped,
-      req.method === "HEAD" || upstream.status === 304,
-    ),
   };
+  const pairs = downstreamResponsePairs(
+    upstream.headers,
+    backend.id,
+    input.onHeaderDropped,
+    req.method === "HEAD" || upstream.status === 304,
+  );
+  // A request that came through our server gets its fields beside the
+  // Response, not in a Headers object (raw.ts): that server writes them as
+  // they are. Any other server (Deno.serve in tests) gets ordinary Headers.
+  const sideChannel = rawRequestOf(req) !== undefined;
+  const respond = (body: ReadableStream<Uint8Array> | null) =>
+    sideChannel
+      ? responseWithPairs(body, init, pairs)
+      : new Response(body, { ...init, headers: pairs });
   const source = upstream.body;
   if (!source || NULL_BODY.has(upstream.status) || req.method === "HEAD") {
     source?.cancel().catch(() => {});
     settle(false);
-    return { response: new Response(null, init) };
+    return { response: respond(null) };
   }
 
   const reader = source.getReader();
@@ -504,7 +512,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       settle(false);
     },
   }, { highWaterMark: 0 });
-  return { response: new Response(relayed, init) };
+  return { response: respond(relayed) };
 }
 
 /**
