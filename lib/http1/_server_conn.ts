@@ -78,7 +78,12 @@ export class ServerConn {
   #eof = false;
   #closed = false;
   #phase: Phase = "head";
+  // One lazy timer per connection (see #arm): the deadline moves, the timer
+  // is only re-made when it would fire too late.
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #deadline = Infinity;
+  #onExpire: (() => void) | null = null;
   // While a request is served: what to do when the client goes away.
   #onPeerGone: (() => void) | null = null;
   #watching = false;
@@ -112,6 +117,8 @@ export class ServerConn {
     if (this.#closed) return;
     this.#closed = true;
     this.#disarm();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#onPeerGone?.();
     try {
       this.#conn.close();
@@ -163,15 +170,43 @@ export class ServerConn {
 
   // --- timers ----------------------------------------------------------------
 
+  /**
+   * Calls `onExpire` in `ms` unless disarmed (or re-armed) first. Arming and
+   * disarming happen a few times per request, so they only move a deadline:
+   * a timer already due no later than it is kept, and when it fires early
+   * (the deadline moved on) it waits for the rest.
+   */
   #arm(ms: number, onExpire: () => void): void {
-    this.#disarm();
-    this.#timer = setTimeout(onExpire, ms);
+    const at = performance.now() + ms;
+    this.#deadline = at;
+    this.#onExpire = onExpire;
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= at) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(this.#tick, ms);
   }
 
   #disarm(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#deadline = Infinity;
+    this.#onExpire = null;
   }
+
+  #tick = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const onExpire = this.#onExpire;
+    if (onExpire === null || this.#closed) return;
+    const left = this.#deadline - performance.now();
+    if (left > 0) {
+      this.#timerAt = this.#deadline;
+      this.#timer = setTimeout(this.#tick, Math.ceil(left));
+      return;
+    }
+    this.#disarm();
+    onExpire();
+  };
 
   /** Header timeout: a best-effort 408, then close. */
   #headerTimedOut = (): void => {
