@@ -20,7 +20,7 @@ import { encodeResponseHead, type ResponseFraming, simpleResponse } from "./resp
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { attachRawRequest } from "./raw.ts";
+import { serverRequest } from "./raw.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -421,16 +421,14 @@ export class ServerConn {
         : this.#bodyStream(framing, head.expectContinue, body);
       // No fields here: `req.headers` is built from the parsed pairs only
       // when someone reads it (raw.ts); the relay reads the pairs.
-      const req = new Request(url, {
+      const length = framing.kind === "length" && stream !== null ? framing.length : -1;
+      const req = serverRequest(url, {
         method: head.method,
         body: stream,
         signal,
         // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
         duplex: "half",
-      });
-      Object.defineProperty(req, "url", { value: url, enumerable: true });
-      const length = framing.kind === "length" && stream !== null ? framing.length : -1;
-      attachRawRequest(req, {
+      }, {
         headers: head.headers,
         takeBody: () => this.#takeBody(length, body),
       });

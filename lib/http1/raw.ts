@@ -6,8 +6,9 @@
  * WebIDL conversion and validation of every name and value, each way) cost
  * more of the proxy's CPU than the header bytes themselves.
  *
- * - Requests: the server attaches the parsed head (`rawRequestOf`), and the
- *   `Request`'s `headers` are built from it only when someone reads them.
+ * - Requests: the server makes its `Request`s with `serverRequest`, which
+ *   keeps the parsed head (`rawRequestOf`) and builds `headers` from it only
+ *   when someone reads them.
  *   `requestHeader(req, name)` reads a field either way, with `Headers.get`'s
  *   answer (all values of the name joined by `", "`).
  * - Responses: `responseWithPairs` makes a `Response` whose fields travel
@@ -35,27 +36,58 @@ export interface RawRequest {
   takeBody(): Uint8Array | null;
 }
 
-const requests = new WeakMap<Request, RawRequest>();
+const RAW: unique symbol = Symbol("raw request");
+const URL_KEY: unique symbol = Symbol("url");
+const PAIRS: unique symbol = Symbol("response pairs");
+const HEADERS: unique symbol = Symbol("headers");
 
 /**
- * Attaches `raw` to `req` and makes `req.headers` lazy: built from the pairs
- * on first read (the server's `Request` is constructed without fields).
+ * The server's `Request`: `url` is the raw target as given (the URL parser
+ * would re-encode it) and `headers` is built from the parsed pairs on first
+ * read. A subclass with getters on its prototype, so no per-request
+ * property definitions.
  */
-export function attachRawRequest(req: Request, raw: RawRequest): void {
-  requests.set(req, raw);
-  lazyHeaders(req, () => raw.headers);
+class ServerRequest extends Request {
+  [RAW]: RawRequest;
+  [URL_KEY]: string;
+  [HEADERS]: Headers | undefined;
+
+  constructor(url: string, init: RequestInit, raw: RawRequest) {
+    super(url, init);
+    this[RAW] = raw;
+    this[URL_KEY] = url;
+    this[HEADERS] = undefined;
+  }
+}
+Object.defineProperty(ServerRequest.prototype, "url", {
+  get(this: ServerRequest) {
+    return this[URL_KEY];
+  },
+});
+Object.defineProperty(ServerRequest.prototype, "headers", {
+  get(this: ServerRequest) {
+    return (this[HEADERS] ??= toHeaders(this[RAW].headers));
+  },
+});
+
+/**
+ * A `Request` for the server: `url` exactly as given, fields from `raw`
+ * (built into `headers` only when read), `init` without `headers`.
+ */
+export function serverRequest(url: string, init: RequestInit, raw: RawRequest): Request {
+  return new ServerRequest(url, init, raw);
 }
 
 /** The server's parsed head of `req`, when it came through the server. */
 export function rawRequestOf(req: Request): RawRequest | undefined {
-  return requests.get(req);
+  return req instanceof ServerRequest ? req[RAW] : undefined;
 }
 
 /** `req.headers.get(name)` (`name` lower-case), without building `Headers` when possible. */
 export function requestHeader(req: Request, name: string): string | null {
-  const raw = requests.get(req);
-  if (raw === undefined) return req.headers.get(name);
-  return pairsGet(raw.headers, name);
+  if (!(req instanceof ServerRequest)) return req.headers.get(name);
+  const h = req[HEADERS];
+  return h !== undefined ? h.get(name) : pairsGet(req[RAW].headers, name);
 }
 
 /** `Headers.get` over pairs: every value of `name` (lower-case) joined by ", ", or null. */
@@ -68,47 +100,51 @@ export function pairsGet(pairs: HeaderPairs, name: string): string | null {
   return out;
 }
 
-/** The fields of a response made by `responseWithPairs`, until its `headers` are read. */
-const responses = new WeakMap<Response, HeaderPairs>();
+/** A `Response` whose fields travel as pairs until someone reads `headers`. */
+class PairsResponse extends Response {
+  [PAIRS]: HeaderPairs | undefined;
+  [HEADERS]: Headers | undefined;
+
+  constructor(body: BodyInit | null, init: ResponseInit, pairs: HeaderPairs) {
+    super(body, init);
+    this[PAIRS] = pairs;
+    this[HEADERS] = undefined;
+  }
+}
+Object.defineProperty(PairsResponse.prototype, "headers", {
+  get(this: PairsResponse) {
+    if (this[HEADERS] === undefined) {
+      this[HEADERS] = toHeaders(this[PAIRS]!);
+      this[PAIRS] = undefined; // the Headers object is the truth from now on
+    }
+    return this[HEADERS];
+  },
+});
 
 /**
  * A `Response` whose fields are `pairs` (names lower-case, values byte
  * strings the caller checked with the same rules as `Headers`). Code that
  * knows the side channel edits the pairs (`responsePairsOf`); reading
  * `res.headers` turns them into a `Headers` that is the truth from then on.
+ * `body` must not be one that implies a field (a string, Blob or form).
  */
 export function responseWithPairs(
-  body: BodyInit | null,
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
   init: { status: number; statusText?: string },
   pairs: HeaderPairs,
 ): Response {
-  const res = new Response(body, init);
-  responses.set(res, pairs);
-  lazyHeaders(res, () => {
-    const p = responses.get(res)!;
-    responses.delete(res);
-    return p;
-  });
-  return res;
+  return new PairsResponse(body, init, pairs);
 }
 
 /** The fields of `res` as pairs, while they still travel beside it (mutable). */
 export function responsePairsOf(res: Response): HeaderPairs | undefined {
-  return responses.get(res);
+  return res instanceof PairsResponse ? res[PAIRS] : undefined;
 }
 
-/** Replaces `target.headers` with a `Headers` built from `pairs()` on first read. */
-function lazyHeaders(target: Request | Response, pairs: () => HeaderPairs): void {
-  Object.defineProperty(target, "headers", {
-    configurable: true,
-    enumerable: true,
-    get() {
-      const h = new Headers();
-      for (const [n, v] of pairs()) h.append(n, v);
-      Object.defineProperty(target, "headers", { value: h, configurable: true, enumerable: true });
-      return h;
-    },
-  });
+function toHeaders(pairs: HeaderPairs): Headers {
+  const h = new Headers();
+  for (const [n, v] of pairs) h.append(n, v);
+  return h;
 }
 
 /**
