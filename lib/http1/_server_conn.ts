@@ -20,6 +20,7 @@ import { encodeResponseHead, type ResponseFraming, simpleResponse } from "./resp
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
+import { serverRequest } from "./raw.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -77,7 +78,12 @@ export class ServerConn {
   #eof = false;
   #closed = false;
   #phase: Phase = "head";
+  // One lazy timer per connection (see #arm): the deadline moves, the timer
+  // is only re-made when it would fire too late.
   #timer: ReturnType<typeof setTimeout> | undefined;
+  #timerAt = Infinity;
+  #deadline = Infinity;
+  #onExpire: (() => void) | null = null;
   // While a request is served: what to do when the client goes away.
   #onPeerGone: (() => void) | null = null;
   #watching = false;
@@ -111,6 +117,8 @@ export class ServerConn {
     if (this.#closed) return;
     this.#closed = true;
     this.#disarm();
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.#onPeerGone?.();
     try {
       this.#conn.close();
@@ -162,15 +170,43 @@ export class ServerConn {
 
   // --- timers ----------------------------------------------------------------
 
+  /**
+   * Calls `onExpire` in `ms` unless disarmed (or re-armed) first. Arming and
+   * disarming happen a few times per request, so they only move a deadline:
+   * a timer already due no later than it is kept, and when it fires early
+   * (the deadline moved on) it waits for the rest.
+   */
   #arm(ms: number, onExpire: () => void): void {
-    this.#disarm();
-    this.#timer = setTimeout(onExpire, ms);
+    const at = performance.now() + ms;
+    this.#deadline = at;
+    this.#onExpire = onExpire;
+    if (this.#timer !== undefined) {
+      if (this.#timerAt <= at) return;
+      clearTimeout(this.#timer);
+    }
+    this.#timerAt = at;
+    this.#timer = setTimeout(this.#tick, ms);
   }
 
   #disarm(): void {
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#deadline = Infinity;
+    this.#onExpire = null;
   }
+
+  #tick = (): void => {
+    this.#timer = undefined;
+    this.#timerAt = Infinity;
+    const onExpire = this.#onExpire;
+    if (onExpire === null || this.#closed) return;
+    const left = this.#deadline - performance.now();
+    if (left > 0) {
+      this.#timerAt = this.#deadline;
+      this.#timer = setTimeout(this.#tick, Math.ceil(left));
+      return;
+    }
+    this.#disarm();
+    onExpire();
+  };
 
   /** Header timeout: a best-effort 408, then close. */
   #headerTimedOut = (): void => {
@@ -377,27 +413,44 @@ export class ServerConn {
       return null;
     }
     try {
-      const headers = new Headers();
-      for (const [n, v] of head.headers) headers.append(n, v);
       // fetch refuses a GET or HEAD with a body; such a body stays unread and
       // the connection closes after the answer.
       const bodyless = head.method === "GET" || head.method === "HEAD";
       const stream = framing.kind === "none" || bodyless
         ? null
         : this.#bodyStream(framing, head.expectContinue, body);
-      const req = new Request(url, {
+      // No fields here: `req.headers` is built from the parsed pairs only
+      // when someone reads it (raw.ts); the relay reads the pairs.
+      const length = framing.kind === "length" && stream !== null ? framing.length : -1;
+      const req = serverRequest(url, {
         method: head.method,
-        headers,
         body: stream,
         signal,
         // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
         duplex: "half",
+      }, {
+        headers: head.headers,
+        takeBody: () => this.#takeBody(length, body),
       });
-      Object.defineProperty(req, "url", { value: url, enumerable: true });
       return req;
     } catch {
       return null;
     }
+  }
+
+  /**
+   * The whole declared-length body when it is already buffered and the
+   * stream was not read: a copy of it, consumed from the buffer. Else null.
+   */
+  #takeBody(length: number, body: BodyState): Uint8Array | null {
+    if (length <= 0 || body.started || body.done || this.#available() < length) return null;
+    body.started = true;
+    body.done = true;
+    const bytes = this.#buf.slice(this.#pos, this.#pos + length);
+    this.#pos += length;
+    this.#readSize = HEAD_READ;
+    this.#watchPeer(); // room in the buffer again
+    return bytes;
   }
 
   /** The request body as a stream read from the socket only when the handler pulls. */
@@ -410,6 +463,11 @@ export class ServerConn {
     const decoder = framing.kind === "chunked" ? new ChunkedDecoder() : null;
     return new ReadableStream<Uint8Array>({
       pull: async (ctrl) => {
+        if (body.done) {
+          // Taken whole through the side channel (`#takeBody`).
+          ctrl.close();
+          return;
+        }
         if (!body.started) {
           body.started = true;
           // The client waits for this before sending the body (RFC 9110 §10.1.1).

@@ -4,6 +4,7 @@
  * (`content-length` / `transfer-encoding`, `connection`, `date`).
  */
 import { latin1ToBytes } from "./latin1.ts";
+import { headersOrder, responsePairsOf } from "./raw.ts";
 
 /** How the body after a head is delimited on the wire. */
 export type ResponseFraming =
@@ -83,12 +84,17 @@ function httpDate(): string {
  * byte string (the caller answers 500 instead).
  */
 export function encodeResponseHead(res: Response, opts: ResponseHeadOptions): EncodedHead {
+  // Side-channel pairs (raw.ts) in the order a `Headers` would list them.
+  const pairs = responsePairsOf(res);
+  const fields: Iterable<[string, string]> = pairs !== undefined
+    ? headersOrder(pairs)
+    : res.headers;
   const status = res.status;
   const noBody = opts.method === "HEAD" || status === 204 || status === 304;
   let head = `HTTP/1.1 ${status} ${res.statusText || reasonPhrase(status)}\r\n`;
   let hasDate = false;
   let handlerLength: number | null = null;
-  for (const [name, value] of res.headers) {
+  for (const [name, value] of fields) {
     if (name === "content-length") {
       if (/^[0-9]{1,15}$/.test(value)) handlerLength = Number(value);
     }

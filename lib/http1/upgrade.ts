@@ -58,10 +58,9 @@ export function upgradePlanOf(res: Response): UpgradePlan | undefined {
 }
 
 /** True when the request asks to switch protocols (`Connection: upgrade` and `Upgrade`). */
-export function wantsUpgrade(headers: Headers): boolean {
-  const upgrade = headers.get("upgrade");
+export function wantsUpgrade(headers: Headers | ((name: string) => string | null)): boolean {
+  const get = typeof headers === "function" ? headers : (name: string) => headers.get(name);
+  const upgrade = get("upgrade");
   if (!upgrade) return false;
-  return (headers.get("connection") ?? "").toLowerCase().split(",").some((t) =>
-    t.trim() === "upgrade"
-  );
+  return (get("connection") ?? "").toLowerCase().split(",").some((t) => t.trim() === "upgrade");
 }

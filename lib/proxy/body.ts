@@ -18,6 +18,10 @@
  */
 import { type Clock, realClock } from "../core/clock.ts";
 import { errorResponse, type ProxyErrorCode } from "./errors.ts";
+import { rawRequestOf, requestHeader } from "../http1/raw.ts";
+
+/** Ends the body timer; one value, so no `DOMException` is made per request. */
+const READ_OVER = Symbol("body read over");
 
 /** Bodies up to this size count as ordinary API requests (a chat request is a few KiB). */
 export const SMALL_BODY_BYTES = 1024 * 1024;
@@ -169,10 +173,21 @@ export class BodyReader {
   async read(req: Request): Promise<BodyRead> {
     const stream = req.body;
     if (!stream) return this.#wrap({ ok: true, body: null, held: 0 });
-    const declared = contentLength(req.headers.get("content-length"));
+    const declared = contentLength(requestHeader(req, "content-length"));
     if (declared !== null && declared > this.#max) {
       await stream.cancel().catch(() => {});
       return this.#wrap({ ok: false, code: "request_too_large" });
+    }
+    if (declared !== null && declared > 0) {
+      // Already whole in the server's buffer: no stream, no reader, no timer.
+      const raw = rawRequestOf(req);
+      if (raw !== undefined && (!this.#budget || this.#budget.tryReserve(declared, declared))) {
+        const bytes = raw.takeBody();
+        if (bytes !== null && bytes.byteLength === declared) {
+          return this.#wrap({ ok: true, body: bytes as Uint8Array<ArrayBuffer>, held: declared });
+        }
+        this.#budget?.release(declared);
+      }
     }
     const deadline: Deadline = { passed: false };
     const timer = new AbortController();
@@ -188,7 +203,7 @@ export class BodyReader {
         : await this.#readCounted(stream, deadline);
       return this.#wrap(outcome);
     } finally {
-      timer.abort();
+      timer.abort(READ_OVER);
     }
   }
 

@@ -21,6 +21,7 @@ import { type Clock, realClock } from "../core/clock.ts";
 import { CorsPolicy } from "./cors.ts";
 import { errorResponse } from "./errors.ts";
 import { createHostCheck } from "./host_check.ts";
+import { requestHeader } from "../http1/raw.ts";
 import type { Handler, RequestLogLine } from "./relay.ts";
 
 /** Options of `guardBrowsers`. */
@@ -53,8 +54,8 @@ export function guardBrowsers(handler: Handler, opts: BrowserGuardOptions): Hand
 
   return async (req, info) => {
     const started = clock.now();
-    const host = req.headers.get("host");
-    const origin = req.headers.get("origin");
+    const host = requestHeader(req, "host");
+    const origin = requestHeader(req, "origin");
     const verdict = origin === null ? null : cors.verdict(origin, host);
     const crossAllowed = verdict === "allowed" ? origin : null;
     const answer = async (res: Response) => {
@@ -85,7 +86,7 @@ export function guardBrowsers(handler: Handler, opts: BrowserGuardOptions): Hand
     }
     if (
       origin !== null && req.method === "OPTIONS" &&
-      req.headers.has("access-control-request-method")
+      requestHeader(req, "access-control-request-method") !== null
     ) {
       return answer(
         verdict === "denied" ? originRefused(origin) : cors.preflight(req, origin),

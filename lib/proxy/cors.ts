@@ -11,6 +11,9 @@
  * header, which CORS treats as an ordinary request header.
  */
 
+import type { HeaderPairs } from "../http1/types.ts";
+import { pairsGet, responsePairsOf } from "../http1/raw.ts";
+
 /** Response headers a page on an allowed origin may read. */
 const EXPOSED = "x-vastproxy-instance, retry-after, x-request-id";
 /** Methods a preflight may ask for. */
@@ -102,6 +105,12 @@ export class CorsPolicy {
    * allows) is given.
    */
   apply(res: Response, allowedOrigin: string | null): Response {
+    const pairs = responsePairsOf(res);
+    if (pairs !== undefined) {
+      // Fields still beside the response (raw.ts): the same edit on the pairs.
+      this.#editPairs(pairs, allowedOrigin);
+      return res;
+    }
     const edit = (h: Headers) => {
       for (const name of [...h.keys()]) {
         if (name.startsWith("access-control-")) h.delete(name);
@@ -125,10 +134,40 @@ export class CorsPolicy {
       return new Response(res.body, { status: res.status, statusText: res.statusText, headers });
     }
   }
+
+  /** `apply`'s edit on side-channel pairs (raw.ts). */
+  #editPairs(pairs: HeaderPairs, allowedOrigin: string | null): void {
+    removePairs(pairs, (name) => name.startsWith("access-control-"));
+    if (this.#origins.size > 0 && !this.#any) {
+      appendVary({
+        get: (name) => pairsGet(pairs, name),
+        set: (name, value) => setPair(pairs, name, value),
+      }, "origin");
+    }
+    if (allowedOrigin !== null) {
+      setPair(pairs, "access-control-allow-origin", this.#any ? "*" : allowedOrigin);
+      setPair(pairs, "access-control-expose-headers", EXPOSED);
+    }
+  }
+}
+
+/** `set` of `Headers` on pairs that the server writes in `Headers` order. */
+function setPair(pairs: HeaderPairs, name: string, value: string): void {
+  removePairs(pairs, (n) => n === name);
+  pairs.push([name, value]);
+}
+
+function removePairs(pairs: HeaderPairs, drop: (name: string) => boolean): void {
+  let w = 0;
+  for (let r = 0; r < pairs.length; r++) if (!drop(pairs[r][0])) pairs[w++] = pairs[r];
+  pairs.length = w;
 }
 
 /** Adds `token` to `Vary` unless it is listed already. */
-function appendVary(h: Headers, token: string): void {
+function appendVary(
+  h: { get(name: string): string | null; set(name: string, v: string): void },
+  token: string,
+): void {
   const vary = h.get("vary");
   if (!vary) return h.set("vary", token);
   const listed = vary.split(",").map((v) => v.trim().toLowerCase());

@@ -1,4 +1,5 @@
 import type { HeaderPairs } from "../http1/types.ts";
+import { headersOrder, pairsGet } from "../http1/raw.ts";
 
 /**
  * Header rewriting for the relay, in one place: what is removed on the way
@@ -80,12 +81,16 @@ const UPSTREAM_DROP: ReadonlySet<string> = new Set([
  * (Deno.serve hands them over as byte strings).
  */
 export function upstreamRequestHeaders(
-  incoming: Headers,
+  incoming: Headers | HeaderPairs,
   upstreamAuth: string | null,
 ): HeaderPairs {
-  const named = connectionListed(incoming.get("connection"));
+  // Pairs (the server's parsed head) go out as `Headers` would list them.
+  const pairs = Array.isArray(incoming) ? headersOrder(incoming) : null;
+  const named = connectionListed(
+    pairs ? pairsGet(pairs, "connection") : (incoming as Headers).get("connection"),
+  );
   const out: HeaderPairs = [];
-  for (const [name, value] of incoming) {
+  for (const [name, value] of pairs ?? (incoming as Headers)) {
     if (HOP_BY_HOP_SET.has(name) || named?.has(name) || UPSTREAM_DROP.has(name)) continue;
     out.push([name, value]);
   }
@@ -110,12 +115,29 @@ export function downstreamResponseHeaders(
   onDropped?: (name: string) => void,
   bodiless = false,
 ): Headers {
+  const out = new Headers();
+  for (const [n, v] of downstreamResponsePairs(upstream, instanceId, onDropped, bodiless)) {
+    out.append(n, v);
+  }
+  return out;
+}
+
+/**
+ * `downstreamResponseHeaders` as pairs in the engine's order (no `Headers`
+ * object): what the relay hands the server through `responseWithPairs`.
+ */
+export function downstreamResponsePairs(
+  upstream: HeaderPairs,
+  instanceId: number,
+  onDropped?: (name: string) => void,
+  bodiless = false,
+): HeaderPairs {
   let connection: string | null = null;
   for (const [n, v] of upstream) {
     if (n === "connection") connection = connection === null ? v : `${connection},${v}`;
   }
   const named = connectionListed(connection);
-  const out = new Headers();
+  const out: HeaderPairs = [];
   for (const [name, value] of upstream) {
     const keep = bodiless && name === "transfer-encoding";
     if ((!keep && (HOP_BY_HOP_SET.has(name) || named?.has(name))) || name === INSTANCE_HEADER) {
@@ -125,9 +147,9 @@ export function downstreamResponseHeaders(
       onDropped?.(name);
       continue;
     }
-    out.append(name, value);
+    out.push([name, value]);
   }
-  out.set(INSTANCE_HEADER, String(instanceId));
+  out.push([INSTANCE_HEADER, String(instanceId)]);
   return out;
 }
 

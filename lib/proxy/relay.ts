@@ -14,6 +14,7 @@ import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
 import type { HeaderPairs, Http1Response } from "../http1/types.ts";
+import { rawRequestOf, requestHeader, responseWithPairs } from "../http1/raw.ts";
 import { type Upgraded, upgradeResponse, wantsUpgrade } from "../http1/upgrade.ts";
 import {
   errorResponse,
@@ -23,7 +24,7 @@ import {
   shouldRetry,
 } from "./errors.ts";
 import {
-  downstreamResponseHeaders,
+  downstreamResponsePairs,
   INSTANCE_HEADER,
   isEmittableValue,
   upstreamRequestHeaders,
@@ -124,7 +125,7 @@ export function createHandler(deps: RelayDeps): Handler {
       return res;
     };
 
-    if (!(await checkToken(req.headers.get("authorization")))) {
+    if (!(await checkToken(requestHeader(req, "authorization")))) {
       await req.body?.cancel();
       return log(errorResponse("invalid_api_key"));
     }
@@ -153,9 +154,13 @@ export function createHandler(deps: RelayDeps): Handler {
     if (!read.ok) return log(read.response());
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
-    const route = routeInfoFor(req.headers, body, deps.stickyHeader, deps.pool.knownModels?.(), {
-      prefix: deps.policy.usesPrefix === true,
-    });
+    const route = routeInfoFor(
+      (name) => requestHeader(req, name),
+      body,
+      deps.stickyHeader,
+      deps.pool.knownModels?.(),
+      { prefix: deps.policy.usesPrefix === true },
+    );
     // Idle engine channels are reused only for the client connection they
     // served, so a stray engine byte can never reach another client.
     const affinity = connectionKey(info);
@@ -188,7 +193,7 @@ export function createHandler(deps: RelayDeps): Handler {
         target,
         body,
         affinity,
-        upgrade: wantsUpgrade(req.headers),
+        upgrade: wantsUpgrade((name) => requestHeader(req, name)),
         clock,
         llm: { path: url.pathname, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
@@ -443,7 +448,11 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
 
   let upstream: Http1Response;
   try {
-    const headers = upstreamRequestHeaders(req.headers, backend.upstreamAuth());
+    // The server's parsed pairs when there are some: no `Headers` to iterate.
+    const headers = upstreamRequestHeaders(
+      rawRequestOf(req)?.headers ?? req.headers,
+      backend.upstreamAuth(),
+    );
     const out = {
       method: req.method,
       target: input.target,
@@ -454,7 +463,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     };
     if (input.upgrade) {
       // `Upgrade` is hop-by-hop, so the rewrite dropped it: this hop asks again.
-      headers.push(["upgrade", req.headers.get("upgrade")!]);
+      headers.push(["upgrade", requestHeader(req, "upgrade")!]);
       const answer = await backend.upgrade(out);
       if (answer.status === 101) {
         req.signal.removeEventListener("abort", onClientAbort);
@@ -477,22 +486,30 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   }
 
   status = upstream.status;
-  const init: ResponseInit = {
+  const init = {
     status: upstream.status,
     // The Response constructor refuses some reason phrases; the status is what counts.
     statusText: REASON.test(upstream.statusText) ? upstream.statusText : "",
-    headers: downstreamResponseHeaders(
-      upstream.headers,
-      backend.id,
-      input.onHeaderDropped,
-      req.method === "HEAD" || upstream.status === 304,
-    ),
   };
+  const pairs = downstreamResponsePairs(
+    upstream.headers,
+    backend.id,
+    input.onHeaderDropped,
+    req.method === "HEAD" || upstream.status === 304,
+  );
+  // A request that came through our server gets its fields beside the
+  // Response, not in a Headers object (raw.ts): that server writes them as
+  // they are. Any other server (Deno.serve in tests) gets ordinary Headers.
+  const sideChannel = rawRequestOf(req) !== undefined;
+  const respond = (body: ReadableStream<Uint8Array> | null) =>
+    sideChannel
+      ? responseWithPairs(body, init, pairs)
+      : new Response(body, { ...init, headers: pairs });
   const source = upstream.body;
   if (!source || NULL_BODY.has(upstream.status) || req.method === "HEAD") {
     source?.cancel().catch(() => {});
     settle(false);
-    return { response: new Response(null, init) };
+    return { response: respond(null) };
   }
 
   const reader = source.getReader();
@@ -537,7 +554,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       settle(false);
     },
   }, { highWaterMark: 0 });
-  return { response: new Response(relayed, init) };
+  return { response: respond(relayed) };
 }
 
 /**

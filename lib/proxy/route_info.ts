@@ -32,29 +32,30 @@ export interface RouteInfoOptions {
 
 /** Builds the route info from request headers and the buffered body. */
 export function routeInfoFor(
-  headers: Headers,
+  headers: Headers | ((name: string) => string | null),
   body: Uint8Array | null,
   stickyHeader: string | null,
   knownModels?: ReadonlySet<string>,
   opts: RouteInfoOptions = {},
 ): RouteInfo {
+  const get = typeof headers === "function" ? headers : (name: string) => headers.get(name);
   // The model only changes routing when the fleet serves several; skip
   // parsing (up to 8 MiB of JSON, or a whole multipart upload, on the event
   // loop) when it cannot matter.
   const wantModel = !(knownModels && knownModels.size <= 1);
   let model: string | undefined;
   let prefix: number[] | undefined;
-  const json = opts.prefix ? jsonObjectOf(headers.get("content-type"), body) : undefined;
+  const json = opts.prefix ? jsonObjectOf(get("content-type"), body) : undefined;
   if (json) {
     // One parse serves both the model and the prefix.
     if (wantModel) model = nonEmpty(json.model);
     const blocks = prefixBlocks(promptText(json));
     if (blocks.length > 0) prefix = blocks;
   } else if (wantModel) {
-    model = modelOf(headers.get("content-type"), body);
+    model = modelOf(get("content-type"), body);
   }
-  const sticky = stickyHeader ? headers.get(stickyHeader) : null;
-  const pinnedId = parsePin(headers.get(INSTANCE_HEADER));
+  const sticky = stickyHeader ? get(stickyHeader.toLowerCase()) : null;
+  const pinnedId = parsePin(get(INSTANCE_HEADER));
   return {
     ...(model !== undefined ? { model } : {}),
     ...(sticky ? { stickyKey: sticky } : {}),

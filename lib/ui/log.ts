@@ -59,6 +59,8 @@ export function shouldUseColor(opts: { isTty: boolean; env: Record<string, strin
  * an error body), so control and escape sequences are stripped first.
  */
 function formatValue(v: string | number | boolean | null): string {
+  // Finite numbers print as digits, a sign, a dot or an exponent: nothing to clean or quote.
+  if (typeof v === "number" && Number.isFinite(v)) return String(v);
   const s = safeText(String(v));
   return s === "" || /[\s"=\\]/.test(s) ? JSON.stringify(s) : s;
 }
@@ -83,11 +85,17 @@ export function formatText(r: LogRecord, opts: TextFormatOptions = {}): string {
       ":",
     )
     : d.toISOString();
-  const fields = Object.entries(r.fields)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${formatValue(v as string | number | boolean | null)}`);
   const level = paint(r.level.toUpperCase().padEnd(5), LEVEL_STYLE[r.level], color);
-  return [paint(time, "dim", color), level, safeText(r.msg), ...fields].join(" ");
+  // One string built in a loop: this runs once per request line.
+  let line = `${paint(time, "dim", color)} ${level} ${safeText(r.msg)}`;
+  const fields = r.fields;
+  for (const k in fields) {
+    if (!Object.hasOwn(fields, k)) continue;
+    const v = fields[k];
+    if (v === undefined) continue;
+    line += ` ${k}=${formatValue(v as string | number | boolean | null)}`;
+  }
+  return line;
 }
 
 /** `{"time","level","msg",...fields}` on one line; `time` is ISO 8601 UTC. */
@@ -208,7 +216,9 @@ export class LineLogger implements Logger {
     // Redact values before formatting (JSON escaping could otherwise hide a
     // secret from the final pass) and the whole line after.
     const fields: LogFields = {};
-    for (const [k, v] of Object.entries(r.fields)) {
+    for (const k in r.fields) {
+      if (!Object.hasOwn(r.fields, k)) continue;
+      const v = r.fields[k];
       fields[k] = typeof v === "string" ? redact(v, secrets) : v;
     }
     const clean: LogRecord = { ...r, msg: redact(r.msg, secrets), fields };
