@@ -27,7 +27,7 @@ import { createPolicy } from "../proxy/policies.ts";
 import { Admission } from "../proxy/admission.ts";
 import { guardResponse } from "../proxy/guard.ts";
 import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
-import type { StatusSnapshot } from "../proxy/snapshot.ts";
+import type { QueueStatus, StatusSnapshot } from "../proxy/snapshot.ts";
 import { errorText } from "../core/errors.ts";
 import { type Http1Server, serveHttp1 } from "../http1/server.ts";
 import { connectionCapFor, readOpenFilesLimit } from "./fd_limit.ts";
@@ -99,6 +99,11 @@ export class ApiKeyRejectedError extends Error {
 const SHUTDOWN_GRACE_MS = 1_000;
 /** How long clearing --mark-label marks may take on exit (the vast API may be down). */
 const MARKS_CLEAR_TIMEOUT_MS = 10_000;
+
+/** The queue's counters for status (the wait histogram goes to metrics only). */
+function queueStatus(s: { depth: number; rejected: number; timedOut: number }): QueueStatus {
+  return { depth: s.depth, rejected: s.rejected, timedOut: s.timedOut };
+}
 
 /** Resolves true when `p` settles within `ms`, false otherwise; never rejects. */
 async function raceTimeout(p: Promise<unknown>, ms: number, clock: Clock): Promise<boolean> {
@@ -223,6 +228,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
         connections: server?.connections ?? 0,
         maxConnections,
       },
+      queue: admission ? queueStatus(admission.stats()) : undefined,
     });
 
   const bodyBudget = new BodyBudget({

@@ -9,7 +9,7 @@ import type { BackendSpec } from "../core/backend_spec.ts";
 import type { FleetDiff } from "../core/fleet_diff.ts";
 import { connectionKey } from "../core/backend_spec.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
-import type { BackendSnapshot, ListenerLimits, StatusSnapshot } from "./snapshot.ts";
+import type { BackendSnapshot, ListenerLimits, QueueStatus, StatusSnapshot } from "./snapshot.ts";
 import { Backend, type BackendDeps, type BackendEvent } from "./backend.ts";
 import type { HistogramData } from "./histogram.ts";
 import type { LlmModelData } from "./llm_stats.ts";
@@ -29,6 +29,7 @@ export interface StatusExtra {
   startedAt: number;
   apiError: string | null;
   limits?: ListenerLimits;
+  queue?: QueueStatus;
 }
 
 const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;

@@ -84,6 +84,18 @@ export interface StatusSnapshot {
    * snapshots built without a listener, do not have it.
    */
   limits?: ListenerLimits;
+  /** The admission queue, when the policy holds requests while every backend is saturated. */
+  queue?: QueueStatus;
+}
+
+/** The admission queue's numbers for status and the live header. */
+export interface QueueStatus {
+  /** Requests waiting now. */
+  depth: number;
+  /** Requests turned away because the queue was full. */
+  rejected: number;
+  /** Held requests that passed their deadline. */
+  timedOut: number;
 }
 
 /** The listener's view of client connections and descriptors. */

@@ -333,8 +333,9 @@ function headerLines(s: StatusSnapshot, opts: { now: number; color: boolean; rps
     paint(`vastproxy ${s.version}`, "bold", opts.color) +
     `  ${s.listen}  policy ${s.policy}  up ${formatDuration(opts.now - s.startedAt)}`,
     paint(`healthy ${healthy}/${total}`, healthStyle, opts.color) +
-    `  ${rps} req/s  in-flight ${inFlight}  requests ${requests}  errors ${errors}` +
-    `  fleet $${s.dph.toFixed(2)}/h`,
+    `  ${rps} req/s  in-flight ${inFlight}` +
+    (s.queue ? `  queued ${s.queue.depth}` : "") +
+    `  requests ${requests}  errors ${errors}  fleet $${s.dph.toFixed(2)}/h`,
   ];
   if (s.apiError) lines.push(paint(`vast API: ${s.apiError}`, "red", opts.color));
   return lines;

@@ -282,3 +282,13 @@ Deno.test("renderPlainTable() shows engine queue, KV%, TTFT and TOK/S; narrow ta
   assert.ok(!narrow[2].includes("TOK/S") && !narrow[2].includes("KV%"));
   assert.ok(narrow[2].includes("P50"), "older columns stay");
 });
+
+Deno.test("renderStatus() shows the admission queue's depth in the header when there is one", () => {
+  const without = renderStatus(MIXED, { width: 160, color: false, now: NOW }).join("\n");
+  assert.doesNotMatch(without, /queued/);
+  const withQueue = renderStatus(
+    { ...MIXED, queue: { depth: 4, rejected: 1, timedOut: 0 } },
+    { width: 160, color: false, now: NOW },
+  ).join("\n");
+  assert.match(withQueue, /in-flight 3 {2}queued 4 {2}requests/);
+});
