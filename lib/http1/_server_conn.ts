@@ -25,7 +25,7 @@ import { serverRequest } from "./raw.ts";
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
   req: Request,
-  info: Deno.ServeHandlerInfo<Deno.NetAddr>,
+  info: ServerHandlerInfo,
 ) => Response | Promise<Response>;
 
 /** What a connection takes from its server. */
@@ -64,8 +64,19 @@ interface BodyState {
   started: boolean;
 }
 
+/** Numbers accepted connections; unique for the life of the process. */
+let nextConnectionId = 1;
+
+/**
+ * What the handler learns about the connection: `Deno.serve`'s fields plus
+ * `connectionId`, unique per accepted connection (unlike the remote
+ * address, whose port a later client may get again).
+ */
+export type ServerHandlerInfo = Deno.ServeHandlerInfo<Deno.NetAddr> & { connectionId: number };
+
 /** One client connection; `run()` serves it until it closes. */
 export class ServerConn {
+  #id = nextConnectionId++;
   #conn: Deno.TcpConn;
   #opts: ServerConnOptions;
   #remoteAddr: Deno.NetAddr;
@@ -313,7 +324,11 @@ export class ServerConn {
 
     let res: Response;
     try {
-      res = await this.#opts.handler(req, { remoteAddr: this.#remoteAddr, completed });
+      res = await this.#opts.handler(req, {
+        remoteAddr: this.#remoteAddr,
+        completed,
+        connectionId: this.#id,
+      });
     } catch (err) {
       res = await this.#fallback(err);
     }

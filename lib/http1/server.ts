@@ -19,7 +19,7 @@ import { ServerConn, type ServerHandler } from "./_server_conn.ts";
 import { simpleResponse } from "./response_head.ts";
 import { MAX_HEAD_BYTES } from "./parse.ts";
 
-export type { ServerHandler } from "./_server_conn.ts";
+export type { ServerHandler, ServerHandlerInfo } from "./_server_conn.ts";
 
 /** Options of `serveHttp1`. */
 export interface Http1ServerOptions {

@@ -233,6 +233,10 @@ export function createHandler(deps: RelayDeps): Handler {
 
 /** Names the client connection a request came on (Deno.serve gives its remote address). */
 function connectionKey(info: Deno.ServeHandlerInfo | undefined): string | undefined {
+  // Our listener numbers its connections: a later client that gets a
+  // departed one's port can never inherit its channels.
+  const id = (info as { connectionId?: unknown } | undefined)?.connectionId;
+  if (typeof id === "number") return `c${id}`;
   const addr = info?.remoteAddr;
   if (!addr) return undefined;
   return "hostname" in addr ? `${addr.hostname}:${addr.port}` : JSON.stringify(addr);

@@ -385,3 +385,31 @@ Deno.test("Http1Server.shutdown() closes idle connections and lets an answer in 
     await server.closeAll();
   }
 });
+
+Deno.test("serveHttp1() gives each accepted connection its own connectionId", async () => {
+  const ids: number[] = [];
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, (_req, info) => {
+    ids.push(info.connectionId);
+    return new Response("ok");
+  });
+  try {
+    for (let conn = 0; conn < 2; conn++) {
+      const c = await RawClient.open(server.addr.port);
+      try {
+        for (let i = 0; i < 2; i++) {
+          const from = c.received.length;
+          await c.send("GET / HTTP/1.1\r\nHost: x\r\n\r\n");
+          await c.until((r) => r.slice(from).endsWith("ok"));
+        }
+      } finally {
+        c.close();
+      }
+    }
+    assert.equal(ids.length, 4);
+    assert.equal(ids[0], ids[1], "one connection, one id");
+    assert.equal(ids[2], ids[3]);
+    assert.notEqual(ids[0], ids[2], "a new connection, a new id");
+  } finally {
+    await server.shutdown();
+  }
+});
