@@ -1,0 +1,163 @@
+/**
+ * The cipher/MAC order in SSH_ALGORITHMS against a real OpenSSH: the default
+ * negotiates aes128-gcm, and every fallback entry, offered alone,
+ * negotiates and carries data intact in both directions across a rekey.
+ */
+import assert from "node:assert/strict";
+import { Buffer } from "node:buffer";
+import { randomBytes } from "node:crypto";
+import type { Client, ClientChannel, NegotiatedAlgorithms } from "ssh2";
+import {
+  connectEndpoint,
+  endClient,
+  SSH_ALGORITHMS,
+  type SshAlgorithms,
+} from "../../lib/tunnel/connect.ts";
+import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import { type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+
+const ignore = !sshdAvailable();
+
+function connect(sshd: Sshd, algorithms?: SshAlgorithms) {
+  return connectEndpoint({ host: "127.0.0.1", port: sshd.port, path: "direct" }, {
+    instanceId: 1,
+    username: "root",
+    auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
+    knownHosts: null,
+    readyTimeoutMs: 5_000,
+    keepaliveIntervalMs: 60_000,
+    keepaliveCountMax: 3,
+    algorithms,
+  });
+}
+
+/** Rekeys and resolves with what the new key exchange negotiated. */
+function rekey(client: Client): Promise<NegotiatedAlgorithms> {
+  return new Promise((resolve) => {
+    client.once("handshake", resolve);
+    (client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
+  });
+}
+
+/** An echo server; each connection gets back what it sent. */
+function echoServer() {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const conns = new Set<Deno.Conn>();
+  const done = (async () => {
+    for await (const c of listener) {
+      conns.add(c);
+      c.readable.pipeTo(c.writable).catch(() => {}).finally(() => conns.delete(c));
+    }
+  })();
+  return {
+    port: (listener.addr as Deno.NetAddr).port,
+    async close() {
+      listener.close();
+      for (const c of conns) {
+        try {
+          c.close();
+        } catch {
+          // Already closed.
+        }
+      }
+      await done.catch(() => {});
+    },
+  };
+}
+
+/** Sends `data` (in odd-sized pieces, so packets vary) and checks the echo. */
+async function roundTrip(ch: ClientChannel, data: Buffer): Promise<void> {
+  const got: Buffer[] = [];
+  let n = 0;
+  const back = new Promise<void>((resolve) => {
+    const onData = (b: Buffer) => {
+      got.push(Buffer.from(b));
+      n += b.length;
+      if (n >= data.length) {
+        ch.off("data", onData);
+        resolve();
+      }
+    };
+    ch.on("data", onData);
+  });
+  for (let off = 0, step = 1; off < data.length; off += step, step = (step * 7 + 3) % 40_000 + 1) {
+    ch.write(data.subarray(off, Math.min(data.length, off + step)));
+  }
+  await back;
+  assert.ok(Buffer.concat(got).equals(data), "echoed bytes differ");
+}
+
+function forward(client: Client, port: number): Promise<ClientChannel> {
+  return new Promise((resolve, reject) =>
+    client.forwardOut(
+      "127.0.0.1",
+      0,
+      "127.0.0.1",
+      port,
+      (err, ch) => err ? reject(err) : resolve(ch),
+    )
+  );
+}
+
+async function exercise(sshd: Sshd, port: number, algorithms?: SshAlgorithms) {
+  const conn = await connect(sshd, algorithms);
+  try {
+    const ch = await forward(conn.client, port);
+    const data = randomBytes(300_000);
+    await roundTrip(ch, data);
+    const negotiated = await rekey(conn.client);
+    await roundTrip(ch, data.subarray(0, 100_000));
+    // And once more while a rekey is in flight.
+    const again = rekey(conn.client);
+    await roundTrip(ch, data.subarray(100_000));
+    await again;
+    ch.close();
+    return negotiated;
+  } finally {
+    endClient(conn.client);
+  }
+}
+
+Deno.test({
+  name: "the default order negotiates aes128-gcm (not Terrapin-exposed chacha20) with OpenSSH",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    const echo = echoServer();
+    try {
+      const n = await exercise(sshd, echo.port);
+      assert.equal(n.cs.cipher, "aes128-gcm@openssh.com");
+      assert.equal(n.sc.cipher, "aes128-gcm@openssh.com");
+    } finally {
+      await echo.close();
+      await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "every cipher and MAC in the fallback list works against OpenSSH across rekeys",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    const echo = echoServer();
+    const ciphers = SSH_ALGORITHMS.cipher as string[];
+    const macs = SSH_ALGORITHMS.hmac as string[];
+    const cases: SshAlgorithms[] = [
+      ...ciphers.map((c) => ({ cipher: [c], hmac: [macs[0]] }) as SshAlgorithms),
+      ...macs.slice(1).map((m) => ({ cipher: ["aes128-ctr"], hmac: [m] }) as SshAlgorithms),
+    ];
+    try {
+      for (const algorithms of cases) {
+        const n = await exercise(sshd, echo.port, algorithms);
+        const cipher = (algorithms.cipher as string[])[0];
+        assert.equal(n.cs.cipher, cipher);
+        assert.equal(n.sc.cipher, cipher);
+        if (!/gcm|chacha/.test(cipher)) assert.equal(n.cs.mac, (algorithms.hmac as string[])[0]);
+      }
+    } finally {
+      await echo.close();
+      await sshd.stop();
+    }
+  },
+});
