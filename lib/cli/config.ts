@@ -326,7 +326,7 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
   });
 
   const maxConnIn = lookup.get("max-connections");
-  const maxConnText = (maxConnIn?.value ?? "1000").trim();
+  const maxConnText = (maxConnIn?.value ?? "4096").trim();
   const maxConnections = Number(maxConnText);
   if (!/^\d+$/.test(maxConnText) || maxConnections <= 0 || !Number.isSafeInteger(maxConnections)) {
     throw new UsageError(

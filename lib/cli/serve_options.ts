@@ -159,7 +159,7 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   {
     name: "max-connections",
     arg: "N",
-    default: "1000",
+    default: "4096",
     help: "open client connections; more get 503 (lowered to fit the open-file limit)",
   },
   { name: "no-tui", help: "plain log lines even on a terminal (default: TUI only on a TTY)" },

@@ -16,9 +16,10 @@
  * Capacity is what a backend has shown it can serve: the running batch it
  * had while requests waited in its queue (its slot limit) once seen, else
  * the largest batch seen or a prior from its GPU class and count, whichever
- * is larger. A backend counts as saturated once its queue (reported, or
- * in-flight beyond capacity) passes `saturationQueue × capacity`; the
- * admission queue (admission.ts) holds requests while every candidate is.
+ * is larger. A backend counts as saturated once its engine reports a queue
+ * that (with what this proxy is about to add beyond capacity) passes
+ * `saturationQueue × capacity`; the admission queue (admission.ts) holds
+ * requests while every candidate is. No metrics, no saturation.
  *
  * State (the prefix record and the capacities) is owned by this object and
  * written only by `select()`, and is bounded: the prefix record is one LRU
@@ -156,12 +157,16 @@ export class CacheAware implements Policy {
    */
   saturated(t: RouteTarget, extra = 0): boolean {
     this.#learn(t);
+    // Only the engine's own word counts: a backend whose engine reports no
+    // queue (or no metrics at all) is never held back on a guess. A prior
+    // from its GPU class once made the proxy refuse streams that the engines
+    // would have served (1,000 SSE streams over 8 backends got 503s).
+    const load = t.engineLoad as (RouteTarget["engineLoad"] & { stale?: boolean }) | undefined;
+    if (!load || load.stale || load.waiting === null) return false;
     const cap = this.capacity(t);
-    // An engine queue longer than all this proxy has in flight there holds
-    // other clients' requests too: count it. A shorter one may be stale.
-    const waiting = t.engineLoad?.waiting ?? 0;
-    const queued = Math.max(waiting > t.inFlight ? waiting : 0, t.inFlight + extra - cap);
-    return queued > this.#saturationQueue * cap;
+    // The requests about to start join the engine's queue once its slots are full.
+    const queued = load.waiting + Math.max(0, t.inFlight + extra - cap);
+    return load.waiting > 0 && queued > this.#saturationQueue * cap;
   }
 
   /** How many leading blocks of `prefix` were last sent to backend `id`. */

@@ -92,7 +92,7 @@ Deno.test("resolveServeConfig() applies defaults", () => {
   assert.equal(c.drainTimeoutMs, 30_000);
   assert.equal(c.headerTimeoutMs, 10_000);
   assert.equal(c.idleTimeoutMs, 60_000);
-  assert.equal(c.maxConnections, 1000);
+  assert.equal(c.maxConnections, 4096);
   assert.equal(c.tui, false);
   assert.equal(c.logFormat, "text");
   assert.deepEqual(c.sshKeys, []);

@@ -66,17 +66,23 @@ Deno.test("CacheAware.load() is capacity-relative: GPU prior, then what the engi
   assert.equal(p.load(small), 8 / 32);
 });
 
-Deno.test("CacheAware.saturated() trips on a queue past a quarter of capacity", () => {
+Deno.test("CacheAware.saturated() trips only on the engine's own queue past a quarter of capacity", () => {
   const p = new CacheAware({ saturationQueue: 0.25 });
-  const t = new FakeTarget(1, { gpu: gpu4090, inFlight: 20 });
-  assert.equal(p.saturated(t), false); // 4 beyond 16 = 0.25 × 16: not past
-  t.baseLoad = 21;
-  assert.equal(p.saturated(t), true);
+  const t = new FakeTarget(1, { gpu: gpu4090, inFlight: 200 });
+  // No metrics: never held back on a guess, however busy it looks.
+  assert.equal(p.saturated(t), false);
   t.baseLoad = 2;
+  t.engineLoad = { running: 16, waiting: 0, kvCacheUsage: null, prefixHitRate: null };
+  assert.equal(p.saturated(t), false); // no queue
   t.engineLoad = { running: 16, waiting: 5, kvCacheUsage: null, prefixHitRate: null };
-  assert.equal(p.saturated(t), true); // a queue longer than ours: other clients' requests
-  t.baseLoad = 10;
-  assert.equal(p.saturated(t), false); // shorter than ours: maybe stale, not trusted
+  assert.equal(p.saturated(t), true); // 5 waiting > 0.25 × 16
+  t.engineLoad = { running: 16, waiting: 3, kvCacheUsage: null, prefixHitRate: null };
+  assert.equal(p.saturated(t), false); // 3 is not past 4
+  t.baseLoad = 18;
+  assert.equal(p.saturated(t), true); // 3 waiting + 2 of ours beyond 16 slots
+  const stale = { running: 16, waiting: 50, kvCacheUsage: null, prefixHitRate: null, stale: true };
+  t.engineLoad = stale;
+  assert.equal(p.saturated(t), false); // an old reading is not trusted
 });
 
 Deno.test("CacheAware keeps at most maxEntries prefix blocks, evicting the oldest", () => {
