@@ -21,6 +21,7 @@
 import type { Policy } from "../lib/proxy/policies.ts";
 import type { EngineLoad, RouteTarget } from "../lib/proxy/pool.ts";
 import { MAX_PREFIX_BLOCKS } from "../lib/proxy/route_info.ts";
+import { type PrefixCounters, readEngineMetrics } from "../lib/proxy/engine_metrics.ts";
 
 /** Tokens per cache block (64 characters of text in the proxy's prefix blocks). */
 export const BLOCK_TOKENS = 16;
@@ -87,6 +88,30 @@ export class SimEngine {
   }
 
   /** What its metrics endpoint would report now. */
+  /**
+   * The engine's `/metrics` page as vLLM prints it (gauges and the prefix
+   * cache counters), so the simulation reads load through the proxy's own
+   * parser, as the real proxy does over SSH.
+   */
+  metricsText(): string {
+    const m = this.metrics();
+    const model = 'model_name="sim"';
+    return [
+      "# HELP vllm:num_requests_running Number of requests in model execution batches.",
+      "# TYPE vllm:num_requests_running gauge",
+      `vllm:num_requests_running{${model}} ${m.running}`,
+      "# TYPE vllm:num_requests_waiting gauge",
+      `vllm:num_requests_waiting{${model}} ${m.waiting}`,
+      "# TYPE vllm:kv_cache_usage_perc gauge",
+      `vllm:kv_cache_usage_perc{${model}} ${m.kvCacheUsage}`,
+      "# TYPE vllm:prefix_cache_queries counter",
+      `vllm:prefix_cache_queries_total{${model}} ${this.promptTokens}`,
+      "# TYPE vllm:prefix_cache_hits counter",
+      `vllm:prefix_cache_hits_total{${model}} ${this.cachedTokens}`,
+      "",
+    ].join("\n");
+  }
+
   metrics(): EngineLoad {
     const used = this.running.reduce((s, r) => s + r.context, 0);
     return {
@@ -361,8 +386,15 @@ export function simulate(
     events.push(s.start, issue);
   }
   // Scrapes and queue polls, until the horizon.
+  // Each scrape goes through the proxy's parser (lib/proxy/engine_metrics.ts),
+  // keeping the previous counters for an interval hit rate, as Backend does.
+  const counters: (PrefixCounters | null)[] = engines.map(() => null);
   const scrape = (now: number) => {
-    targets.forEach((t, i) => t.engineLoad = engines[i].metrics());
+    targets.forEach((t, i) => {
+      const reading = readEngineMetrics("vllm", engines[i].metricsText(), counters[i]);
+      counters[i] = reading.counters;
+      t.engineLoad = reading.load;
+    });
     if (now + SCRAPE_MS < opts.horizonMs) events.push(now + SCRAPE_MS, scrape);
   };
   events.push(0, scrape);
