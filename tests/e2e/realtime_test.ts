@@ -7,7 +7,7 @@
  * side within a second. Also HEAD answers keeping the engine's framing.
  */
 import assert from "node:assert/strict";
-import { startLocalProxy } from "../faults/_local_proxy.ts";
+import { startLocalProxy, until } from "../faults/_local_proxy.ts";
 import { startRawEngine } from "../_helpers/raw_engine.ts";
 import { createHandler } from "../../lib/proxy/relay.ts";
 import { createPolicy } from "../../lib/proxy/policies.ts";
@@ -15,15 +15,6 @@ import { serveHttp1 } from "../../lib/http1/server.ts";
 import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
 import { startE2eFleet } from "../_helpers/e2e_fleet.ts";
 import { sshdAvailable } from "../_helpers/sshd.ts";
-
-/** Resolves once `cond()` holds, polling; throws after `ms`. */
-async function until(what: string, cond: () => boolean, ms = 2000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 /** The next message on `ws`. */
 function next(ws: WebSocket): Promise<MessageEvent> {

@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { type Http1ServerOptions, serveHttp1, type ServerHandler } from "../../lib/http1/server.ts";
 import { RawClient } from "../_helpers/raw_http.ts";
+import { havePrlimit, startLimitedChild } from "../_helpers/limited_child.ts";
 import { startLocalProxy } from "./_local_proxy.ts";
 
 const ok: ServerHandler = () => new Response("ok");
@@ -194,55 +195,19 @@ Deno.test("startProxy() applies --idle-timeout and shows the limits in /vastprox
   }
 });
 
-/** True when `prlimit` can be run here (util-linux, and --allow-run for it). */
-async function havePrlimit(): Promise<boolean> {
-  try {
-    const r = await new Deno.Command("prlimit", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output();
-    return r.success;
-  } catch {
-    return false;
-  }
-}
-
 Deno.test({
   name:
     "serveHttp1() under a 256 descriptor limit survives 400 connections and serves a fresh client",
   ignore: !(await havePrlimit()),
   async fn() {
-    const child = new Deno.Command("prlimit", {
-      args: [
-        "--nofile=256:256",
-        Deno.execPath(),
-        "run",
-        "--allow-net=127.0.0.1",
-        new URL("./_fd_limit_server.ts", import.meta.url).pathname,
-      ],
-      // No background update check: it would only warn that it got no descriptor.
-      env: { DENO_NO_UPDATE_CHECK: "1" },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const lines: string[] = [];
-    const reading = (async () => {
-      let rest = "";
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-        rest += chunk;
-        const parts = rest.split("\n");
-        rest = parts.pop()!;
-        lines.push(...parts);
-      }
-    })();
+    const child = startLimitedChild(new URL("./_fd_limit_server.ts", import.meta.url), {
+      nofile: 256,
+      permissions: ["--allow-net=127.0.0.1"],
+    });
+    const lines = child.lines;
     const clients: RawClient[] = [];
     try {
-      const deadline = Date.now() + 15_000;
-      while (lines.length === 0 && Date.now() < deadline) await sleep(20);
-      const { port } = JSON.parse(lines[0]);
+      const { port } = await child.first<{ port: number }>(15_000);
       // Connects complete in the kernel's backlog even when accept() fails.
       const opened = await Promise.allSettled(
         Array.from({ length: 400 }, () =>
@@ -268,11 +233,7 @@ Deno.test({
       assert.ok(acceptLines.length <= 2, `logged ${acceptLines.length} times`);
     } finally {
       for (const c of clients) c.close();
-      await child.stdin.close().catch(() => {});
-      const done = await Promise.race([child.status, sleep(5_000).then(() => null)]);
-      if (done === null) child.kill("SIGKILL");
-      await child.status;
-      await reading;
+      await child.stop(5_000);
     }
   },
 });

@@ -8,21 +8,9 @@
  */
 import assert from "node:assert/strict";
 import { RawClient } from "../_helpers/raw_http.ts";
+import { havePrlimit, startLimitedChild } from "../_helpers/limited_child.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-async function havePrlimit(): Promise<boolean> {
-  try {
-    return (await new Deno.Command("prlimit", {
-      args: ["--version"],
-      stdout: "null",
-      stderr: "null",
-    })
-      .output()).success;
-  } catch {
-    return false;
-  }
-}
 
 const CHAT = JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] });
 const chatRequest = `POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\n` +
@@ -48,38 +36,16 @@ Deno.test({
   name: "flood: 2,000 idle, 200 slow-loris and 16 stalled uploads under a 1,024 fd limit",
   ignore: !(await havePrlimit()),
   async fn() {
-    const child = new Deno.Command("prlimit", {
-      args: [
-        "--nofile=1024:1024",
-        Deno.execPath(),
-        "run",
-        "--allow-net=127.0.0.1",
-        "--allow-read",
-        "--allow-env",
-        new URL("./_flood_proxy.ts", import.meta.url).pathname,
-      ],
-      env: { DENO_NO_UPDATE_CHECK: "1" },
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "inherit",
-    }).spawn();
-    const lines: string[] = [];
-    const reading = (async () => {
-      let rest = "";
-      for await (const chunk of child.stdout.pipeThrough(new TextDecoderStream())) {
-        rest += chunk;
-        const parts = rest.split("\n");
-        rest = parts.pop()!;
-        lines.push(...parts);
-      }
-    })();
+    const child = startLimitedChild(new URL("./_flood_proxy.ts", import.meta.url), {
+      nofile: 1024,
+      permissions: ["--allow-net=127.0.0.1", "--allow-read", "--allow-env"],
+    });
+    const lines = child.lines;
     const attackers: RawClient[] = [];
     let dribbling = true;
     let good: RawClient | undefined;
     try {
-      const deadline = Date.now() + 30_000;
-      while (lines.length === 0 && Date.now() < deadline) await sleep(20);
-      const { port } = JSON.parse(lines[0]);
+      const { port } = await child.first<{ port: number }>(30_000);
       // The well-behaved client connects first and keeps its connection.
       good = await RawClient.open(port);
       const before = await chatOn(good);
@@ -163,11 +129,7 @@ Deno.test({
       dribbling = false;
       for (const c of attackers) c.close();
       good?.close();
-      await child.stdin.close().catch(() => {});
-      const done = await Promise.race([child.status, sleep(10_000).then(() => null)]);
-      if (done === null) child.kill("SIGKILL");
-      await child.status;
-      await reading;
+      await child.stop();
     }
   },
 });
