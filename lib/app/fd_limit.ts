@@ -6,8 +6,10 @@
  * a hard 8192: the process runs with 8192), so no FFI is needed for that;
  * here the limit in force is read (from /proc on Linux), shown in
  * /vastproxy/status and used to keep `--max-connections` below it. Best
- * effort: on another OS, or without read permission, it is unknown, never
- * an error.
+ * effort: on another OS, or without permission, it is unknown, never an
+ * error. Deno 2.9 lets a program read /proc/self/* only under --allow-all,
+ * which vastproxy does not ask for; then the listener's accept back-off on
+ * EMFILE is what protects it.
  */
 
 /** The open-file limit as far as it could be learned. */
