@@ -195,3 +195,48 @@ Deno.test({
     }
   },
 });
+
+/** A raw WebSocket handshake to `port`; resolves with the response head. */
+async function handshake(port: number, extra: string): Promise<string> {
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+  try {
+    await conn.write(
+      new TextEncoder().encode(
+        "GET /v1/realtime HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n" +
+          "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" +
+          `Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`,
+      ),
+    );
+    const buf = new Uint8Array(4096);
+    let head = "";
+    while (!head.includes("\r\n\r\n")) {
+      const n = await conn.read(buf);
+      if (n === null) break;
+      head += new TextDecoder().decode(buf.subarray(0, n));
+    }
+    return head;
+  } finally {
+    conn.close();
+  }
+}
+
+Deno.test("WebSocket from a browser page: an allowed origin switches, a foreign one is refused", async () => {
+  const p = await startLocalProxy({
+    instances: 1,
+    config: { corsOrigins: ["http://localhost:3000"] },
+  });
+  try {
+    await until("healthy", () => p.proxy.status().counts.healthy === 1);
+    const port = Number(new URL(p.proxy.url).port);
+    const ok = await handshake(port, "Origin: http://localhost:3000\r\n");
+    assert.match(ok, /^HTTP\/1\.1 101 /);
+    // Cross-site WebSocket hijacking: a page elsewhere never reaches the engine.
+    const before = p.engines[0].stats.websocketsOpened;
+    const evil = await handshake(port, "Origin: http://evil.example\r\n");
+    assert.match(evil, /^HTTP\/1\.1 403 /);
+    await until("closes seen", () => p.engines[0].stats.websocketsOpen === 0);
+    assert.equal(p.engines[0].stats.websocketsOpened, before);
+  } finally {
+    await p.close();
+  }
+});
