@@ -13,9 +13,10 @@ import { type Logger, nullLogger } from "../core/logger.ts";
 import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
-import type { HeaderPairs, Http1Response } from "../http1/types.ts";
+import type { Http1Response } from "../http1/types.ts";
 import { rawRequestOf, requestHeader, responseWithPairs } from "../http1/raw.ts";
-import { type Upgraded, upgradeResponse, wantsUpgrade } from "../http1/upgrade.ts";
+import { type Upgraded, wantsUpgrade } from "../http1/upgrade.ts";
+import { switchProtocols } from "./upgrade_relay.ts";
 import {
   errorResponse,
   isTransportError,
@@ -23,12 +24,7 @@ import {
   type ProxyErrorCode,
   shouldRetry,
 } from "./errors.ts";
-import {
-  downstreamResponsePairs,
-  INSTANCE_HEADER,
-  isEmittableValue,
-  upstreamRequestHeaders,
-} from "./headers.ts";
+import { downstreamResponsePairs, upstreamRequestHeaders } from "./headers.ts";
 import { pickTarget, type Policy, Rendezvous } from "./policies.ts";
 import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
@@ -289,80 +285,6 @@ class DroppedHeaderLog {
 
 /** A reason phrase the Response constructor accepts. */
 const REASON = /^[\t\x20-\x7e\x80-\xff]*$/;
-
-/**
- * The response that makes the server switch protocols: the engine's 101
- * head (its `Upgrade`, `Connection` and `Sec-WebSocket-*` fields, plus
- * `X-VastProxy-Instance`), then the two raw byte streams joined until
- * either side closes. Closing one side closes the other at once, so an
- * engine sees a client leave within the SSH round trip.
- */
-function switchProtocols(
-  instance: number,
-  engine: Upgraded,
-  onHeaderDropped: (name: string) => void,
-  onClosed: (bytes: number) => void,
-): Response {
-  const headers: HeaderPairs = [];
-  for (const [name, value] of engine.headers) {
-    if (name === INSTANCE_HEADER) continue;
-    if (!isEmittableValue(value)) {
-      onHeaderDropped(name);
-      continue;
-    }
-    headers.push([name, value]);
-  }
-  headers.push([INSTANCE_HEADER, String(instance)]);
-  return upgradeResponse({
-    statusText: engine.statusText,
-    headers,
-    onAbandon: () => {
-      engine.close();
-      onClosed(0);
-    },
-    onUpgrade: ({ conn, initial }) => void joinStreams(conn, initial, engine).then(onClosed),
-  });
-}
-
-/** Pipes client ↔ engine until either ends; resolves with the bytes relayed both ways. */
-async function joinStreams(
-  client: Deno.Conn,
-  initial: Promise<Uint8Array>,
-  engine: Upgraded,
-): Promise<number> {
-  let bytes = 0;
-  let closed = false;
-  const closeBoth = () => {
-    if (closed) return;
-    closed = true;
-    engine.close();
-    try {
-      client.close();
-    } catch { /* already closed */ }
-  };
-  const down = (async () => {
-    for (let b = await engine.read(); b !== null && !closed; b = await engine.read()) {
-      bytes += b.byteLength;
-      for (let at = 0; at < b.byteLength;) at += await client.write(b.subarray(at));
-    }
-  })().catch(() => {}).finally(closeBoth);
-  const up = (async () => {
-    const first = await initial;
-    if (first.byteLength > 0) {
-      bytes += first.byteLength;
-      await engine.write(first);
-    }
-    const buf = new Uint8Array(64 * 1024);
-    while (!closed) {
-      const n = await client.read(buf);
-      if (n === null) break;
-      bytes += n;
-      await engine.write(buf.slice(0, n));
-    }
-  })().catch(() => {}).finally(closeBoth);
-  await Promise.all([down, up]);
-  return bytes;
-}
 
 /** Everything `dispatch` needs besides the backend. */
 interface DispatchInput {
