@@ -16,11 +16,12 @@ import {
   requestFraming,
   type RequestHead,
 } from "./request_head.ts";
-import { encodeResponseHead, type ResponseFraming, simpleResponse } from "./response_head.ts";
+import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
 import { serverRequest } from "./raw.ts";
+import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -49,9 +50,6 @@ const BODY_READ = 64 * 1024;
 /** Response bytes gathered before a write, when more are ready at once. */
 const WRITE_BATCH = 64 * 1024;
 const CONTINUE = latin1ToBytes("HTTP/1.1 100 Continue\r\n\r\n");
-const CRLF = latin1ToBytes("\r\n");
-const LAST_CHUNK = latin1ToBytes("0\r\n\r\n");
-const PENDING: unique symbol = Symbol("pending");
 
 /** Where the connection is: waiting between requests, reading a head, or serving one. */
 type Phase = "idle" | "head" | "active";
@@ -663,74 +661,4 @@ export class ServerConn {
       return { ok: false, close: true };
     }
   }
-}
-
-/** Frames body chunks for one response's framing and checks a declared length. */
-class Framer {
-  #framing: ResponseFraming;
-  #sent = 0;
-  /** The body went past its declared length (the extra bytes were not sent). */
-  overflow = false;
-
-  constructor(framing: ResponseFraming) {
-    this.#framing = framing;
-  }
-
-  /** True when what was sent matches the framing (a declared length was met). */
-  get complete(): boolean {
-    return this.#framing.kind !== "length" || this.#sent === this.#framing.length;
-  }
-
-  /** The wire bytes for `chunks`, plus the terminator when `last`. */
-  frame(chunks: Uint8Array[], last: boolean): Uint8Array[] {
-    const out: Uint8Array[] = [];
-    const f = this.#framing;
-    for (const c of chunks) {
-      if (c.byteLength === 0) continue;
-      if (f.kind === "chunked") {
-        out.push(latin1ToBytes(`${c.byteLength.toString(16)}\r\n`), c, CRLF);
-      } else if (f.kind === "length") {
-        const room = f.length - this.#sent;
-        if (c.byteLength > room) this.overflow = true;
-        if (room > 0) out.push(c.byteLength > room ? c.subarray(0, room) : c);
-        this.#sent += Math.min(room, c.byteLength);
-      } else if (f.kind === "close") {
-        out.push(c);
-      }
-    }
-    if (last && f.kind === "chunked") out.push(LAST_CHUNK);
-    return out;
-  }
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let n = 0;
-  for (const p of parts) n += p.byteLength;
-  const out = new Uint8Array(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
-}
-
-/**
- * `p`'s value if it settles within a few microtask turns, else PENDING. A
- * stream whose chunks are already queued answers at once, so a small
- * response leaves in one write; a stream waiting on I/O (an SSE token)
- * does not, and what is ready is flushed first.
- */
-async function settledSoon<T>(p: Promise<T>): Promise<T | typeof PENDING> {
-  let value: T | typeof PENDING = PENDING;
-  let failed = false;
-  let error: unknown;
-  p.then((v) => (value = v), (e) => {
-    failed = true;
-    error = e;
-  });
-  for (let i = 0; i < 8 && value === PENDING && !failed; i++) await null;
-  if (failed) throw error;
-  return value;
 }
