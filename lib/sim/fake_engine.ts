@@ -114,6 +114,42 @@ interface ActiveStream {
 }
 
 /** Starts a fake engine; resolves once it listens. */
+/**
+ * A model entry as vLLM writes it in `GET /v1/models` (with its
+ * `permission` list); `extra` fields are set over it.
+ */
+export function vllmModelCard(
+  id: string,
+  maxModelLen: number,
+  extra: Record<string, unknown> = {},
+): Record<string, unknown> {
+  const created = 1_700_000_000;
+  return {
+    id,
+    object: "model",
+    created,
+    owned_by: "vllm",
+    root: id,
+    parent: null,
+    max_model_len: maxModelLen,
+    permission: [{
+      id: "modelperm-fake0001",
+      object: "model_permission",
+      created,
+      allow_create_engine: false,
+      allow_sampling: true,
+      allow_logprobs: true,
+      allow_search_indices: false,
+      allow_view: true,
+      allow_fine_tuning: false,
+      organization: "*",
+      group: null,
+      is_blocking: false,
+    }],
+    ...extra,
+  };
+}
+
 export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngine> {
   const model = opts.model ?? "fake-model";
   const kind = opts.engine ?? "vllm";
@@ -227,27 +263,7 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     if (kind === "sglang") {
       return { ...base, owned_by: "sglang", root: model, max_model_len: maxModelLen };
     }
-    return {
-      ...base,
-      owned_by: "vllm",
-      root: model,
-      parent: null,
-      max_model_len: maxModelLen,
-      permission: [{
-        id: "modelperm-fake0001",
-        object: "model_permission",
-        created,
-        allow_create_engine: false,
-        allow_sampling: true,
-        allow_logprobs: true,
-        allow_search_indices: false,
-        allow_view: true,
-        allow_fine_tuning: false,
-        organization: "*",
-        group: null,
-        is_blocking: false,
-      }],
-    };
+    return vllmModelCard(model, maxModelLen);
   }
 
   /**

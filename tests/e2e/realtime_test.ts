@@ -16,6 +16,20 @@ import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
 import { startE2eFleet } from "../_helpers/e2e_fleet.ts";
 import { sshdAvailable } from "../_helpers/sshd.ts";
 
+/** The relay handler over one target whose engine is at `url`. */
+function relayTo(url: string) {
+  const target = new FakeTarget(1, { baseUrl: url });
+  const handler = createHandler({
+    pool: new FakePool([target]),
+    policy: createPolicy("round-robin"),
+    stickyHeader: null,
+    authToken: null,
+    maxBodyBytes: 1024,
+    onRequestLog: () => {},
+  });
+  return { target, handler };
+}
+
 /** The next message on `ws`. */
 function next(ws: WebSocket): Promise<MessageEvent> {
   return new Promise((resolve, reject) => {
@@ -71,23 +85,7 @@ Deno.test("WebSocket handshake honours X-VastProxy-Instance and returns it on th
     const pinned = p.ids[2];
     const port = Number(new URL(p.proxy.url).port);
     for (let i = 0; i < 3; i++) {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      await conn.write(
-        new TextEncoder().encode(
-          "GET /v1/realtime HTTP/1.1\r\nHost: localhost\r\nConnection: Upgrade\r\n" +
-            "Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n" +
-            "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n" +
-            `X-VastProxy-Instance: ${pinned}\r\n\r\n`,
-        ),
-      );
-      const buf = new Uint8Array(4096);
-      let head = "";
-      while (!head.includes("\r\n\r\n")) {
-        const n = await conn.read(buf);
-        if (n === null) break;
-        head += new TextDecoder().decode(buf.subarray(0, n));
-      }
-      conn.close();
+      const head = await handshake(port, `X-VastProxy-Instance: ${pinned}\r\n`);
       assert.match(head, /^HTTP\/1\.1 101 /);
       assert.match(head, /\r\nupgrade: websocket\r\n/i);
       assert.match(head, /\r\nsec-websocket-accept: s3pPLMBiTxaQ9kYGzzhZRbK\+xOo=\r\n/i);
@@ -104,15 +102,7 @@ Deno.test("an engine that refuses the upgrade answers as a plain response; nothi
   const engine = startRawEngine(() =>
     "HTTP/1.1 426 Upgrade Required\r\ncontent-length: 4\r\nconnection: close\r\n\r\nnope"
   );
-  const target = new FakeTarget(1, { baseUrl: engine.url });
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
-    onRequestLog: () => {},
-  });
+  const { target, handler: h } = relayTo(engine.url);
   try {
     const res = await h(
       new Request("http://localhost/v1/realtime", {
@@ -138,15 +128,7 @@ Deno.test("HEAD answers keep the engine's framing headers through the proxy's li
       ? "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nx-a: 1\r\n\r\n"
       : "HTTP/1.1 200 OK\r\ncontent-length: 1234\r\nx-a: 1\r\n\r\n"
   );
-  const target = new FakeTarget(1, { baseUrl: engine.url });
-  const handler = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
-    onRequestLog: () => {},
-  });
+  const { target, handler } = relayTo(engine.url);
   const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, handler);
   try {
     for (

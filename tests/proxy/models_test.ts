@@ -12,35 +12,13 @@ import {
 } from "../../lib/proxy/models.ts";
 import { createPolicy } from "../../lib/proxy/policies.ts";
 import { createHandler } from "../../lib/proxy/relay.ts";
+import { vllmModelCard } from "../../lib/sim/fake_engine.ts";
 import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
 import { FakeTunnelFactory, fromWebResponse, testSpec } from "../_helpers/fake_tunnel.ts";
 
 /** A model entry exactly as vLLM 0.x writes it in `GET /v1/models`. */
 function vllmCard(id: string, maxModelLen: number, extra: Record<string, unknown> = {}) {
-  return {
-    id,
-    object: "model",
-    created: 1_700_000_000,
-    owned_by: "vllm",
-    root: `/models/${id}`,
-    parent: null,
-    max_model_len: maxModelLen,
-    permission: [{
-      id: "modelperm-1",
-      object: "model_permission",
-      created: 1_700_000_000,
-      allow_create_engine: false,
-      allow_sampling: true,
-      allow_logprobs: true,
-      allow_search_indices: false,
-      allow_view: true,
-      allow_fine_tuning: false,
-      organization: "*",
-      group: null,
-      is_blocking: false,
-    }],
-    ...extra,
-  };
+  return vllmModelCard(id, maxModelLen, { root: `/models/${id}`, ...extra });
 }
 
 function entries(...cards: Record<string, unknown>[]): ModelEntry[] {
