@@ -11,6 +11,13 @@ import { LineLogger, shouldUseColor } from "../ui/log.ts";
 import { denoTerminal, enterRawMode, exitRawMode, LiveUI, UiLogBuffer } from "../ui/live.ts";
 import { textWriter } from "./_io_writer.ts";
 
+/**
+ * How long a log line may wait to share a write with later ones. Invisible
+ * to a person or a log shipper; under load it turns a write per request line
+ * into about twenty writes a second.
+ */
+const LOG_BATCH_MS = 50;
+
 /** A logger whose destination can change while modules hold on to it. */
 export class SwitchLogger implements Logger {
   #target: Logger;
@@ -48,6 +55,7 @@ export function createServeUi(
     format: opts.logFormat,
     secrets: opts.secrets,
     color: opts.logFormat === "text" && shouldUseColor({ isTty: io.isTty, env: io.env }),
+    batchMs: LOG_BATCH_MS,
   });
   if (!opts.tui) {
     return {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { LineLogger, MAX_QUEUED_LINES, shouldUseColor } from "../../lib/ui/log.ts";
+import { LineLogger, MAX_BATCH_BYTES, MAX_QUEUED_LINES, shouldUseColor } from "../../lib/ui/log.ts";
 
 const T = Date.parse("2026-11-22T18:11:33.123Z");
 
@@ -144,4 +144,79 @@ Deno.test("LineLogger drops lines past MAX_QUEUED_LINES for a stalled writer, th
   log.log("info", "after");
   await log.flush();
   assert.match(written.at(-1)!, /INFO {2}after/);
+});
+
+Deno.test("LineLogger with batchMs holds info lines for one write, bounded in time", async () => {
+  const writes: string[] = [];
+  const decoder = new TextDecoder();
+  const log = new LineLogger({
+    writer: {
+      write(p: Uint8Array) {
+        writes.push(decoder.decode(p));
+        return p.length;
+      },
+    },
+    now: () => 0,
+    batchMs: 40,
+  });
+  log.log("info", "a");
+  await new Promise((r) => setTimeout(r, 0));
+  log.log("info", "b");
+  await new Promise((r) => setTimeout(r, 5));
+  assert.deepEqual(writes, [], "info lines wait for the batch");
+  // The bound: without any flush the lines leave once batchMs has passed.
+  const deadline = Date.now() + 2_000;
+  while (writes.length === 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 10));
+  }
+  assert.equal(writes.length, 1);
+  assert.match(writes[0], /INFO {2}a\n.*INFO {2}b\n$/s);
+});
+
+Deno.test("LineLogger with batchMs writes warnings at once, and flush() does not wait for the timer", async () => {
+  const writes: string[] = [];
+  const decoder = new TextDecoder();
+  const log = new LineLogger({
+    writer: {
+      write(p: Uint8Array) {
+        writes.push(decoder.decode(p));
+        return p.length;
+      },
+    },
+    now: () => 0,
+    batchMs: 60_000,
+  });
+  log.log("info", "queued");
+  log.log("warn", "urgent");
+  await new Promise((r) => setTimeout(r, 0));
+  // The warning takes the queued info line with it, in order.
+  assert.equal(writes.length, 1);
+  assert.match(writes[0], /INFO {2}queued\n.*WARN {2}urgent\n$/s);
+  log.log("info", "late");
+  const started = Date.now();
+  await log.flush(); // a pending 60 s timer must be cancelled, not awaited (or leaked)
+  assert.ok(Date.now() - started < 1_000);
+  assert.match(writes.at(-1)!, /INFO {2}late\n$/);
+  assert.equal(writes.length, 2);
+});
+
+Deno.test("LineLogger with batchMs writes a batch past MAX_BATCH_BYTES without waiting", async () => {
+  const writes: number[] = [];
+  const log = new LineLogger({
+    writer: {
+      write(p: Uint8Array) {
+        writes.push(p.length);
+        return p.length;
+      },
+    },
+    now: () => 0,
+    batchMs: 60_000,
+  });
+  const big = "x".repeat(1000);
+  for (let i = 0; i < 70; i++) log.log("info", big);
+  await new Promise((r) => setTimeout(r, 0));
+  assert.ok(writes.length >= 1, "a full batch leaves without the timer");
+  assert.ok(writes[0] >= MAX_BATCH_BYTES);
+  await log.flush();
+  assert.equal(writes.reduce((a, b) => a + b, 0), 70 * (big.length + 32));
 });
