@@ -5,9 +5,9 @@
  */
 // @ts-types="@types/ssh2"
 import { type Algorithms, Client } from "ssh2";
-import type * as net from "node:net";
 import type { Buffer } from "node:buffer";
-import process from "node:process";
+import type { Readable } from "node:stream";
+import { DenoSocket, socketError } from "./deno_socket.ts";
 import type { Logger } from "../core/logger.ts";
 import { nullLogger } from "../core/logger.ts";
 import type { SshEndpoint } from "../core/backend_spec.ts";
@@ -249,8 +249,14 @@ function handshake(
     if (opts.signal?.aborted) return onAbort();
     opts.signal?.addEventListener("abort", onAbort, { once: true });
 
-    try {
+    // TCP first, on our own socket (deno_socket.ts says why), then SSH over it.
+    const start = (sock: DenoSocket) => {
+      if (settled) {
+        sock.destroy();
+        return;
+      }
       client.connect({
+        sock: sock as unknown as Readable,
         host: endpoint.host,
         port: endpoint.port,
         username: opts.username,
@@ -264,10 +270,17 @@ function handshake(
         keepaliveCountMax: opts.keepaliveCountMax,
         algorithms: opts.algorithms ?? SSH_ALGORITHMS,
       });
-      coalesceWrites(client);
-    } catch (err) {
+    };
+    const started = Deno.connect({ hostname: endpoint.host, port: endpoint.port }).then(
+      (conn) => start(new DenoSocket(conn)),
+      (err) => {
+        lastError = socketError(err);
+        fail(classify(lastError, opts, failure));
+      },
+    );
+    started.catch((err) => {
       fail(failure("protocol", err instanceof Error ? err.message : String(err), err));
-    }
+    });
   });
 }
 
@@ -283,37 +296,6 @@ function classify(err: SshError | undefined, opts: ConnectOptions, failure: Fail
   if (err.code === "ECONNREFUSED") return failure("refused", "connection refused", err);
   if (err.code) return failure("network", `${err.code} (${err.message})`, err);
   return failure("protocol", err.message, err);
-}
-
-/**
- * Batches the socket writes ssh2 makes within one tick into one.
- *
- * ssh2 hands every encrypted packet to its socket in pieces — for AES-GCM
- * three `write()`s: length, body, MAC — and the connection runs with Nagle
- * off, so each piece became its own syscall and TCP segment (a 300-byte
- * request left as 4 + 300 + 16 bytes). Corking the socket on the first
- * write of a tick and uncorking on `nextTick` flushes them with one
- * `writev`; byte order and content are unchanged, and nothing waits longer
- * than the current tick. `_sock` is ssh2's socket (stable across 1.x; the
- * socket exists as soon as `connect()` returns and is written only later).
- */
-function coalesceWrites(client: Client): void {
-  const sock = (client as unknown as { _sock?: net.Socket })._sock;
-  if (!sock || typeof sock.cork !== "function") return;
-  const write = sock.write;
-  let corked = false;
-  const flush = () => {
-    corked = false;
-    sock.uncork();
-  };
-  sock.write = function (this: net.Socket, ...args: Parameters<net.Socket["write"]>) {
-    if (!corked) {
-      corked = true;
-      sock.cork();
-      process.nextTick(flush);
-    }
-    return write.apply(this, args);
-  } as net.Socket["write"];
 }
 
 /** Ends an ssh2 client and its socket; safe to call more than once. */

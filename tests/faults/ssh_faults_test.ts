@@ -77,15 +77,38 @@ function listeners(tables: string, port: number): string[] {
   return out;
 }
 
-/** Ports of every LISTEN socket on the machine. */
-function listeningPorts(tables: string): Set<number> {
+/**
+ * Ports of the LISTEN sockets in `tables`; only those whose inode is in
+ * `inodes` when given (the machine may run other tests meanwhile).
+ */
+function listeningPorts(tables: string, inodes?: Set<string>): Set<number> {
   const ports = new Set<number>();
   for (const line of tables.split("\n")) {
     const f = line.trim().split(/\s+/);
-    if (f.length < 4 || f[3] !== "0A" || !f[1].includes(":")) continue;
+    if (f.length < 10 || f[3] !== "0A" || !f[1].includes(":")) continue;
+    if (inodes && !inodes.has(f[9])) continue;
     ports.add(parseInt(f[1].split(":").at(-1)!, 16));
   }
   return ports;
+}
+
+/**
+ * Socket inodes this process holds. Read by a child: the test runner's
+ * permissions do not cover /proc/<pid>/fd.
+ */
+async function ownSocketInodes(): Promise<Set<string>> {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: [
+      "eval",
+      `for (const e of Deno.readDirSync("/proc/${Deno.pid}/fd")) {` +
+      ` try { const m = /^socket:\\[(\\d+)\\]$/.exec(Deno.readLinkSync("/proc/${Deno.pid}/fd/" + e.name));` +
+      " if (m) console.log(m[1]); } catch { /* closed meanwhile */ } }",
+    ],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(out.success, "listed this process's sockets");
+  return new Set(new TextDecoder().decode(out.stdout).split("\n").filter(Boolean));
 }
 
 function stateOf(fleet: E2eFleet, id: number): string | undefined {
@@ -122,7 +145,10 @@ Deno.test({
           ...fleet.engines.map((e) => Number(new URL(e.url).port)),
           ...fleet.sshds.map((d) => d.port),
         ]);
-        const appeared = [...listeningPorts(tables)].filter((p) => !before.has(p));
+        // The proxy runs in this process: its listeners are among ours.
+        const ours = await ownSocketInodes();
+        assert.ok(ours.size > 0);
+        const appeared = [...listeningPorts(tables, ours)].filter((p) => !before.has(p));
         assert.ok(appeared.includes(proxyPort), `the proxy's listener is seen: ${appeared}`);
         assert.deepEqual(appeared.filter((p) => !expected.has(p)), [], "no other listener");
         assert.equal(Deno.statSync(fleet.knownHosts).mode! & 0o777, 0o600);

@@ -1,0 +1,193 @@
+import assert from "node:assert/strict";
+import { DenoSocket, socketError } from "../../lib/tunnel/deno_socket.ts";
+
+/** A loopback server whose accepted connection the test drives by hand. */
+async function pair(): Promise<{ sock: DenoSocket; peer: Deno.TcpConn; close(): void }> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const accepted = listener.accept();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  const peer = await accepted;
+  listener.close();
+  const sock = new DenoSocket(conn);
+  return {
+    sock,
+    peer,
+    close() {
+      sock.destroy();
+      try {
+        peer.close();
+      } catch { /* closed by the test */ }
+    },
+  };
+}
+
+async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let at = 0;
+  while (at < n) {
+    const got = await conn.read(out.subarray(at));
+    if (got === null) throw new Error(`EOF after ${at} of ${n} bytes`);
+    at += got;
+  }
+  return out;
+}
+
+function events(sock: DenoSocket): string[] {
+  const seen: string[] = [];
+  sock.on("end", () => seen.push("end"));
+  sock.on("close", () => seen.push("close"));
+  sock.on("error", (e: Error & { code?: string }) => seen.push(`error:${e.code ?? e.message}`));
+  return seen;
+}
+
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
+async function until(cond: () => boolean, what: string): Promise<void> {
+  const deadline = Date.now() + 3_000;
+  while (!cond()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await tick(5);
+  }
+}
+
+Deno.test("DenoSocket: writes of one turn arrive in order, in one segment", async () => {
+  const t = await pair();
+  try {
+    const parts = ["len.", "body-of-the-packet.", "mac!"];
+    for (const p of parts) assert.equal(t.sock.write(new TextEncoder().encode(p)), true);
+    const want = parts.join("");
+    const buf = new Uint8Array(1024);
+    // One write: the first read sees every byte of the turn (loopback
+    // delivers a write whole; three writes would be three segments).
+    const n = await t.peer.read(buf);
+    assert.equal(new TextDecoder().decode(buf.subarray(0, n!)), want);
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: nothing is read before resume(), and nothing sent meanwhile is lost", async () => {
+  const t = await pair();
+  try {
+    await t.peer.write(new TextEncoder().encode("SSH-2.0-banner\r\n"));
+    await tick(20);
+    const got: Uint8Array[] = [];
+    t.sock.on("data", (b: Uint8Array) => got.push(b));
+    await tick(20);
+    assert.equal(got.length, 0, "paused until resumed, like a net.Socket ssh2 pauses");
+    t.sock.resume();
+    await until(() => got.length > 0, "data after resume");
+    assert.equal(new TextDecoder().decode(got[0]), "SSH-2.0-banner\r\n");
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: each 'data' chunk is its own copy (ssh2 may keep slices)", async () => {
+  const t = await pair();
+  try {
+    const got: Uint8Array[] = [];
+    t.sock.on("data", (b: Uint8Array) => got.push(b));
+    t.sock.resume();
+    await t.peer.write(new Uint8Array([1, 2, 3]));
+    await until(() => got.length === 1, "first chunk");
+    await t.peer.write(new Uint8Array([9, 9, 9]));
+    await until(() => got.length === 2, "second chunk");
+    assert.deepEqual([...got[0]], [1, 2, 3]);
+    assert.deepEqual([...got[1]], [9, 9, 9]);
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: end() sends what was queued, then EOF; the peer's EOF closes it once", async () => {
+  const t = await pair();
+  try {
+    const seen = events(t.sock);
+    t.sock.resume();
+    t.sock.write(new TextEncoder().encode("bye"));
+    t.sock.end();
+    assert.equal(t.sock.writable, false);
+    assert.equal(t.sock.write(new Uint8Array([1])), false, "no writes after end()");
+    assert.equal(new TextDecoder().decode(await readN(t.peer, 3)), "bye");
+    assert.equal(await t.peer.read(new Uint8Array(8)), null, "EOF after the queued bytes");
+    assert.equal(t.sock._readableState.ended, false, "still readable: half-closed");
+    t.peer.close();
+    await until(() => seen.includes("close"), "close");
+    assert.deepEqual(seen, ["end", "close"]);
+    assert.equal(t.sock._readableState.ended, true);
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: the peer's EOF ends and closes it (no half-open socket left behind)", async () => {
+  const t = await pair();
+  try {
+    const seen = events(t.sock);
+    t.sock.resume();
+    await t.peer.closeWrite();
+    await until(() => seen.includes("close"), "close");
+    assert.deepEqual(seen, ["end", "close"]);
+    assert.equal(await t.peer.read(new Uint8Array(8)), null, "our side was closed too");
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: destroy() closes at once and emits 'close' exactly once", async () => {
+  const t = await pair();
+  try {
+    const seen = events(t.sock);
+    t.sock.resume();
+    t.sock.write(new Uint8Array([1, 2]));
+    t.sock.destroy();
+    t.sock.destroy();
+    assert.equal(t.sock.write(new Uint8Array([3])), false);
+    await tick(30);
+    assert.deepEqual(seen, ["close"]);
+    // Queued bytes were dropped with the socket, as net.Socket.destroy() does.
+    assert.equal(await t.peer.read(new Uint8Array(8)), null);
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: a reset by the peer ends and closes it once (Deno reads a reset as EOF)", async () => {
+  const t = await pair();
+  try {
+    const seen = events(t.sock);
+    t.sock.resume();
+    // Closing with unread data makes Linux send RST instead of FIN.
+    t.sock.write(new Uint8Array(4096));
+    await tick(20);
+    t.peer.close();
+    await until(() => seen.includes("close"), "close");
+    assert.deepEqual(seen, ["end", "close"]);
+    assert.equal(t.sock.write(new Uint8Array(1)), false, "nothing is written after close");
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("socketError() gives Deno's network errors the codes ssh2 and our classifier expect", () => {
+  assert.equal(socketError(new Deno.errors.ConnectionRefused("x")).code, "ECONNREFUSED");
+  assert.equal(socketError(new Deno.errors.ConnectionReset("x")).code, "ECONNRESET");
+  assert.equal(socketError(new Deno.errors.BrokenPipe("x")).code, "EPIPE");
+  assert.equal(socketError(new Deno.errors.TimedOut("x")).code, "ETIMEDOUT");
+  const plain = socketError("odd");
+  assert.equal(plain.message, "odd");
+  assert.equal(plain.code, undefined);
+});
+
+Deno.test("DenoSocket: connecting to a closed port is refused with ECONNREFUSED", async () => {
+  const l = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = l.addr.port;
+  l.close();
+  const err = await Deno.connect({ hostname: "127.0.0.1", port }).then(
+    () => null,
+    (e) => socketError(e),
+  );
+  assert.ok(err);
+  assert.equal(err.code, "ECONNREFUSED");
+});
