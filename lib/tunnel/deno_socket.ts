@@ -165,7 +165,10 @@ export class DenoSocket extends EventEmitter {
     } catch { /* already closed */ }
     this.#resume?.();
     queueMicrotask(() => {
-      if (err !== undefined) this.emit("error", socketError(err));
+      // An 'error' nobody listens for would throw out of this microtask.
+      if (err !== undefined && this.listenerCount("error") > 0) {
+        this.emit("error", socketError(err));
+      }
       this.#emitClose();
     });
     return this;
@@ -237,8 +240,15 @@ export class DenoSocket extends EventEmitter {
         else if (this.#halfClosed) this.destroy();
         return;
       }
-      // A fresh Buffer per read: ssh2 may keep slices of what it parses.
-      this.emit("data", Buffer.from(buf.subarray(0, n)));
+      try {
+        // A fresh Buffer per read: ssh2 may keep slices of what it parses.
+        this.emit("data", Buffer.from(buf.subarray(0, n)));
+      } catch (err) {
+        // A listener that throws must end this connection, not the process
+        // (this loop's rejection would be unhandled).
+        this.destroy(err);
+        return;
+      }
     }
   }
 

@@ -191,3 +191,32 @@ Deno.test("DenoSocket: connecting to a closed port is refused with ECONNREFUSED"
   assert.ok(err);
   assert.equal(err.code, "ECONNREFUSED");
 });
+
+Deno.test("DenoSocket: a 'data' listener that throws ends the connection, not the process", async () => {
+  const t = await pair();
+  try {
+    const seen = events(t.sock);
+    t.sock.on("data", () => {
+      throw new Error("parser blew up");
+    });
+    t.sock.resume();
+    await t.peer.write(new Uint8Array([1]));
+    await until(() => seen.includes("close"), "close");
+    assert.deepEqual(seen, ["error:parser blew up", "close"]);
+    assert.equal(await t.peer.read(new Uint8Array(8)), null, "the peer sees the close");
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: destroy(err) without an 'error' listener does not throw", async () => {
+  const t = await pair();
+  try {
+    let closed = false;
+    t.sock.on("close", () => (closed = true));
+    t.sock.destroy(new Error("nobody listens"));
+    await until(() => closed, "close");
+  } finally {
+    t.close();
+  }
+});
