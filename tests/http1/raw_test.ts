@@ -65,6 +65,48 @@ Deno.test("upstreamRequestHeaders gives the same fields from pairs as from Heade
   );
 });
 
+Deno.test("upstreamRequestHeaders from pairs equals Headers with every dropped and Connection-listed name", () => {
+  const names = [
+    "host",
+    "content-length",
+    "authorization",
+    "x-vastproxy-instance",
+    "expect",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "x-a",
+    "x-b",
+    "set-cookie",
+    "accept",
+  ];
+  const value = fc.oneof(
+    fc.constantFrom("", "1", "a b"),
+    // Connection-style lists naming other fields, in any case and spacing.
+    fc.array(fc.constantFrom(...names, "X-A", " x-b ", "close", ""), { maxLength: 4 })
+      // Trimmed, as the server's parser leaves values.
+      .map((l) => l.join(",").trim()),
+  );
+  const pairs = fc.array(
+    fc.tuple(fc.constantFrom(...names, "connection", "connection"), value),
+    { maxLength: 16 },
+  );
+  fc.assert(
+    fc.property(pairs, fc.option(fc.constant("tok"), { nil: null }), (ps, auth) => {
+      const h = new Headers();
+      for (const [n, v] of ps) h.append(n, v);
+      assert.deepEqual(
+        upstreamRequestHeaders(ps.map(([n, v]) => [n, v]), auth),
+        upstreamRequestHeaders(h, auth),
+      );
+    }),
+    { numRuns: 5000 },
+  );
+});
+
 Deno.test("CORS and the response guard edit side-channel pairs as they edit Headers", () => {
   const policies = [new CorsPolicy([]), new CorsPolicy(["http://a.test"]), new CorsPolicy(["*"])];
   const values = fc.array(
