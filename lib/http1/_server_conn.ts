@@ -1,7 +1,7 @@
 /**
  * One accepted client connection of the HTTP/1.1 server (server.ts): reads
  * request heads, hands each request to the handler with its body as a
- * stream, writes the response, and keeps the connection alive between
+ * stream (made when first used), writes the response, and keeps the connection alive between
  * requests. Timeouts apply only while the connection waits for a client:
  * for a request head (`headerTimeoutMs`), between requests (`idleTimeoutMs`)
  * and inside a stalled request body (`idleTimeoutMs`). While the handler runs
@@ -20,7 +20,7 @@ import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { serverRequest } from "./raw.ts";
+import { RequestAbort, serverRequest } from "./raw.ts";
 import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
@@ -71,6 +71,64 @@ let nextConnectionId = 1;
  * address, whose port a later client may get again).
  */
 export type ServerHandlerInfo = Deno.ServeHandlerInfo<Deno.NetAddr> & { connectionId: number };
+
+/**
+ * `info.completed` made only when someone reads it: the relay never does,
+ * and a promise with its two callbacks and a catch per request add up. It
+ * settles as the eager promise did, whether read before or after the end.
+ */
+class Completion {
+  #state: "pending" | "ok" | "failed" = "pending";
+  #error: unknown = undefined;
+  #promise: Promise<void> | null = null;
+  #resolve: (() => void) | null = null;
+  #reject: ((err: unknown) => void) | null = null;
+
+  get promise(): Promise<void> {
+    if (this.#promise === null) {
+      if (this.#state === "ok") this.#promise = Promise.resolve();
+      else if (this.#state === "failed") this.#promise = Promise.reject(this.#error);
+      else {
+        this.#promise = new Promise<void>((res, rej) => {
+          this.#resolve = res;
+          this.#reject = rej;
+        });
+      }
+      this.#promise.catch(() => {}); // a rejection nobody awaits is not an error
+    }
+    return this.#promise;
+  }
+
+  succeed(): void {
+    if (this.#state !== "pending") return;
+    this.#state = "ok";
+    this.#resolve?.();
+  }
+
+  fail(err: unknown): void {
+    if (this.#state !== "pending") return;
+    this.#state = "failed";
+    this.#error = err;
+    this.#reject?.(err);
+  }
+}
+
+/** The handler's `info`, with `completed` made on first read (see `Completion`). */
+class HandlerInfo implements ServerHandlerInfo {
+  readonly remoteAddr: Deno.NetAddr;
+  readonly connectionId: number;
+  #completion: Completion;
+
+  constructor(remoteAddr: Deno.NetAddr, completion: Completion, connectionId: number) {
+    this.remoteAddr = remoteAddr;
+    this.#completion = completion;
+    this.connectionId = connectionId;
+  }
+
+  get completed(): Promise<void> {
+    return this.#completion.promise;
+  }
+}
 
 /** One client connection; `run()` serves it until it closes. */
 export class ServerConn {
@@ -293,7 +351,7 @@ export class ServerConn {
       return false;
     }
 
-    const abort = new AbortController();
+    const abort = new RequestAbort();
     const body: BodyState = { done: framing.kind === "none", started: false };
     let finished = false;
     let peerGone = false;
@@ -305,28 +363,18 @@ export class ServerConn {
       responseReader?.cancel().catch(() => {});
     };
 
-    const req = this.#buildRequest(head, framing, body, abort.signal);
+    const req = this.#buildRequest(head, framing, body, abort);
     if (req === null) {
       this.#onPeerGone = null;
       await this.#writeQuietly(simpleResponse(400));
       return false;
     }
-    let resolveCompleted!: () => void;
-    let rejectCompleted!: (err: unknown) => void;
-    const completed = new Promise<void>((res, rej) => {
-      resolveCompleted = res;
-      rejectCompleted = rej;
-    });
-    completed.catch(() => {});
+    const completion = new Completion();
     this.#watchPeer();
 
     let res: Response;
     try {
-      res = await this.#opts.handler(req, {
-        remoteAddr: this.#remoteAddr,
-        completed,
-        connectionId: this.#id,
-      });
+      res = await this.#opts.handler(req, new HandlerInfo(this.#remoteAddr, completion, this.#id));
     } catch (err) {
       res = await this.#fallback(err);
     }
@@ -343,7 +391,7 @@ export class ServerConn {
     if (peerGone) {
       finished = true;
       res.body?.cancel().catch(() => {});
-      rejectCompleted(new Deno.errors.Interrupted("client disconnected"));
+      completion.fail(new Deno.errors.Interrupted("client disconnected"));
       this.#onPeerGone = null;
       return false;
     }
@@ -361,11 +409,11 @@ export class ServerConn {
     }
     finished = true;
     this.#onPeerGone = null;
-    if (ok) resolveCompleted();
+    if (ok) completion.succeed();
     else {
       this.#onPeerGone = null;
       if (!peerGone) abort.abort(new DOMException("response not delivered", "AbortError"));
-      rejectCompleted(new Deno.errors.Interrupted("response not delivered"));
+      completion.fail(new Deno.errors.Interrupted("response not delivered"));
     }
     return ok && !close && body.done;
   }
@@ -415,7 +463,7 @@ export class ServerConn {
     head: RequestHead,
     framing: RequestFraming,
     body: BodyState,
-    signal: AbortSignal,
+    abort: RequestAbort,
   ): Request | null {
     let url: string;
     if (head.target.startsWith("/")) {
@@ -428,24 +476,21 @@ export class ServerConn {
     try {
       // fetch refuses a GET or HEAD with a body; such a body stays unread and
       // the connection closes after the answer.
-      const bodyless = head.method === "GET" || head.method === "HEAD";
-      const stream = framing.kind === "none" || bodyless
-        ? null
-        : this.#bodyStream(framing, head.expectContinue, body);
-      // No fields here: `req.headers` is built from the parsed pairs only
-      // when someone reads it (raw.ts); the relay reads the pairs.
-      const length = framing.kind === "length" && stream !== null ? framing.length : -1;
-      const req = serverRequest(url, {
+      const bodyless = framing.kind === "none" || head.method === "GET" ||
+        head.method === "HEAD";
+      // No fields and no stream here: `req.headers` and `req.body` are made
+      // only when someone uses them (raw.ts); the relay takes the parsed
+      // pairs and, when it is already buffered, the body itself.
+      const length = framing.kind === "length" && !bodyless ? framing.length : -1;
+      return serverRequest({
+        url,
         method: head.method,
-        body: stream,
-        signal,
-        // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
-        duplex: "half",
+        body: bodyless ? null : () => this.#bodyStream(framing, head.expectContinue, body),
+        abort,
       }, {
         headers: head.headers,
         takeBody: () => this.#takeBody(length, body),
       });
-      return req;
     } catch {
       return null;
     }

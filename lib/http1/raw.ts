@@ -8,7 +8,8 @@
  *
  * - Requests: the server makes its `Request`s with `serverRequest`, which
  *   keeps the parsed head (`rawRequestOf`) and builds `headers` from it only
- *   when someone reads them.
+ *   when someone reads them; likewise the body stream and the `signal`
+ *   (`hasBody`, `takeBody` and `onRequestAbort` serve the relay without them).
  *   `requestHeader(req, name)` reads a field either way, with `Headers.get`'s
  *   answer (all values of the name joined by `", "`).
  * - Responses: `responseWithPairs` makes a `Response` whose fields travel
@@ -36,32 +37,207 @@ export interface RawRequest {
   takeBody(): Uint8Array | null;
 }
 
+/**
+ * A request's cancellation without an `AbortController` until someone asks
+ * for `signal`: most requests finish without being cancelled, and the relay
+ * listens through `onRequestAbort`, so the controller, its signal and their
+ * event listeners are made only for code that reads `req.signal`. Aborting
+ * aborts that signal (if made) first, then calls the `onAbort` callbacks.
+ */
+export class RequestAbort {
+  #aborted = false;
+  #reason: unknown = undefined;
+  #controller: AbortController | null = null;
+  // One callback is the common case (the relay's): no array for it.
+  #one: (() => void) | null = null;
+  #more: (() => void)[] | null = null;
+
+  get aborted(): boolean {
+    return this.#aborted;
+  }
+
+  /** An `AbortSignal` that follows this; made on first use. */
+  get signal(): AbortSignal {
+    if (this.#controller === null) {
+      this.#controller = new AbortController();
+      if (this.#aborted) this.#controller.abort(this.#reason);
+    }
+    return this.#controller.signal;
+  }
+
+  /** Aborts once with `reason`; later calls do nothing. */
+  abort(reason: unknown): void {
+    if (this.#aborted) return;
+    this.#aborted = true;
+    this.#reason = reason;
+    this.#controller?.abort(reason);
+    const one = this.#one;
+    const more = this.#more;
+    this.#one = null;
+    this.#more = null;
+    one?.();
+    if (more !== null) { for (const fn of more) fn(); }
+  }
+
+  /** Calls `fn` once on abort (never when already aborted: check `aborted` first). */
+  onAbort(fn: () => void): void {
+    if (this.#aborted) return;
+    if (this.#one === null && this.#more === null) this.#one = fn;
+    else (this.#more ??= []).push(fn);
+  }
+
+  /** Forgets `fn` (registered with `onAbort`). */
+  offAbort(fn: () => void): void {
+    if (this.#one === fn) this.#one = null;
+    else if (this.#more !== null) {
+      const i = this.#more.indexOf(fn);
+      if (i !== -1) this.#more.splice(i, 1);
+    }
+  }
+}
+
 const RAW: unique symbol = Symbol("raw request");
 const URL_KEY: unique symbol = Symbol("url");
 const PAIRS: unique symbol = Symbol("response pairs");
 const HEADERS: unique symbol = Symbol("headers");
+const METHOD: unique symbol = Symbol("method");
+const ABORT: unique symbol = Symbol("abort");
+const MAKE_BODY: unique symbol = Symbol("make body");
+const HOLDER: unique symbol = Symbol("body holder");
+
+/** What the server gives `serverRequest` besides the raw head. */
+export interface ServerRequestInit {
+  /** The URL `req.url` returns, exactly (the URL parser would re-encode it). */
+  url: string;
+  /** The method as the client sent it (normalised as `Request` does). */
+  method: string;
+  /** Makes the body stream on first use of the body; null: the request has no body. */
+  body: (() => ReadableStream<Uint8Array>) | null;
+  abort: RequestAbort;
+}
 
 /**
- * The server's `Request`: `url` is the raw target as given (the URL parser
- * would re-encode it) and `headers` is built from the parsed pairs on first
- * read. A subclass with getters on its prototype, so no per-request
- * property definitions.
+ * Where the body lives once someone uses it: an ordinary `Request` made
+ * with the stream, so every body member behaves exactly as `Request`'s.
+ */
+const HOLDER_URL = "http://body.invalid/";
+
+/**
+ * The server's `Request`. The `Request` constructor gets the URL only:
+ * given a body stream, a signal and a method it made a `ReadableStream`, a
+ * dependent `AbortSignal` and converted the init through WebIDL on every
+ * request, which the relay mostly never uses (it takes the body bytes, the
+ * fields and the cancellation through the side channel). `method`, `url`,
+ * `headers`, `signal` and the body members are getters and methods on the
+ * prototype that make what they return on first use, so code that asks
+ * still gets what an ordinary `Request` would give.
  */
 class ServerRequest extends Request {
   [RAW]: RawRequest;
   [URL_KEY]: string;
+  [METHOD]: string;
   [HEADERS]: Headers | undefined;
+  [ABORT]: RequestAbort;
+  [MAKE_BODY]: (() => ReadableStream<Uint8Array>) | null;
+  [HOLDER]: Request | undefined;
 
-  constructor(url: string, init: RequestInit, raw: RawRequest) {
-    super(url, init);
+  constructor(init: ServerRequestInit, raw: RawRequest) {
+    // Parsing the URL here also refuses a Host the URL parser refuses (the server answers 400).
+    super(init.url);
     this[RAW] = raw;
-    this[URL_KEY] = url;
+    this[URL_KEY] = init.url;
+    this[METHOD] = normalizeMethod(init.method);
     this[HEADERS] = undefined;
+    this[ABORT] = init.abort;
+    this[MAKE_BODY] = init.body;
+    this[HOLDER] = undefined;
   }
+
+  override arrayBuffer(): Promise<ArrayBuffer> {
+    const h = holderOf(this);
+    return h ? h.arrayBuffer() : super.arrayBuffer();
+  }
+
+  override blob(): Promise<Blob> {
+    const h = holderOf(this);
+    return h ? h.blob() : super.blob();
+  }
+
+  override bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    const h = holderOf(this);
+    return h ? h.bytes() : super.bytes();
+  }
+
+  override formData(): Promise<FormData> {
+    const h = holderOf(this);
+    return h ? h.formData() : super.formData();
+  }
+
+  override json(): Promise<unknown> {
+    const h = holderOf(this);
+    return h ? h.json() : super.json();
+  }
+
+  override text(): Promise<string> {
+    const h = holderOf(this);
+    return h ? h.text() : super.text();
+  }
+
+  /** A plain `Request` with this one's URL, method, fields, signal and a tee of the body. */
+  override clone(): Request {
+    const h = holderOf(this);
+    return new Request(this[URL_KEY], {
+      method: this[METHOD],
+      headers: this.headers,
+      body: h ? h.clone().body : null,
+      signal: this[ABORT].signal,
+      // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
+      duplex: "half",
+    });
+  }
+}
+
+/** The `Request` holding the body stream, made on first use; undefined when there is no body. */
+function holderOf(req: ServerRequest): Request | undefined {
+  if (req[HOLDER] === undefined && req[MAKE_BODY] !== null) {
+    const type = pairsGet(req[RAW].headers, "content-type");
+    req[HOLDER] = new Request(HOLDER_URL, {
+      method: "POST",
+      body: req[MAKE_BODY](),
+      // `blob()` and `formData()` read the type.
+      headers: type === null ? undefined : [["content-type", type]],
+      // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
+      duplex: "half",
+    });
+  }
+  return req[HOLDER];
+}
+
+function superGetter(name: string): () => unknown {
+  return Object.getOwnPropertyDescriptor(Request.prototype, name)!.get!;
+}
+const superBody = superGetter("body");
+const superBodyUsed = superGetter("bodyUsed");
+
+// Deno's own body member (not in lib.dom), delegated as the others are.
+const superTextStream = (Request.prototype as unknown as Record<string, unknown>).textStream;
+if (typeof superTextStream === "function") {
+  Object.defineProperty(ServerRequest.prototype, "textStream", {
+    configurable: true,
+    writable: true,
+    value(this: ServerRequest) {
+      return superTextStream.call(holderOf(this) ?? this);
+    },
+  });
 }
 Object.defineProperty(ServerRequest.prototype, "url", {
   get(this: ServerRequest) {
     return this[URL_KEY];
+  },
+});
+Object.defineProperty(ServerRequest.prototype, "method", {
+  get(this: ServerRequest) {
+    return this[METHOD];
   },
 });
 Object.defineProperty(ServerRequest.prototype, "headers", {
@@ -69,14 +245,72 @@ Object.defineProperty(ServerRequest.prototype, "headers", {
     return (this[HEADERS] ??= toHeaders(this[RAW].headers));
   },
 });
+Object.defineProperty(ServerRequest.prototype, "signal", {
+  get(this: ServerRequest) {
+    return this[ABORT].signal;
+  },
+});
+Object.defineProperty(ServerRequest.prototype, "body", {
+  get(this: ServerRequest) {
+    const h = holderOf(this);
+    return h ? h.body : superBody.call(this);
+  },
+});
+Object.defineProperty(ServerRequest.prototype, "bodyUsed", {
+  get(this: ServerRequest) {
+    const h = this[HOLDER];
+    return h ? h.bodyUsed : superBodyUsed.call(this);
+  },
+});
 
 /**
- * A `Request` for the server: `url` exactly as given, fields from `raw`
- * (built into `headers` only when read), `init` without `headers`.
+ * `new Request(url, { method }).method`: the six standard methods upper-cased
+ * whatever their case, others as sent; throws where `Request` does (CONNECT,
+ * TRACE, TRACK). Clients send a handful of methods, so the answers are kept.
  */
-export function serverRequest(url: string, init: RequestInit, raw: RawRequest): Request {
-  return new ServerRequest(url, init, raw);
+function normalizeMethod(method: string): string {
+  const known = methods.get(method);
+  if (known !== undefined) return known;
+  const m = new Request(HOLDER_URL, { method }).method;
+  if (methods.size < 64) methods.set(method, m);
+  return m;
 }
+const methods = new Map<string, string>();
+
+/** A `Request` for the server (see `ServerRequest`); throws where `new Request` would. */
+export function serverRequest(init: ServerRequestInit, raw: RawRequest): Request {
+  return new ServerRequest(init, raw);
+}
+
+/** `req.body !== null`, without making the server's body stream. */
+export function hasBody(req: Request): boolean {
+  return req instanceof ServerRequest ? req[MAKE_BODY] !== null : req.body !== null;
+}
+
+/**
+ * Calls `fn` when `req` is aborted (at once when it already is); returns
+ * what stops that. For the server's requests no `AbortSignal` is made.
+ */
+export function onRequestAbort(req: Request, fn: () => void): () => void {
+  if (req instanceof ServerRequest) {
+    const a = req[ABORT];
+    if (a.aborted) {
+      fn();
+      return noop;
+    }
+    a.onAbort(fn);
+    return () => a.offAbort(fn);
+  }
+  const signal = req.signal;
+  if (signal.aborted) {
+    fn();
+    return noop;
+  }
+  signal.addEventListener("abort", fn);
+  return () => signal.removeEventListener("abort", fn);
+}
+
+function noop(): void {}
 
 /** The server's parsed head of `req`, when it came through the server. */
 export function rawRequestOf(req: Request): RawRequest | undefined {

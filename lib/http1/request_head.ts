@@ -42,6 +42,9 @@ export class BadRequestError extends Error {
 }
 
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const DIGITS = /^[0-9]{1,15}$/;
+// deno-lint-ignore no-control-regex -- control bytes in a value are the point
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f]/;
 // Visible ASCII and obs-text: whitespace and control bytes would split the line.
 const TARGET = /^[\x21-\x7e\x80-\xff]+$/;
 // A Host value that cannot change where the URL's path starts (no `/`, `?`,
@@ -54,12 +57,20 @@ const HOST = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5
  * way only.
  */
 export function parseRequestHead(bytes: Uint8Array): RequestHead {
-  const lines = bytesToLatin1(bytes).split("\n");
+  // One pass over the text by index: no array of lines, no per-line copies
+  // to strip a CR, and the fields the server acts on are noted as they pass.
+  const text = bytesToLatin1(bytes);
+  const n = text.length;
   // RFC 9112 §2.2: a server should ignore empty lines before the request line.
-  let at = 0;
-  while (at < lines.length - 1 && (lines[at] === "" || lines[at] === "\r")) at++;
-  const first = lines[at].endsWith("\r") ? lines[at].slice(0, -1) : lines[at];
-  const parts = first.split(" ");
+  let start = 0;
+  let nl = text.indexOf("\n");
+  while (nl !== -1 && (nl === start || (nl === start + 1 && text.charCodeAt(start) === 13))) {
+    start = nl + 1;
+    nl = text.indexOf("\n", start);
+  }
+  let end = nl === -1 ? n : nl;
+  if (end > start && text.charCodeAt(end - 1) === 13) end--;
+  const parts = text.slice(start, end).split(" ");
   if (parts.length !== 3) throw new BadRequestError(400, "malformed request line");
   const [method, target, version] = parts;
   const v = /^HTTP\/1\.([01])$/.exec(version);
@@ -69,40 +80,47 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
   if (!TOKEN.test(method)) throw new BadRequestError(400, "malformed method");
   if (!TARGET.test(target)) throw new BadRequestError(400, "malformed request target");
   const headers: HeaderPairs = [];
-  for (let i = at + 1; i < lines.length; i++) {
-    let line = lines[i];
-    if (line.endsWith("\r")) line = line.slice(0, -1);
-    if (line === "") continue;
-    const c0 = line.charCodeAt(0);
-    if (c0 === 0x20 || c0 === 0x09) throw new BadRequestError(400, "obsolete line folding");
-    const colon = line.indexOf(":");
-    const name = colon <= 0 ? "" : line.slice(0, colon);
-    // No whitespace between name and colon (§5.1: a server must reject it).
-    if (!TOKEN.test(name)) throw new BadRequestError(400, "malformed header field");
-    const value = trimOws(line.slice(colon + 1));
-    // deno-lint-ignore no-control-regex -- control bytes in a value are the point
-    if (/[\x00-\x08\x0a-\x1f\x7f]/.test(value)) {
-      throw new BadRequestError(400, "control character in a header value");
-    }
-    headers.push([name.toLowerCase(), value]);
-  }
-  const minor = Number(v[1]);
   let close = false;
   let keepAliveToken = false;
   let expectContinue = false;
   let hosts = 0;
-  for (const [n, val] of headers) {
-    if (n === "connection") {
-      const o = connectionOptions(val);
+  let at = nl + 1;
+  while (nl !== -1) {
+    const s = at;
+    nl = text.indexOf("\n", s);
+    let e = nl === -1 ? n : nl;
+    at = e + 1;
+    if (e > s && text.charCodeAt(e - 1) === 13) e--;
+    if (e === s) continue;
+    const c0 = text.charCodeAt(s);
+    if (c0 === 0x20 || c0 === 0x09) throw new BadRequestError(400, "obsolete line folding");
+    const colon = text.indexOf(":", s);
+    const name = colon === -1 || colon >= e ? "" : text.slice(s, colon);
+    // No whitespace between name and colon (§5.1: a server must reject it).
+    if (!TOKEN.test(name)) throw new BadRequestError(400, "malformed header field");
+    const value = trimOws(text.slice(colon + 1, e));
+    if (CONTROL.test(value)) throw new BadRequestError(400, "control character in a header value");
+    const lower = name.toLowerCase();
+    headers.push([lower, value]);
+    if (lower === "connection") {
+      const o = connectionOptions(value);
       close ||= o.close;
       keepAliveToken ||= o.keepAlive;
-    } else if (n === "expect") {
-      expectContinue = val.toLowerCase() === "100-continue";
-    } else if (n === "host") {
+    } else if (lower === "expect") {
+      expectContinue = value.toLowerCase() === "100-continue";
+    } else if (lower === "host") {
       hosts++;
-      if (!HOST.test(val)) throw new BadRequestError(400, "malformed Host header");
     }
   }
+  // After all lines, as before: a malformed line anywhere is the same 400 as a bad Host.
+  if (hosts > 0) {
+    for (const [name, value] of headers) {
+      if (name === "host" && !HOST.test(value)) {
+        throw new BadRequestError(400, "malformed Host header");
+      }
+    }
+  }
+  const minor = Number(v[1]);
   // §3.2: exactly one Host in HTTP/1.1.
   if (hosts > 1 || (minor === 1 && hosts === 0)) {
     throw new BadRequestError(400, "HTTP/1.1 request needs exactly one Host header");
@@ -142,10 +160,15 @@ export function requestFraming(head: RequestHead): RequestFraming {
     return { kind: "chunked" };
   }
   if (cl === null) return { kind: "none" };
+  // One plain number (nearly every request): the general check below would say the same.
+  if (DIGITS.test(cl)) {
+    const n = Number(cl);
+    return n === 0 ? { kind: "none" } : { kind: "length", length: n };
+  }
   // Repeated identical values ("5, 5", or two fields) are one length.
   const values = new Set(cl.split(",").map(trimOws));
   const [only] = values;
-  if (values.size !== 1 || !/^[0-9]{1,15}$/.test(only)) {
+  if (values.size !== 1 || !DIGITS.test(only)) {
     throw new BadRequestError(400, "invalid Content-Length");
   }
   const length = Number(only);

@@ -105,12 +105,14 @@ export class Admission {
    * exists and nobody is queued ahead, else after waiting its turn.
    * `pick` is `pickTarget` over the given backends (it owns pin, model,
    * sticky and policy); it is only ever called with a non-empty subset.
+   * `signal` may be a function giving it: it is needed only when the
+   * request is held, and a request's signal can cost an object to make.
    */
   admit(
     pool: Pool,
     route: RouteInfo,
     pick: (targets: readonly RouteTarget[]) => RouteDecision,
-    signal?: AbortSignal,
+    signal?: AbortSignal | (() => AbortSignal),
   ): Promise<AdmissionResult> | AdmissionResult {
     const tryRoute = (granted: Granted) => this.#tryRoute(pool, route, pick, granted);
     // FIFO: a newcomer never overtakes a held request.
@@ -122,7 +124,7 @@ export class Admission {
       this.#rejected++;
       return { ok: false, code: "server_busy", reason: "queue_full" };
     }
-    return this.#hold(tryRoute, signal);
+    return this.#hold(tryRoute, typeof signal === "function" ? signal() : signal);
   }
 
   /** The 503 for a request turned away, with `Retry-After`. */

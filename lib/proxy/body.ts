@@ -18,7 +18,7 @@
  */
 import { type Clock, realClock } from "../core/clock.ts";
 import { errorResponse, type ProxyErrorCode } from "./errors.ts";
-import { rawRequestOf, requestHeader } from "../http1/raw.ts";
+import { hasBody, rawRequestOf, requestHeader } from "../http1/raw.ts";
 
 /** Ends the body timer; one value, so no `DOMException` is made per request. */
 const READ_OVER = Symbol("body read over");
@@ -171,11 +171,12 @@ export class BodyReader {
 
   /** Reads `req`'s body in full, or says why not. Never throws. */
   async read(req: Request): Promise<BodyRead> {
-    const stream = req.body;
-    if (!stream) return this.#wrap({ ok: true, body: null, held: 0 });
+    // `req.body` is not touched before the side channel had its chance: for
+    // the server's requests it makes a stream that a buffered body never needs.
+    if (!hasBody(req)) return this.#wrap({ ok: true, body: null, held: 0 });
     const declared = contentLength(requestHeader(req, "content-length"));
     if (declared !== null && declared > this.#max) {
-      await stream.cancel().catch(() => {});
+      await req.body?.cancel().catch(() => {});
       return this.#wrap({ ok: false, code: "request_too_large" });
     }
     if (declared !== null && declared > 0) {
@@ -189,6 +190,7 @@ export class BodyReader {
         this.#budget?.release(declared);
       }
     }
+    const stream = req.body!;
     const deadline: Deadline = { passed: false };
     const timer = new AbortController();
     if (this.#timeoutMs !== undefined) {

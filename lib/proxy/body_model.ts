@@ -54,6 +54,9 @@ export function jsonObjectOf(
   return jsonObject(body);
 }
 
+/** One decoder for all bodies: `decode()` without `stream` keeps no state between calls. */
+const UTF8 = new TextDecoder();
+
 /** Parses a JSON object body of at most MAX_PARSE_BYTES, or undefined. */
 function jsonObject(body: Uint8Array): Record<string, unknown> | undefined {
   if (body.length > MAX_PARSE_BYTES) return undefined;
@@ -66,7 +69,7 @@ function jsonObject(body: Uint8Array): Record<string, unknown> | undefined {
   ) i++;
   if (body[i] !== 0x7b /* { */) return undefined;
   try {
-    const parsed: unknown = JSON.parse(new TextDecoder().decode(body));
+    const parsed: unknown = JSON.parse(UTF8.decode(body));
     if (parsed && typeof parsed === "object" && !Array.isArray(parsed)) {
       return parsed as Record<string, unknown>;
     }
@@ -77,7 +80,7 @@ function jsonObject(body: Uint8Array): Record<string, unknown> | undefined {
 /** `model` of a urlencoded form; the first one when repeated. */
 function urlencodedModel(body: Uint8Array): string | undefined {
   if (body.length > MAX_PARSE_BYTES) return undefined;
-  return nonEmpty(new URLSearchParams(new TextDecoder().decode(body)).get("model"));
+  return nonEmpty(new URLSearchParams(UTF8.decode(body)).get("model"));
 }
 
 /** Thrown from the parser's callbacks to end parsing early; never escapes this module. */

@@ -84,13 +84,24 @@ export function upstreamRequestHeaders(
   incoming: Headers | HeaderPairs,
   upstreamAuth: string | null,
 ): HeaderPairs {
-  // Pairs (the server's parsed head) go out as `Headers` would list them.
-  const pairs = Array.isArray(incoming) ? headersOrder(incoming) : null;
-  const named = connectionListed(
-    pairs ? pairsGet(pairs, "connection") : (incoming as Headers).get("connection"),
-  );
+  if (Array.isArray(incoming)) {
+    // Pairs (the server's parsed head) go out as `Headers` would list them.
+    // Dropping whole names first and ordering after gives the same list, with
+    // less to merge and sort (Host, Content-Length and Authorization go).
+    const named = connectionListed(pairsGet(incoming, "connection"));
+    const kept: HeaderPairs = [];
+    for (const [name, value] of incoming) {
+      if (HOP_BY_HOP_SET.has(name) || named?.has(name) || UPSTREAM_DROP.has(name)) continue;
+      kept.push([name, value]);
+    }
+    const out = headersOrder(kept);
+    const auth = instanceAuthorization(upstreamAuth);
+    if (auth) out.push(["authorization", auth]);
+    return out;
+  }
+  const named = connectionListed(incoming.get("connection"));
   const out: HeaderPairs = [];
-  for (const [name, value] of pairs ?? (incoming as Headers)) {
+  for (const [name, value] of incoming) {
     if (HOP_BY_HOP_SET.has(name) || named?.has(name) || UPSTREAM_DROP.has(name)) continue;
     out.push([name, value]);
   }

@@ -14,7 +14,8 @@ import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
 import type { Http1Response } from "../http1/types.ts";
-import { rawRequestOf, requestHeader, responseWithPairs } from "../http1/raw.ts";
+import { onRequestAbort, rawRequestOf, requestHeader, responseWithPairs } from "../http1/raw.ts";
+import { pathnameOf } from "./url_path.ts";
 import { type Upgraded, wantsUpgrade } from "../http1/upgrade.ts";
 import { switchProtocols } from "./upgrade_relay.ts";
 import {
@@ -98,7 +99,7 @@ export function createHandler(deps: RelayDeps): Handler {
     // Routing reads the parsed path (dot segments resolved, so
     // `/vastproxy/../v1/x` is not an admin route); the engine gets the
     // request target exactly as the client sent it.
-    const url = new URL(req.url);
+    const path = pathnameOf(req.url);
     // One log line per request, whichever path ends it.
     let logged = false;
     const line = (status: number, extra: Partial<RequestLogLine> = {}) => {
@@ -106,7 +107,7 @@ export function createHandler(deps: RelayDeps): Handler {
       logged = true;
       emit({
         method: req.method,
-        path: url.pathname,
+        path,
         instance: null,
         status,
         bytes: 0,
@@ -125,10 +126,10 @@ export function createHandler(deps: RelayDeps): Handler {
       await req.body?.cancel();
       return log(errorResponse("invalid_api_key"));
     }
-    if (url.pathname === "/vastproxy" || url.pathname.startsWith(ADMIN_PREFIX)) {
+    if (path === "/vastproxy" || path.startsWith(ADMIN_PREFIX)) {
       return log(deps.admin ? await deps.admin(req) : errorResponse("not_found"));
     }
-    if ((req.method === "GET" || req.method === "HEAD") && url.pathname === "/v1/models") {
+    if ((req.method === "GET" || req.method === "HEAD") && path === "/v1/models") {
       return log(modelsResponse(deps.pool.routable(), clock.now()));
     }
     if (req.method === "CONNECT") {
@@ -168,7 +169,7 @@ export function createHandler(deps: RelayDeps): Handler {
           deps.pool,
           route,
           (targets) => pickTarget(targets, route, policies, tried),
-          req.signal,
+          () => req.signal,
         )
         : pickTarget(deps.pool.routable(), route, policies, tried);
       if (!decision.ok) {
@@ -191,7 +192,7 @@ export function createHandler(deps: RelayDeps): Handler {
         affinity,
         upgrade: wantsUpgrade((name) => requestHeader(req, name)),
         clock,
-        llm: { path: url.pathname, model: route.model ?? null },
+        llm: { path, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
         onReleased: deps.admission?.wake,
@@ -346,7 +347,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     if (settled) return;
     settled = true;
     completed = true;
-    req.signal.removeEventListener("abort", onClientAbort);
+    stopWatching();
     release({
       status,
       transportError: transportError && !clientCancelled,
@@ -363,8 +364,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       onDone({ instance: backend.id, status, bytes, clientCancelled });
     }
   };
-  if (req.signal.aborted) onClientAbort();
-  else req.signal.addEventListener("abort", onClientAbort);
+  // Not `req.signal`: for the server's requests this makes no AbortSignal (raw.ts).
+  const stopWatching = onRequestAbort(req, onClientAbort);
   // An upgraded exchange ends when its byte pipe closes.
   const settleUpgrade = (relayed: number) => {
     status = 101;
@@ -392,7 +393,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       headers.push(["upgrade", requestHeader(req, "upgrade")!]);
       const answer = await backend.upgrade(out);
       if (answer.status === 101) {
-        req.signal.removeEventListener("abort", onClientAbort);
+        stopWatching();
         return {
           response: switchProtocols(
             backend.id,

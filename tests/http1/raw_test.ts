@@ -6,14 +6,19 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
+  hasBody,
   headersOrder,
+  onRequestAbort,
   pairsGet,
   rawRequestOf,
+  RequestAbort,
   requestHeader,
   responsePairsOf,
   responseWithPairs,
 } from "../../lib/http1/raw.ts";
 import { serveHttp1, type ServerHandler } from "../../lib/http1/server.ts";
+import type { ServerHandlerInfo } from "../../lib/http1/_server_conn.ts";
+import { BadRequestError, requestFraming } from "../../lib/http1/request_head.ts";
 import type { HeaderPairs } from "../../lib/http1/types.ts";
 import { CorsPolicy } from "../../lib/proxy/cors.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
@@ -57,6 +62,48 @@ Deno.test("upstreamRequestHeaders gives the same fields from pairs as from Heade
       );
     }),
     { numRuns: 1000 },
+  );
+});
+
+Deno.test("upstreamRequestHeaders from pairs equals Headers with every dropped and Connection-listed name", () => {
+  const names = [
+    "host",
+    "content-length",
+    "authorization",
+    "x-vastproxy-instance",
+    "expect",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-authorization",
+    "x-a",
+    "x-b",
+    "set-cookie",
+    "accept",
+  ];
+  const value = fc.oneof(
+    fc.constantFrom("", "1", "a b"),
+    // Connection-style lists naming other fields, in any case and spacing.
+    fc.array(fc.constantFrom(...names, "X-A", " x-b ", "close", ""), { maxLength: 4 })
+      // Trimmed, as the server's parser leaves values.
+      .map((l) => l.join(",").trim()),
+  );
+  const pairs = fc.array(
+    fc.tuple(fc.constantFrom(...names, "connection", "connection"), value),
+    { maxLength: 16 },
+  );
+  fc.assert(
+    fc.property(pairs, fc.option(fc.constant("tok"), { nil: null }), (ps, auth) => {
+      const h = new Headers();
+      for (const [n, v] of ps) h.append(n, v);
+      assert.deepEqual(
+        upstreamRequestHeaders(ps.map(([n, v]) => [n, v]), auth),
+        upstreamRequestHeaders(h, auth),
+      );
+    }),
+    { numRuns: 5000 },
   );
 });
 
@@ -203,4 +250,291 @@ Deno.test("a body not yet buffered is read from the stream as before", async () 
     await server.closeAll();
   }
   assert.equal(body, "helloworld");
+});
+
+/**
+ * Everything a handler can learn from `req`, consuming its body the way
+ * `mode` says, then trying to read it again.
+ */
+async function snapshot(req: Request, mode: string): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = { hasBody: hasBody(req) };
+  out.method = req.method;
+  out.url = req.url;
+  out.headers = [...req.headers];
+  out.usedBefore = req.bodyUsed;
+  out.body = req.body === null ? null : "stream";
+  out.aborted = req.signal.aborted;
+  out.misc = [req.cache, req.redirect, req.mode, req.credentials, req.keepalive];
+  const settle = <T>(p: Promise<T>) => p.then((v) => v, (e) => `error ${(e as Error).name}`);
+  switch (mode) {
+    case "text":
+      out.got = await settle(req.text());
+      break;
+    case "json":
+      out.got = await settle(req.json());
+      break;
+    case "arrayBuffer":
+      out.got = await settle(req.arrayBuffer().then((b) => [...new Uint8Array(b)]));
+      break;
+    case "bytes":
+      out.got = await settle(req.bytes().then((b) => [...b]));
+      break;
+    case "blob":
+      out.got = await settle(req.blob().then(async (b) => [b.type, b.size, await b.text()]));
+      break;
+    case "formData":
+      out.got = await settle(req.formData().then((f) => [...f].map(([k, v]) => [k, String(v)])));
+      break;
+    case "stream":
+      out.got = req.body === null ? null : await new Response(req.body).text();
+      break;
+    case "textStream": {
+      const ts = (req as unknown as { textStream(): ReadableStream<string> }).textStream();
+      out.got = (await Array.fromAsync(ts)).join("");
+      break;
+    }
+    case "clone": {
+      const c = req.clone();
+      out.got = [c.method, c.url, [...c.headers], c.signal.aborted, await c.text()];
+      break;
+    }
+  }
+  out.usedAfter = req.bodyUsed;
+  out.again = await settle(req.text());
+  return out;
+}
+
+Deno.test("the server's Request answers every member as an ordinary Request does", async () => {
+  const cases: { method: string; head: string; body: string; chunked?: boolean }[] = [
+    { method: "POST", head: "Content-Type: application/json", body: '{"model":"m","n":[1,2]}' },
+    { method: "POST", head: "Content-Type: application/x-www-form-urlencoded", body: "a=1&b=2" },
+    { method: "PUT", head: "Content-Type: text/plain", body: "caf\xc3\xa9", chunked: true },
+    { method: "post", head: "Content-Type: application/json", body: "{bad" },
+    { method: "POST", head: "X-A: 1", body: "" },
+    { method: "GET", head: "X-A: 1", body: "" },
+    { method: "patch", head: "Content-Type: application/json", body: "[1]" },
+  ];
+  const modes = [
+    "text",
+    "json",
+    "arrayBuffer",
+    "bytes",
+    "blob",
+    "formData",
+    "stream",
+    "textStream",
+    "clone",
+  ];
+  for (const c of cases) {
+    for (const mode of modes) {
+      let fast: Record<string, unknown> | undefined;
+      const framing = c.chunked
+        ? `Transfer-Encoding: chunked\r\n\r\n${
+          c.body.length.toString(16)
+        }\r\n${c.body}\r\n0\r\n\r\n`
+        : `Content-Length: ${c.body.length}\r\n\r\n${c.body}`;
+      const request = `${c.method} /p/q?x=1 HTTP/1.1\r\nHost: h:8\r\n${c.head}\r\n${framing}`;
+      await wire(async (req) => {
+        fast = await snapshot(req, mode);
+        return new Response("END");
+      }, request);
+      // What an ordinary Request with the same head and body (as a stream,
+      // as the server's body always was) gives.
+      const pairs: HeaderPairs = request.split("\r\n\r\n")[0].split("\r\n").slice(1).map(
+        (l) => [l.slice(0, l.indexOf(":")).toLowerCase(), l.slice(l.indexOf(":") + 1).trim()],
+      );
+      const bodyless = c.body === "" || c.method === "GET";
+      const plain = new Request("http://h:8/p/q?x=1", {
+        method: c.method,
+        headers: pairs,
+        body: bodyless ? null : ReadableStream.from([latin1Bytes(c.body)]),
+        // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
+        duplex: "half",
+      });
+      assert.deepEqual(fast, await snapshot(plain, mode), `${c.method} ${c.head} ${mode}`);
+    }
+  }
+});
+
+function latin1Bytes(s: string): Uint8Array<ArrayBuffer> {
+  return Uint8Array.from(s, (ch) => ch.charCodeAt(0));
+}
+
+Deno.test("the server refuses and normalises methods as the Request constructor does", async () => {
+  for (const method of ["get", "Options", "delete", "FOO", "CONNECT", "trace", "track"]) {
+    let seen: string | undefined;
+    const out = await wire(
+      (req) => {
+        seen = req.method;
+        return new Response("END");
+      },
+      `${method} /x HTTP/1.1\r\nHost: h\r\n\r\n`,
+    ).catch((e) => String(e));
+    let want: string | null;
+    try {
+      want = new Request("http://h/x", { method }).method;
+    } catch {
+      want = null;
+    }
+    if (want === null) {
+      assert.match(out, /^HTTP\/1\.1 400 /, method);
+      assert.equal(seen, undefined);
+    } else {
+      assert.match(out, /^HTTP\/1\.1 200 /, method);
+      assert.equal(seen, want, method);
+    }
+  }
+});
+
+Deno.test("RequestAbort: a signal made before or after the abort is aborted with its reason", () => {
+  const reason = new DOMException("gone", "AbortError");
+  const early = new RequestAbort();
+  const signal = early.signal;
+  const calls: string[] = [];
+  signal.addEventListener("abort", () => calls.push("signal"));
+  const a = () => calls.push("a");
+  const b = () => calls.push("b");
+  const c = () => calls.push("c");
+  early.onAbort(a);
+  early.onAbort(b);
+  early.onAbort(c);
+  early.offAbort(b);
+  assert.equal(early.aborted, false);
+  assert.equal(signal.aborted, false);
+  early.abort(reason);
+  early.abort(new Error("second"));
+  assert.deepEqual(calls, ["signal", "a", "c"], "signal first, then callbacks, each once");
+  assert.equal(signal.reason, reason);
+  assert.equal(early.signal, signal, "one signal per request");
+
+  const late = new RequestAbort();
+  late.abort(reason);
+  assert.equal(late.signal.aborted, true);
+  assert.equal(late.signal.reason, reason);
+  late.onAbort(() => calls.push("late"));
+  assert.deepEqual(calls, ["signal", "a", "c"], "no callback after the abort");
+
+  const off = new RequestAbort();
+  off.onAbort(a);
+  off.offAbort(a);
+  off.abort(reason);
+  assert.deepEqual(calls, ["signal", "a", "c"]);
+});
+
+Deno.test("onRequestAbort: fires on client disconnect, never after a finished answer, for plain Requests too", async () => {
+  const fired: string[] = [];
+  let started!: () => void;
+  const handlerStarted = new Promise<void>((r) => (started = r));
+  let gone!: () => void;
+  const goneSeen = new Promise<void>((r) => (gone = r));
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, (req) => {
+    const path = req.url.slice(req.url.indexOf("/", 7));
+    onRequestAbort(req, () => {
+      fired.push(path);
+      gone();
+    });
+    if (path === "/quick") return new Response("END");
+    started();
+    return goneSeen.then(() => new Response("late"));
+  });
+  try {
+    const quick = await RawClient.open(server.addr.port);
+    await quick.send("GET /quick HTTP/1.1\r\nHost: x\r\n\r\n");
+    await quick.until((s) => s.endsWith("END"));
+    quick.close();
+    const c = await RawClient.open(server.addr.port);
+    await c.send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    await handlerStarted;
+    c.close();
+    await Promise.race([goneSeen, new Promise((r) => setTimeout(r, 3000))]);
+  } finally {
+    await server.closeAll();
+  }
+  assert.deepEqual(fired, ["/slow"]);
+
+  const ctl = new AbortController();
+  const plain = new Request("http://h/", { signal: ctl.signal });
+  let n = 0;
+  const stop = onRequestAbort(plain, () => n++);
+  stop();
+  onRequestAbort(plain, () => n++);
+  ctl.abort();
+  assert.equal(n, 1, "removed callbacks stay quiet");
+  onRequestAbort(plain, () => n++);
+  assert.equal(n, 2, "an aborted request calls back at once");
+});
+
+Deno.test("requestFraming: a plain Content-Length reads as the general rule reads it", () => {
+  // The rule before the one-number shortcut: every comma-separated value trimmed, all equal,
+  // one to fifteen digits.
+  const general = (cl: string) => {
+    const values = new Set(cl.split(",").map((v) => v.replace(/^[ \t]+|[ \t]+$/g, "")));
+    const [only] = values;
+    if (values.size !== 1 || !/^[0-9]{1,15}$/.test(only)) return "400";
+    return Number(only) === 0 ? "none" : `length ${Number(only)}`;
+  };
+  const framingOf = (cl: string) => {
+    try {
+      const f = requestFraming({
+        method: "POST",
+        target: "/",
+        minor: 1,
+        headers: [["host", "h"], ["content-length", cl]],
+        keepAlive: true,
+        expectContinue: false,
+      });
+      return f.kind === "length" ? `length ${f.length}` : f.kind;
+    } catch (err) {
+      return err instanceof BadRequestError ? String(err.status) : "threw";
+    }
+  };
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.stringMatching(/^[0-9]{1,17}$/),
+        fc.stringMatching(/^[0-9, \t+\-.ex]{0,20}$/),
+        fc.nat().map((n) => `${n}, ${n}`),
+      ),
+      (cl) => assert.equal(framingOf(cl), general(cl), JSON.stringify(cl)),
+    ),
+    { numRuns: 5000 },
+  );
+});
+
+Deno.test("info.completed settles as before, whether read during or after the exchange", async () => {
+  const seen: Promise<string>[] = [];
+  const outcome = (p: Promise<void>) => p.then(() => "ok", (e) => `failed ${(e as Error).name}`);
+  let release!: () => void;
+  const hold = new Promise<void>((r) => (release = r));
+  let late: ServerHandlerInfo | undefined;
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req, info) => {
+    const path = req.url.slice(req.url.indexOf("/", 7));
+    if (path === "/early") seen.push(outcome(info.completed));
+    if (path === "/late") late = info; // read only after the answer went out
+    if (path === "/gone") {
+      seen.push(outcome(info.completed));
+      await hold;
+    }
+    return new Response("END");
+  });
+  try {
+    for (const p of ["/early", "/late"]) {
+      const c = await RawClient.open(server.addr.port);
+      await c.send(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`);
+      await c.until((s) => s.endsWith("END"));
+      c.close();
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    seen.push(outcome(late!.completed));
+    const c = await RawClient.open(server.addr.port);
+    await c.send("GET /gone HTTP/1.1\r\nHost: h\r\n\r\n");
+    await new Promise((r) => setTimeout(r, 50));
+    c.close();
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    assert.deepEqual(await Promise.all(seen), ["ok", "ok", "failed Interrupted"]);
+  } finally {
+    release();
+    await server.closeAll();
+  }
 });

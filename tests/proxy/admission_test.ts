@@ -114,3 +114,32 @@ Deno.test("Admission does not hold pinned requests or eligibility errors", async
   const r = await adm.admit(pool2, route, (ts) => pickTarget(ts, route, policies));
   assert.equal(idOf(r), "model_not_found");
 });
+
+Deno.test("Admission takes the signal as a function, asked for only when the request is held", async () => {
+  const clock = new FakeClock();
+  const a = new FakeTarget(1, { inFlight: 1 });
+  const pool = new FakePool([a]);
+  const adm = new Admission({ saturated: full, clock });
+  const policies = { policy: new RoundRobin() };
+  let asked = 0;
+  const ctl = new AbortController();
+  const signal = () => {
+    asked++;
+    return ctl.signal;
+  };
+  const admit = () => adm.admit(pool, {}, (ts) => pickTarget(ts, {}, policies), signal);
+  assert.equal(idOf(await admit()), 1);
+  assert.equal(asked, 0, "routed at once: no signal made");
+  a.baseLoad = 2;
+  const held = Promise.resolve(admit());
+  await flushMicrotasks();
+  assert.equal(asked, 1);
+  assert.equal(adm.stats().depth, 1);
+  ctl.abort();
+  assert.equal(
+    idOf(await held),
+    "client_cancelled",
+    "the function's signal cancels as a signal does",
+  );
+  assert.equal(adm.stats().depth, 0);
+});
