@@ -10,6 +10,7 @@ import {
   pairsGet,
   rawRequestOf,
   requestHeader,
+  responseBytesOf,
   responsePairsOf,
   responseWithPairs,
 } from "../../lib/http1/raw.ts";
@@ -203,4 +204,15 @@ Deno.test("a body not yet buffered is read from the stream as before", async () 
     await server.closeAll();
   }
   assert.equal(body, "helloworld");
+});
+
+Deno.test("responseBytesOf(): a bytes body beside the response, until someone reads res.body", async () => {
+  const bytes = new TextEncoder().encode("abc");
+  const res = responseWithPairs(bytes, { status: 200 }, []);
+  assert.equal(responseBytesOf(res), bytes);
+  assert.equal(responseBytesOf(responseWithPairs(null, { status: 200 }, [])), undefined);
+  assert.equal(responseBytesOf(new Response(bytes)), undefined, "no side channel");
+  assert.equal(await res.text(), "abc");
+  // Consumed through the stream: the server must not write the bytes again.
+  assert.equal(responseBytesOf(res), undefined);
 });
