@@ -20,7 +20,7 @@ import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { RequestAbort, serverRequest } from "./raw.ts";
+import { RequestAbort, responseBytesOf, serverRequest } from "./raw.ts";
 import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
@@ -623,7 +623,8 @@ export class ServerConn {
   /**
    * Writes `res`. Body chunks that are ready together leave in one write;
    * otherwise each chunk is written as soon as it arrives (SSE streams). A
-   * body complete before the head is written gets a `content-length`.
+   * body complete before the head is written (bytes beside the response,
+   * or a stream that ended at once) gets a `content-length`.
    */
   async #writeResponse(
     res: Response,
@@ -632,6 +633,26 @@ export class ServerConn {
     onReader: (r: ReadableStreamDefaultReader<Uint8Array>) => void,
   ): Promise<{ ok: boolean; close: boolean }> {
     const noBody = head.method === "HEAD" || res.status === 204 || res.status === 304;
+    // Before `res.body`, whose first read makes the stream this avoids.
+    const whole = noBody ? undefined : responseBytesOf(res);
+    if (whole !== undefined) {
+      // The relay's small answer: head and body leave in one write, and
+      // Response never builds a stream for it.
+      let enc;
+      try {
+        enc = encodeResponseHead(res, {
+          method: head.method,
+          minor: head.minor,
+          keepAlive,
+          knownLength: whole.byteLength,
+        });
+      } catch (err) {
+        const fallback = await this.#fallback(err);
+        return await this.#writeResponse(fallback, head, keepAlive, onReader);
+      }
+      await this.#writeAll(whole.byteLength > 0 ? concat([enc.bytes, whole]) : enc.bytes);
+      return { ok: true, close: enc.close };
+    }
     if (noBody || res.body === null) {
       res.body?.cancel().catch(() => {});
       const enc = encodeResponseHead(res, {

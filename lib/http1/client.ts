@@ -66,6 +66,12 @@ const NO_AFFINITY = "";
 /** Margin kept below an engine's announced keep-alive timeout. */
 const KEEP_ALIVE_MARGIN_MS = 1000;
 const EMPTY = new Uint8Array(0);
+/**
+ * Largest body handed over whole when it already arrived with the head.
+ * Below the server's 64 KiB first write (_server_conn.ts), which already
+ * gave such a body a `content-length`, so the client sees the same framing.
+ */
+const MAX_WHOLE_BODY = 32 * 1024;
 
 /** Counters for tests and status. */
 export interface Http1ClientStats {
@@ -119,7 +125,9 @@ export class Http1Client {
 
   /**
    * Sends `req` and resolves once the final response head arrived, with a
-   * body read from the stream only as it is consumed (back-pressure).
+   * body read from the stream only as it is consumed (back-pressure), or,
+   * when a small `Content-Length` body had already arrived with the head,
+   * with that body as bytes (the channel is then already released).
    * Rejects with `Http1Error` (its `sent` says whether the engine may have
    * seen the request) or, on abort, with the signal's reason.
    */
@@ -342,7 +350,7 @@ export class Http1Client {
     const headers = framing.kind === "length" || framing.kind === "none"
       ? head.headers
       : head.headers.filter(([n]) => n !== "content-length"); // the body is not that long
-    const res = (body: ReadableStream<Uint8Array> | null): Http1Response => ({
+    const res = (body: Http1Response["body"]): Http1Response => ({
       status: head.status,
       statusText: head.statusText,
       headers,
@@ -351,6 +359,17 @@ export class Http1Client {
     if (framing.kind === "none" || (framing.kind === "length" && framing.length === 0)) {
       finish(reusable);
       return res(null);
+    }
+    if (framing.kind === "length" && framing.length <= MAX_WHOLE_BODY) {
+      // A small answer usually arrives in the packet that carried its head:
+      // handing it over as bytes spares the caller a stream, and the
+      // channel goes back to the pool now instead of after a read.
+      const whole = conn.takeNow(framing.length);
+      if (whole !== null) {
+        // Bytes past the body (still queued) break the framing: never reuse then.
+        finish(reusable && conn.buffered === 0);
+        return res(whole);
+      }
     }
     return res(bodyStream(conn, framing, reusable, finish, signal));
   }

@@ -105,29 +105,80 @@ export class Conn {
     });
   }
 
+  /** Unread bytes that already arrived. */
+  get buffered(): number {
+    return this.#queued;
+  }
+
   /** Next chunk, or null at end of stream; throws the stream's error. */
   async read(): Promise<Uint8Array | null> {
     for (;;) {
-      const b = this.#queue[this.#head];
-      if (b) {
-        this.#queue[this.#head++] = undefined;
-        if (this.#head === this.#queue.length) {
-          this.#queue.length = 0;
-          this.#head = 0;
-        } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
-          this.#queue = this.#queue.slice(this.#head); // amortized O(1) per chunk
-          this.#head = 0;
-        }
-        this.#queued -= b.byteLength;
-        if (this.#paused && this.#queued < HIGH_WATER) {
-          this.#paused = false;
-          this.stream.resume();
-        }
-        return b;
-      }
+      const b = this.#shift();
+      if (b) return b;
       if (this.#error !== null) throw this.#error;
       if (this.#eof) return null;
       await new Promise<void>((r) => (this.#wake = r));
+    }
+  }
+
+  /**
+   * The next `n` bytes when all of them already arrived, else null and
+   * nothing is consumed. Bytes past the `n` stay queued (so the stream is
+   * not `clean`). A stream that failed or ended after delivering them still
+   * gives them, as `read()` would.
+   */
+  takeNow(n: number): Uint8Array<ArrayBuffer> | null {
+    if (this.#queued < n) return null;
+    if (n === 0) return new Uint8Array(0);
+    const first = this.#queue[this.#head]!;
+    // Stream chunks are Buffers over ordinary ArrayBuffers, never shared memory.
+    if (first.byteLength === n) return this.#shift() as Uint8Array<ArrayBuffer>;
+    if (first.byteLength > n) {
+      this.#queue[this.#head] = first.subarray(n);
+      this.#queued -= n;
+      this.#resumeIfLow();
+      return first.subarray(0, n) as Uint8Array<ArrayBuffer>;
+    }
+    const out = new Uint8Array(n);
+    let at = 0;
+    while (at < n) {
+      const b = this.#queue[this.#head]!;
+      const want = n - at;
+      if (b.byteLength <= want) {
+        out.set(this.#shift()!, at);
+        at += b.byteLength;
+      } else {
+        out.set(b.subarray(0, want), at);
+        this.#queue[this.#head] = b.subarray(want);
+        this.#queued -= want;
+        at = n;
+      }
+    }
+    this.#resumeIfLow();
+    return out;
+  }
+
+  /** Removes and returns the first unread chunk, if any. */
+  #shift(): Uint8Array | undefined {
+    const b = this.#queue[this.#head];
+    if (!b) return undefined;
+    this.#queue[this.#head++] = undefined;
+    if (this.#head === this.#queue.length) {
+      this.#queue.length = 0;
+      this.#head = 0;
+    } else if (this.#head >= 1024 && this.#head * 2 >= this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head); // amortized O(1) per chunk
+      this.#head = 0;
+    }
+    this.#queued -= b.byteLength;
+    this.#resumeIfLow();
+    return b;
+  }
+
+  #resumeIfLow(): void {
+    if (this.#paused && this.#queued < HIGH_WATER) {
+      this.#paused = false;
+      this.stream.resume();
     }
   }
 

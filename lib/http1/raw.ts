@@ -16,7 +16,9 @@
  *   as pairs (`responsePairsOf`); its `headers` are built from them only
  *   when someone reads them, and from then on the `Headers` object is the
  *   truth (the pairs are dropped), so code that edits `res.headers` keeps
- *   working unchanged.
+ *   working unchanged. A body given as bytes also stays beside it
+ *   (`responseBytesOf`), so the server writes it without the stream
+ *   `Response` would make of it.
  *
  * Requests and responses made elsewhere (tests calling the handler
  * directly, `Response.json`, …) have no side channel and take the ordinary
@@ -115,6 +117,7 @@ export interface ServerRequestInit {
   body: (() => ReadableStream<Uint8Array>) | null;
   abort: RequestAbort;
 }
+const BYTES: unique symbol = Symbol("response bytes");
 
 /**
  * Where the body lives once someone uses it: an ordinary `Request` made
@@ -338,11 +341,17 @@ export function pairsGet(pairs: HeaderPairs, name: string): string | null {
 class PairsResponse extends Response {
   [PAIRS]: HeaderPairs | undefined;
   [HEADERS]: Headers | undefined;
+  [BYTES]: Uint8Array | undefined;
 
-  constructor(body: BodyInit | null, init: ResponseInit, pairs: HeaderPairs) {
+  constructor(
+    body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
+    init: ResponseInit,
+    pairs: HeaderPairs,
+  ) {
     super(body, init);
     this[PAIRS] = pairs;
     this[HEADERS] = undefined;
+    this[BYTES] = body instanceof Uint8Array ? body : undefined;
   }
 }
 Object.defineProperty(PairsResponse.prototype, "headers", {
@@ -368,6 +377,15 @@ export function responseWithPairs(
   pairs: HeaderPairs,
 ): Response {
   return new PairsResponse(body, init, pairs);
+}
+
+/**
+ * The body of `res` when it was given to `responseWithPairs` as bytes and
+ * nobody has read `res.body` since: the server writes these with the head
+ * and never makes the body stream Response would build on first access.
+ */
+export function responseBytesOf(res: Response): Uint8Array | undefined {
+  return res instanceof PairsResponse && !res.bodyUsed ? res[BYTES] : undefined;
 }
 
 /** The fields of `res` as pairs, while they still travel beside it (mutable). */

@@ -38,8 +38,12 @@ export interface Http1Response {
    * `body` yields, or on answers that have no body (HEAD, 204, 304).
    */
   headers: HeaderPairs;
-  /** The body, read from the channel only as it is consumed; null when the answer has none. */
-  body: ReadableStream<Uint8Array> | null;
+  /**
+   * The body: the whole of it as bytes when it had already arrived with the
+   * head (its channel is then already released), else a stream read from
+   * the channel only as it is consumed; null when the answer has none.
+   */
+  body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
 }
 
 /** Anything that sends `Http1Request`s: the channel client, a tunnel, a backend, a test double. */
@@ -77,6 +81,12 @@ export function headerValue(headers: HeaderPairs, name: string): string | null {
  */
 export async function readAll(res: Http1Response, limit: number): Promise<Uint8Array> {
   if (!res.body) return new Uint8Array(0);
+  if (res.body instanceof Uint8Array) {
+    if (res.body.byteLength > limit) {
+      throw new Http1Error(`response body over ${limit} bytes`, { sent: true });
+    }
+    return res.body;
+  }
   const reader = res.body.getReader();
   const chunks: Uint8Array[] = [];
   let total = 0;

@@ -74,7 +74,7 @@ export async function ownGet(
     if (res.status < 200 || res.status > 299) {
       // Cancel rather than read: frees the channel without downloading a
       // possibly large error page.
-      await res.body?.cancel().catch(() => {});
+      if (res.body instanceof ReadableStream) await res.body.cancel().catch(() => {});
       return { ok: false, error: `GET ${target} answered HTTP ${res.status}`, status: res.status };
     }
     return { ok: true, body: await readAll(res, opts.maxBytes) };

@@ -194,6 +194,7 @@ export function createHandler(deps: RelayDeps): Handler {
         clock,
         llm: { path, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
+        delivered: () => (info as { completed?: Promise<void> } | undefined)?.completed,
         onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
         onReleased: deps.admission?.wake,
       });
@@ -300,6 +301,12 @@ interface DispatchInput {
   /** What the LLM metrics need of the request (llm_stats.ts). */
   llm: { path: string; model: string | null };
   onHeaderDropped: (name: string) => void;
+  /**
+   * The server's promise that the response was written (`info.completed`),
+   * read only when needed: settles when the client got the answer, rejects
+   * when it did not. Absent: settle when the answer is handed over.
+   */
+  delivered?: () => Promise<void> | undefined;
   /** Called once the backend's in-flight slot is released (admission re-routes held requests). */
   onReleased?: () => void;
   /** Called once when the response body ended, with what to log. */
@@ -317,7 +324,8 @@ const NULL_BODY = new Set([101, 103, 204, 205, 304]);
 
 /**
  * One attempt on one backend. Resolves with a streaming response once
- * headers arrived, or with the failure (for the retry decision). `settle`
+ * headers arrived (or a complete one, when the whole body came with them),
+ * or with the failure (for the retry decision). `settle`
  * is the one place the attempt ends: it releases the backend's in-flight
  * slot exactly once and, once a response was relayed, writes its log line.
  */
@@ -428,24 +436,42 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   // Response, not in a Headers object (raw.ts): that server writes them as
   // they are. Any other server (Deno.serve in tests) gets ordinary Headers.
   const sideChannel = rawRequestOf(req) !== undefined;
-  const respond = (body: ReadableStream<Uint8Array> | null) =>
+  const respond = (body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null) =>
     sideChannel
       ? responseWithPairs(body, init, pairs)
       : new Response(body, { ...init, headers: pairs });
   const source = upstream.body;
   if (!source || NULL_BODY.has(upstream.status) || req.method === "HEAD") {
-    source?.cancel().catch(() => {});
+    if (source instanceof ReadableStream) source.cancel().catch(() => {});
     settle(false);
     return { response: respond(null) };
   }
 
-  const reader = source.getReader();
   if (backend.recordLlm) {
     observer = llmObserverFor({ method: req.method, ...input.llm }, upstream, {
       startedAt: dispatchedAt,
       now: () => clock.now(),
     });
   }
+  if (source instanceof Uint8Array) {
+    // The whole body came with the head and its channel is already back in
+    // the pool: the exchange is over, so it settles now and the server
+    // writes the bytes with the head, with no stream on either side.
+    bytes = source.byteLength;
+    observer?.chunk(source);
+    // The log line says what the client got, so it is written once the
+    // server has written the answer (or failed to). That also keeps the
+    // settling work off the response's path.
+    const delivered = input.delivered?.();
+    if (delivered) {
+      delivered.then(() => settle(false), () => {
+        clientCancelled = true;
+        settle(false);
+      });
+    } else settle(false);
+    return { response: respond(source) };
+  }
+  const reader = source.getReader();
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each
   // SSE event is forwarded the moment it arrives.

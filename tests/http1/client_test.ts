@@ -8,7 +8,8 @@ import assert from "node:assert/strict";
 import { Duplex } from "node:stream";
 import { Http1Client } from "../../lib/http1/client.ts";
 import { ChunkedDecoder, findHeadEnd, parseHead } from "../../lib/http1/parse.ts";
-import { Http1Error, type Http1Request } from "../../lib/http1/types.ts";
+import { Conn } from "../../lib/http1/conn.ts";
+import { Http1Error, type Http1Request, readAll } from "../../lib/http1/types.ts";
 import { isTransportError } from "../../lib/proxy/errors.ts";
 import { toResponse } from "../_helpers/http1.ts";
 
@@ -96,6 +97,97 @@ Deno.test("channel http: content-length body; request written in one piece", asy
   assert.ok(w.includes("authorization: Bearer t\r\n"));
   assert.ok(w.endsWith("content-length: 5\r\n\r\nhello"), w);
   assert.equal(http.idleCount, 1);
+});
+
+Deno.test("channel http: a body that came with its head is bytes, and the channel is pooled at once", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok('{"id":"x","usage":{}}')));
+  const res = await http.raw.request(get());
+  // Released before anyone read a byte: no stream was left to drive it.
+  assert.equal(http.idleCount, 1);
+  assert.equal(http.busyCount, 0);
+  assert.ok(res.body instanceof Uint8Array, "bytes, not a stream");
+  assert.equal(dec.decode(res.body), '{"id":"x","usage":{}}');
+  assert.deepEqual(res.headers, [["content-length", "21"]]);
+  const again = await http.raw.request(get());
+  assert.equal(dec.decode(again.body as Uint8Array), '{"id":"x","usage":{}}');
+  assert.equal(opened.length, 1, "the same channel carried both requests");
+  assert.equal(opened[0].destroyedByClient, false);
+});
+
+Deno.test("channel http: a body split from its head stays a stream, then the channel is reused", async () => {
+  const { http, opened } = client((ch) =>
+    void ch.reply("HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\nhello", " wor", "ld")
+  );
+  const res = await http.raw.request(get());
+  assert.ok(res.body instanceof ReadableStream, "the rest had not arrived: a stream");
+  assert.equal(http.busyCount, 1, "the channel is held until the body is read");
+  assert.equal(await toResponse(res).text(), "hello world");
+  assert.equal(http.idleCount, 1);
+  await http.raw.request(get());
+  assert.equal(opened.length, 1);
+});
+
+Deno.test("channel http: bytes past a body that came with its head: the body is bytes, the channel is never reused", async () => {
+  for (const extra of ["HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nsmugg", "\r\n", "x"]) {
+    const { http, opened } = client((ch) => void ch.reply(ok("abc") + extra));
+    const res = await http.raw.request(get());
+    assert.ok(res.body instanceof Uint8Array);
+    assert.equal(dec.decode(res.body), "abc", "only the declared length");
+    assert.equal(http.idleCount, 0, JSON.stringify(extra));
+    assert.equal(opened[0].destroyedByClient, true);
+    await http.raw.request(get());
+    assert.equal(opened.length, 2, "a fresh channel for the next request");
+  }
+});
+
+Deno.test("channel http: a large body stays a stream even when it all came with its head", async () => {
+  const big = "y".repeat(40 * 1024);
+  const { http } = client((ch) => void ch.reply(ok(big)));
+  const res = await http.raw.request(get());
+  assert.ok(res.body instanceof ReadableStream);
+  assert.equal((await toResponse(res).text()).length, big.length);
+  assert.equal(http.idleCount, 1);
+});
+
+Deno.test("channel http: an upgrade answered without 101 gives bytes but never pools the channel", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok("no")));
+  const res = await http.raw.upgrade(get());
+  assert.equal(res.status, 200);
+  assert.ok("body" in res && res.body instanceof Uint8Array);
+  assert.equal(dec.decode(res.body), "no");
+  assert.equal(http.idleCount, 0);
+  assert.equal(opened[0].destroyedByClient, true);
+});
+
+Deno.test("readAll() takes a bytes body under its limit and refuses one over it", async () => {
+  const res = { status: 200, statusText: "", headers: [], body: enc.encode("12345") };
+  assert.equal(dec.decode(await readAll(res, 5)), "12345");
+  await assert.rejects(
+    readAll(res, 4),
+    (e: Error) => e instanceof Http1Error && /over 4/.test(e.message),
+  );
+});
+
+Deno.test("Conn.takeNow(): whole bytes only when all arrived, across chunks, leaving the rest queued", async () => {
+  const ch = new FakeChannel();
+  const conn = new Conn(ch);
+  ch.push(enc.encode("ab"));
+  ch.push(enc.encode("cdef"));
+  ch.push(enc.encode("gh"));
+  await new Promise((r) => setTimeout(r, 0));
+  assert.equal(conn.buffered, 8);
+  assert.equal(conn.takeNow(9), null, "not all here: nothing taken");
+  assert.equal(conn.takeNow(0)?.byteLength, 0);
+  assert.equal(conn.buffered, 8);
+  assert.equal(dec.decode(conn.takeNow(1)!), "a", "part of the first chunk");
+  assert.equal(dec.decode(conn.takeNow(4)!), "bcde", "across chunks");
+  assert.equal(conn.buffered, 3);
+  assert.equal(conn.clean, false, "unread bytes left");
+  assert.equal(dec.decode((await conn.read())!), "f");
+  assert.equal(dec.decode(conn.takeNow(2)!), "gh", "exactly one chunk");
+  assert.equal(conn.buffered, 0);
+  assert.equal(conn.clean, true);
+  conn.destroy();
 });
 
 Deno.test("chunked decoder: every split point of a body gives the same payload", () => {

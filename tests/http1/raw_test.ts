@@ -13,6 +13,7 @@ import {
   rawRequestOf,
   RequestAbort,
   requestHeader,
+  responseBytesOf,
   responsePairsOf,
   responseWithPairs,
 } from "../../lib/http1/raw.ts";
@@ -537,4 +538,15 @@ Deno.test("info.completed settles as before, whether read during or after the ex
     release();
     await server.closeAll();
   }
+});
+
+Deno.test("responseBytesOf(): a bytes body beside the response, until someone reads res.body", async () => {
+  const bytes = new TextEncoder().encode("abc");
+  const res = responseWithPairs(bytes, { status: 200 }, []);
+  assert.equal(responseBytesOf(res), bytes);
+  assert.equal(responseBytesOf(responseWithPairs(null, { status: 200 }, [])), undefined);
+  assert.equal(responseBytesOf(new Response(bytes)), undefined, "no side channel");
+  assert.equal(await res.text(), "abc");
+  // Consumed through the stream: the server must not write the bytes again.
+  assert.equal(responseBytesOf(res), undefined);
 });

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { Http1Error } from "../../lib/http1/types.ts";
+import { type HeaderPairs, Http1Error, type Http1Response } from "../../lib/http1/types.ts";
+import { serveHttp1, type ServerHandler } from "../../lib/http1/server.ts";
+import type { LlmSample } from "../../lib/proxy/llm_stats.ts";
+import { RawClient } from "../_helpers/raw_http.ts";
 import OpenAI from "openai";
 import { abortAll, AbortAllError } from "../../lib/app/abort_all.ts";
 import { createPolicy } from "../../lib/proxy/policies.ts";
@@ -512,5 +515,170 @@ Deno.test("abortAll() posts abort_all with the instance Bearer to SGLang", async
     );
   } finally {
     await engine.close();
+  }
+});
+
+/** A non-streaming chat completion as an engine sends it, whole or split in two chunks. */
+function completionAnswer(asBytes: boolean): Http1Response {
+  const json = new TextEncoder().encode(
+    '{"id":"c1","object":"chat.completion","choices":[{"index":0,"message":' +
+      '{"role":"assistant","content":"hi"}}],"usage":{"prompt_tokens":5,"completion_tokens":7}}',
+  );
+  const headers: HeaderPairs = [
+    ["content-type", "application/json"],
+    ["content-length", String(json.byteLength)],
+    ["x-engine", "e\xe9"],
+  ];
+  if (asBytes) return { status: 200, statusText: "OK", headers, body: json };
+  const parts = [json.subarray(0, 40), json.subarray(40)];
+  return {
+    status: 200,
+    statusText: "OK",
+    headers,
+    body: new ReadableStream<Uint8Array>({
+      pull(c) {
+        const next = parts.shift();
+        if (next) c.enqueue(next);
+        else c.close();
+      },
+    }, { highWaterMark: 0 }),
+  };
+}
+
+/** One completion through the relay on a target answering `answer`; what the client and the books saw. */
+async function relayCompletion(asBytes: boolean, server: boolean) {
+  const target = new FakeTarget(1);
+  target.sender = () => Promise.resolve(completionAnswer(asBytes));
+  const samples: LlmSample[] = [];
+  Object.assign(target, { recordLlm: (s: LlmSample) => samples.push(s) });
+  const { h, lines } = handler(new FakePool([target]));
+  const request = "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}";
+  let received: string;
+  if (server) {
+    const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, h);
+    try {
+      const c = await RawClient.open(srv.addr.port);
+      try {
+        await c.send(request);
+        await c.until((s) => s.endsWith('"completion_tokens":7}}'));
+        received = c.received.replace(/\r\ndate: [^\r]*/, "\r\ndate: X");
+      } finally {
+        c.close();
+      }
+    } finally {
+      await srv.closeAll();
+    }
+  } else {
+    const res = await h(
+      new Request(`${P}/v1/chat/completions`, { method: "POST", body: "{}" }),
+    );
+    received = `${res.status} ${JSON.stringify([...res.headers])} ${await res.text()}`;
+  }
+  await target.released();
+  return {
+    received,
+    lines: lines.map((l) => ({ ...l, durationMs: 0 })),
+    samples,
+    outcomes: target.outcomes.map((o) => ({ ...o, latencyMs: 0 })),
+  };
+}
+
+Deno.test("relay: a body that came whole is relayed as bytes with the same answer, log line and LLM sample as a streamed one", async () => {
+  for (const server of [false, true]) {
+    const whole = await relayCompletion(true, server);
+    const streamed = await relayCompletion(false, server);
+    assert.equal(whole.received, streamed.received, `server ${server}`);
+    assert.deepEqual(whole.lines, streamed.lines);
+    assert.deepEqual(whole.samples, streamed.samples);
+    assert.deepEqual(whole.outcomes, streamed.outcomes);
+    assert.deepEqual(whole.lines, [{
+      method: "POST",
+      path: "/v1/chat/completions",
+      instance: 1,
+      status: 200,
+      bytes: 158,
+      durationMs: 0,
+      attempts: 1,
+      clientCancelled: false,
+    }]);
+    assert.equal(whole.samples.length, 1);
+    assert.equal(whole.samples[0].outputTokens, 7, "usage read from the bytes");
+    if (server) {
+      assert.match(whole.received, /^HTTP\/1\.1 200 OK\r\n/);
+      assert.ok(whole.received.includes("\r\ncontent-length: 158\r\n"), whole.received);
+      assert.ok(whole.received.includes("\r\nx-engine: e\xe9\r\n"), "header bytes exact");
+      assert.ok(!whole.received.includes("transfer-encoding"));
+    }
+  }
+});
+
+Deno.test("relay: a bytes body leaves our server with its head, without a body stream", async () => {
+  const target = new FakeTarget(1);
+  target.sender = () => Promise.resolve(completionAnswer(true));
+  const { h, lines } = handler(new FakePool([target]));
+  let streamBuilt = false;
+  // Reading `body` is what makes Response build a stream: the server must not.
+  const spy: ServerHandler = async (req, info) => {
+    const res = await h(req, info);
+    const get = Object.getOwnPropertyDescriptor(Response.prototype, "body")!.get!;
+    Object.defineProperty(res, "body", {
+      get() {
+        streamBuilt = true;
+        return get.call(this);
+      },
+    });
+    return res;
+  };
+  const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, spy);
+  try {
+    const c = await RawClient.open(srv.addr.port);
+    try {
+      for (let i = 0; i < 2; i++) {
+        c.received = "";
+        await c.send(
+          "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\n\r\n{}",
+        );
+        await c.until((s) => s.endsWith('"completion_tokens":7}}'));
+      }
+    } finally {
+      c.close();
+    }
+  } finally {
+    await srv.closeAll();
+  }
+  assert.equal(streamBuilt, false, "the server read res.body");
+  assert.equal(lines.length, 2, "one line per request on one kept-alive connection");
+  assert.deepEqual(lines.map((l) => l.bytes), [158, 158]);
+});
+
+Deno.test("relay: a small answer is logged once the server says whether the client got it", async () => {
+  for (const delivered of [true, false]) {
+    const target = new FakeTarget(1);
+    target.sender = () => Promise.resolve(completionAnswer(true));
+    const { h, lines } = handler(new FakePool([target]));
+    let settle!: () => void;
+    const completed = new Promise<void>((res, rej) => {
+      settle = () => delivered ? res() : rej(new Deno.errors.Interrupted("client disconnected"));
+    });
+    const info = {
+      remoteAddr: { transport: "tcp" as const, hostname: "127.0.0.1", port: 1 },
+      completed,
+    };
+    const res = await h(
+      new Request(`${P}/v1/chat/completions`, { method: "POST", body: "{}" }),
+      info,
+    );
+    assert.equal(res.status, 200);
+    await new Promise((r) => setTimeout(r, 10));
+    assert.equal(lines.length, 0, "no line before the server knows");
+    settle();
+    await target.released();
+    await new Promise((r) => setTimeout(r, 0));
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0].status, 200);
+    assert.equal(lines[0].clientCancelled, !delivered, `delivered=${delivered}`);
+    assert.equal(target.outcomes[0].clientCancelled, !delivered);
+    assert.equal(target.outcomes[0].transportError, false);
+    await res.body?.cancel();
   }
 });
