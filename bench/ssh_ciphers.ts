@@ -3,7 +3,9 @@
  * cheapest for vastproxy's traffic under Deno, where ssh2 always runs its
  * JavaScript crypto path over `node:crypto`.
  *
- * Per candidate, in interleaved rounds (the order rotates each round):
+ * Per candidate, in interleaved rounds (the order rotates each round). AES-GCM
+ * runs with lib/tunnel/packet_cipher.ts (as connections do), and once more
+ * as "aes128-gcm (ssh2's)" with ssh2's own classes:
  *
  * - **packet**: ssh2's own `createCipher`/`createDecipher` (the classes the
  *   connection uses), µs per packet to encrypt and to decrypt a 300 B and a
@@ -30,12 +32,20 @@ import { createRequire } from "node:module";
 import type { ClientChannel } from "ssh2";
 import { connectEndpoint, endClient, type SshAlgorithms } from "../lib/tunnel/connect.ts";
 import { loadAuthSources } from "../lib/tunnel/keys.ts";
+import {
+  installPacketCipher,
+  OWN_GCM,
+  SSH2_GCM,
+  uninstallPacketCipher,
+} from "../lib/tunnel/packet_cipher.ts";
 import { startSshd } from "../tests/_helpers/sshd.ts";
 import { median, quantile } from "./_stats.ts";
 
 interface Candidate {
   name: string;
   algorithms: SshAlgorithms;
+  /** AES-GCM with ssh2's own classes (lib/tunnel/packet_cipher.ts uninstalled). */
+  ssh2Gcm?: boolean;
 }
 
 /** AEAD ciphers carry their own MAC; the hmac list is then ignored. */
@@ -47,6 +57,11 @@ export const CANDIDATES: Candidate[] = [
     algorithms: { cipher: ["chacha20-poly1305@openssh.com"], hmac: AEAD_HMAC },
   },
   { name: "aes128-gcm", algorithms: { cipher: ["aes128-gcm@openssh.com"], hmac: AEAD_HMAC } },
+  {
+    name: "aes128-gcm (ssh2's)",
+    algorithms: { cipher: ["aes128-gcm@openssh.com"], hmac: AEAD_HMAC },
+    ssh2Gcm: true,
+  },
   { name: "aes256-gcm", algorithms: { cipher: ["aes256-gcm@openssh.com"], hmac: AEAD_HMAC } },
   {
     name: "aes128-ctr+sha256-etm",
@@ -174,6 +189,11 @@ function packetBench(c: Ssh2Crypto, cand: Candidate, size: number, count: number
       macKey,
     },
   });
+  if (cipherName.includes("gcm")) {
+    const m = cand.ssh2Gcm ? SSH2_GCM : OWN_GCM;
+    Object.assign(cipher, { encrypt: m.encrypt });
+    Object.assign(decipher, { decrypt: m.decrypt });
+  }
   const payload = randomBytes(size);
   const wire: Buffer[] = [];
   const t0 = performance.now();
@@ -252,6 +272,9 @@ async function connBench(
   ports: { echo: number; down: number; up: number },
   o: { latCount: number; tputSeconds: number; bulkBytes: number },
 ): Promise<ConnResult> {
+  // connect.ts installs the own AES-GCM packet cipher; the "ssh2's" row runs without it.
+  if (cand.ssh2Gcm) uninstallPacketCipher();
+  else installPacketCipher();
   const conn = await connectEndpoint({ host: "127.0.0.1", port: sshdPort, path: "direct" }, {
     instanceId: 1,
     username: "root",
@@ -339,6 +362,7 @@ async function connBench(
     };
   } finally {
     endClient(client);
+    installPacketCipher();
   }
 }
 

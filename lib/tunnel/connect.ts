@@ -14,6 +14,12 @@ import type { SshEndpoint } from "../core/backend_spec.ts";
 import { type ConnectAttempt, HostKeyMismatchError, SshConnectError } from "./errors.ts";
 import { authMethods, type AuthSource, describeSources } from "./keys.ts";
 import { fingerprint, type HostKeyCheck, type KnownHosts } from "./known_hosts.ts";
+import { installPacketCipher } from "./packet_cipher.ts";
+
+// AES-GCM packets sealed and opened without per-packet cipher construction,
+// in one write each (lib/tunnel/packet_cipher.ts; docs/BENCHMARKS.md, "SSH
+// packet cost"). Every ssh2 connection in this process uses it.
+installPacketCipher();
 
 /** Everything one attempt needs; the factory builds it once per tunnel. */
 export interface ConnectOptions {
@@ -44,12 +50,14 @@ export type SshAlgorithms = Pick<Algorithms, "cipher" | "hmac">;
 /**
  * Cipher and MAC preference, most preferred first (the client's order wins
  * in SSH negotiation). Under Deno ssh2 always takes its JavaScript crypto
- * path. Measured (docs/BENCHMARKS.md, "SSH cipher choice"): AES-GCM is the
- * cheapest per small packet, chacha20-poly1305 moves bulk data about 1.8×
- * faster, and end to end small requests cost the same. AES-GCM comes first
- * anyway: chacha20-poly1305 is what the Terrapin attack (CVE-2023-48795)
- * targets on an sshd without strict key exchange, and vast images often
- * carry old sshds; GCM already meets the bulk target (≥ 100 MB/s). The rest
+ * path. Measured (docs/BENCHMARKS.md, "SSH cipher choice" and "SSH packet
+ * cost"): AES-GCM, with lib/tunnel/packet_cipher.ts installed, is by far the
+ * cheapest per small packet (~1 µs for a window adjust against 9–13 µs for
+ * chacha20-poly1305 or CTR+HMAC); chacha20-poly1305 moves bulk data about
+ * 1.8× faster. AES-GCM comes first anyway: chacha20-poly1305 is what the
+ * Terrapin attack (CVE-2023-48795) targets on an sshd without strict key
+ * exchange, and vast images often carry old sshds; GCM already meets the
+ * bulk target (≥ 100 MB/s). The rest
  * are fallbacks every OpenSSH since 6.5 accepts; nothing CBC, arcfour or 3DES.
  */
 export const SSH_ALGORITHMS: SshAlgorithms = {

@@ -21,6 +21,8 @@ export interface SshdOptions {
   authorizedKeys?: string;
   /** Body of a fake `nvidia-smi` script on the session PATH; null/absent: none. */
   nvidiaSmi?: string | null;
+  /** Extra `sshd_config` lines (e.g. `RekeyLimit 64K`). */
+  extraConfig?: string[];
 }
 
 /** A running sshd. */
@@ -212,7 +214,7 @@ export async function startSshd(opts: SshdOptions = {}): Promise<Sshd> {
   }
   const port = opts.port ?? freePort();
   const config = `${dir}/sshd_config`;
-  await writeSshdConfig(config, { port, hostKeyPath, dir });
+  await writeSshdConfig(config, { port, hostKeyPath, dir, extra: opts.extraConfig });
   const hostKey = (await Deno.readTextFile(`${hostKeyPath}.pub`)).trim();
 
   let child: Deno.ChildProcess | undefined;
