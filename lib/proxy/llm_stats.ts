@@ -111,7 +111,8 @@ export class LlmObserver {
   #lastAt: number | null = null;
   #events = 0;
   #usageTokens: number | null = null;
-  #itl = new LatencyHistogram(ITL_BUCKETS_MS);
+  // Made at the second content event: most responses observed are JSON bodies.
+  #itl: LatencyHistogram | null = null;
 
   /** Prefer `llmObserverFor()`, which picks the mode from the response. */
   constructor(
@@ -153,7 +154,7 @@ export class LlmObserver {
     return {
       model: this.#model,
       ttftMs: this.#firstAt === null ? null : this.#firstAt - this.#startedAt,
-      itl: this.#itl.count > 0 ? this.#itl.data() : null,
+      itl: this.#itl !== null && this.#itl.count > 0 ? this.#itl.data() : null,
       outputTokens: tokens,
       tokensPerSec: this.#events >= 2 && span > 0 && tokens > 1
         ? (tokens - 1) / (span / 1000)
@@ -208,7 +209,9 @@ export class LlmObserver {
   #content(): void {
     const t = this.#now();
     if (this.#firstAt === null) this.#firstAt = t;
-    else if (this.#lastAt !== null) this.#itl.observe(t - this.#lastAt);
+    else if (this.#lastAt !== null) {
+      (this.#itl ??= new LatencyHistogram(ITL_BUCKETS_MS)).observe(t - this.#lastAt);
+    }
     this.#lastAt = t;
     this.#events++;
   }
@@ -255,13 +258,66 @@ function dataOf(event: string): string | null {
 }
 
 /** `usage.completion_tokens` of a JSON text, or null. */
-function usageTokens(json: string): number | null {
+export function usageTokens(json: string): number | null {
+  const fast = usageTokensFast(json);
+  if (fast !== undefined) return fast;
   try {
-    const v = JSON.parse(json)?.usage?.completion_tokens;
-    return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null;
+    return tokenCount(JSON.parse(json)?.usage?.completion_tokens);
   } catch {
     return null;
   }
+}
+
+function tokenCount(v: unknown): number | null {
+  return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null;
+}
+
+/**
+ * The same answer without parsing the whole body, for the usual shape: the
+ * text ends with the top-level `"usage": {…}` object. Parsing a whole
+ * completion per response showed in the proxy's profile; the usage object
+ * is a few dozen bytes. Returns undefined (take the full parse) for any
+ * other shape.
+ */
+function usageTokensFast(json: string): number | null | undefined {
+  // Inside a JSON string every quote is escaped, so `"usage"` with both of
+  // its quotes bare is a key or a whole string value, never part of one.
+  const key = json.lastIndexOf('"usage"');
+  if (key === -1) return undefined;
+  let i = skipWs(json, key + 7);
+  if (json[i] !== ":") return undefined;
+  i = skipWs(json, i + 1);
+  if (json[i] !== "{") return undefined;
+  const end = objectEnd(json, i);
+  if (end === -1) return undefined;
+  // Top level only: the rest of the text must close the outer object.
+  const rest = skipWs(json, end);
+  if (json[rest] !== "}" || skipWs(json, rest + 1) !== json.length) return undefined;
+  try {
+    return tokenCount(JSON.parse(json.slice(i, end))?.completion_tokens);
+  } catch {
+    return undefined;
+  }
+}
+
+function skipWs(s: string, i: number): number {
+  while (i < s.length && (s[i] === " " || s[i] === "\n" || s[i] === "\r" || s[i] === "\t")) i++;
+  return i;
+}
+
+/** Index just past the object that opens at `s[open]`, or -1; strings are skipped whole. */
+function objectEnd(s: string, open: number): number {
+  let depth = 0;
+  for (let i = open; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c === 0x22) { // a string: skip to its closing quote
+      for (i++; i < s.length && s.charCodeAt(i) !== 0x22; i++) if (s.charCodeAt(i) === 0x5c) i++;
+    } else if (c === 0x7b || c === 0x5b) depth++;
+    else if (c === 0x7d || c === 0x5d) {
+      if (--depth === 0) return i + 1;
+    }
+  }
+  return -1;
 }
 
 /** Per-backend LLM numbers for /vastproxy/status and the table. */

@@ -1,10 +1,12 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   ITL_BUCKETS_MS,
   LlmObserver,
   llmObserverFor,
   LlmStats,
   MAX_MODEL_LABELS,
+  usageTokens,
 } from "../../lib/proxy/llm_stats.ts";
 import { LatencyHistogram } from "../../lib/proxy/histogram.ts";
 
@@ -147,4 +149,72 @@ Deno.test("LlmStats: per-model data, moving tokens/s, bounded labels", () => {
   for (let i = 0; i < MAX_MODEL_LABELS + 5; i++) stats.record(`m${i}`, s);
   assert.equal(stats.data().size, MAX_MODEL_LABELS + 1);
   assert.equal(stats.data().get("other")?.outputTokens, 60);
+});
+
+/** What usageTokens() must return: the full parse. */
+function usageByFullParse(text: string): number | null {
+  try {
+    const v = JSON.parse(text)?.usage?.completion_tokens;
+    return typeof v === "number" && Number.isFinite(v) && v >= 0 ? v : null;
+  } catch {
+    return null;
+  }
+}
+
+Deno.test("usageTokens() reads only the usage object yet agrees with a full parse", () => {
+  const usage = fc.record({
+    prompt_tokens: fc.nat(),
+    completion_tokens: fc.oneof(
+      fc.nat(),
+      fc.double(),
+      fc.constant(-1),
+      fc.string(),
+      fc.constant(null),
+    ),
+    prompt_tokens_details: fc.option(fc.dictionary(fc.string(), fc.jsonValue())),
+  }, { requiredKeys: ["prompt_tokens"] });
+  // Bodies with usage first, last, nested in choices, repeated, and strings
+  // that spell "usage" or braces inside values.
+  const body = fc.record({
+    id: fc.string(),
+    choices: fc.array(
+      fc.record({
+        message: fc.record({
+          content: fc.oneof(fc.string(), fc.constantFrom('"usage":{', "usage", "}{")),
+        }),
+        usage: fc.option(usage),
+      }),
+      { maxLength: 2 },
+    ),
+    extra: fc.jsonValue(),
+  });
+  fc.assert(
+    fc.property(
+      body,
+      fc.option(usage),
+      fc.boolean(),
+      fc.constantFrom(undefined, 0, 1, 2, "\t"),
+      (b, u, usageFirst, indent) => {
+        const obj = u === null ? b : usageFirst ? { usage: u, ...b } : { ...b, usage: u };
+        const text = JSON.stringify(obj, null, indent);
+        assert.equal(usageTokens(text), usageByFullParse(text));
+      },
+    ),
+    { numRuns: 3000 },
+  );
+  for (
+    const text of [
+      '{"usage":{"completion_tokens":7}}',
+      '{"a":"usage","usage" : { "completion_tokens" : 3 } }\n',
+      '{"x":{"usage":{"completion_tokens":9}}}',
+      '{"usage":{"completion_tokens":1},"usage":{"completion_tokens":2}}',
+      '{"choices":[{"usage":{"completion_tokens":5}}]}',
+      '{"usage":{"completion_tokens":4,"s":"}\\"{"}}',
+      '{"usage":{"completion_tokens":4}',
+      '{"usage":"x"}',
+      "not json",
+    ]
+  ) {
+    assert.equal(usageTokens(text), usageByFullParse(text), text);
+  }
 });
