@@ -15,6 +15,7 @@ import type { FleetDiff } from "../core/fleet_diff.ts";
 import { Watcher } from "../vast/watcher.ts";
 import type { TunnelFactory } from "../tunnel/tunnel.ts";
 import { SshTunnelFactory } from "../tunnel/factory.ts";
+import { installPacketCipher, uninstallPacketCipher } from "../tunnel/packet_cipher.ts";
 import { queryGpus } from "../tunnel/gpu.ts";
 import { abortAll } from "./abort_all.ts";
 import { createAdminHandler } from "../proxy/admin.ts";
@@ -159,6 +160,10 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     clock,
     logger,
   });
+  // Process-wide (ssh2's cipher classes are shared): the flag decides it
+  // here, once per proxy, and the default re-installs it.
+  if (config.sshNativeCrypto) uninstallPacketCipher();
+  else installPacketCipher();
   const tunnelFactory = deps.tunnelFactory ?? new SshTunnelFactory({
     sshKeys: config.sshKeys,
     knownHostsPath: config.knownHosts,

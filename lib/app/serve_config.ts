@@ -21,6 +21,12 @@ export interface ServeConfig {
   sshKeys: string[];
   knownHosts: string;
   insecureHostKeys: boolean;
+  /**
+   * `--ssh-native-crypto`: every AES-GCM packet through node:crypto instead
+   * of lib/tunnel/packet_cipher.ts (whose table-based AES is not hardened
+   * against cache-timing observers on the same machine).
+   */
+  sshNativeCrypto: boolean;
   label: string | null;
   instances: number[];
   remotePort: number | null;

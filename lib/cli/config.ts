@@ -366,6 +366,7 @@ export function resolveServeConfig(flags: RawFlags, sources: ConfigSources): Ser
     sshKeys,
     knownHosts,
     insecureHostKeys: lookup.flag("insecure-host-keys"),
+    sshNativeCrypto: lookup.flag("ssh-native-crypto"),
     label,
     instances,
     remotePort,

@@ -82,6 +82,10 @@ export const SERVE_OPTIONS: readonly OptionSpec[] = [
   },
   { name: "insecure-host-keys", help: "skip host-key pinning (not recommended)" },
   {
+    name: "ssh-native-crypto",
+    help: "seal every SSH packet with node:crypto, not the faster JavaScript AES-GCM",
+  },
+  {
     name: "label",
     arg: "LABEL",
     env: "VASTPROXY_LABEL",

@@ -106,6 +106,7 @@ export async function demoCommand(
       remotePort: null,
       markLabel: null,
       insecureHostKeys: false,
+      sshNativeCrypto: false,
     };
     return await runProxy(config, io, {
       secrets: [fleet.apiKey],

@@ -13,6 +13,7 @@ const DEFAULTS: Omit<ServeConfig, "apiKey" | "apiUrl"> = {
   sshKeys: [],
   knownHosts: "/nonexistent/known_hosts",
   insecureHostKeys: false,
+  sshNativeCrypto: false,
   label: null,
   instances: [],
   remotePort: null,

@@ -12,6 +12,7 @@ import { makeInstanceRecord, startFakeVastApi } from "../../lib/sim/fake_vast_ap
 import { testServeConfig } from "../_helpers/config.ts";
 import { FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { eventually } from "../_helpers/e2e_fleet.ts";
+import { packetCipherInstalled } from "../../lib/tunnel/packet_cipher.ts";
 
 function config(apiUrl: string): ServeConfig {
   return testServeConfig({
@@ -69,5 +70,25 @@ Deno.test("startProxy().shutdown() finishes even when a client stalls mid-upload
     await proxy.shutdown(0);
     await api.close();
     await engine.close();
+  }
+});
+
+Deno.test("startProxy() applies --ssh-native-crypto to ssh2's AES-GCM, and the default restores the JavaScript cipher", async () => {
+  const api = startFakeVastApi({ apiKey: "server-test-key", instances: [] });
+  const logger = new MemoryLogger();
+  try {
+    for (const native of [true, false]) {
+      const proxy = await startProxy(
+        { ...config(api.url), sshNativeCrypto: native },
+        { logger, tunnelFactory: new FakeTunnelFactory({}) },
+      );
+      try {
+        assert.equal(packetCipherInstalled(), !native, `sshNativeCrypto ${native}`);
+      } finally {
+        await proxy.shutdown(100);
+      }
+    }
+  } finally {
+    await api.close();
   }
 });

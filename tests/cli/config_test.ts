@@ -252,6 +252,7 @@ Deno.test("resolveServeConfig() parses repeatable and boolean flags", () => {
       "ssh-key": ["~/.ssh/a", "/k/b"],
       instance: ["12", "34"],
       "insecure-host-keys": true,
+      "ssh-native-crypto": true,
       "no-tui": true,
       "sticky-header": "X-Session-ID",
     },
@@ -265,6 +266,7 @@ Deno.test("resolveServeConfig() parses repeatable and boolean flags", () => {
   assert.deepEqual(c.sshKeys, ["/home/u/.ssh/a", "/k/b"]);
   assert.deepEqual(c.instances, [12, 34]);
   assert.equal(c.insecureHostKeys, true);
+  assert.equal(c.sshNativeCrypto, true);
   assert.equal(c.tui, false);
   assert.equal(c.stickyHeader, "X-Session-ID");
   const tty = resolveServeConfig({}, {
@@ -274,6 +276,7 @@ Deno.test("resolveServeConfig() parses repeatable and boolean flags", () => {
     home: "/h",
   });
   assert.equal(tty.tui, true);
+  assert.equal(tty.sshNativeCrypto, false, "the JavaScript packet cipher is the default");
 });
 
 Deno.test("parseListen() and isLoopback() handle IPv4, IPv6 and names", () => {
