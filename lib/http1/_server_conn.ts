@@ -62,6 +62,9 @@ interface BodyState {
   started: boolean;
 }
 
+/** Methods the `Request` normalises to GET or HEAD. */
+const GET_OR_HEAD = /^(?:get|head)$/i;
+
 /** Numbers accepted connections; unique for the life of the process. */
 let nextConnectionId = 1;
 
@@ -475,9 +478,9 @@ export class ServerConn {
     }
     try {
       // fetch refuses a GET or HEAD with a body; such a body stays unread and
-      // the connection closes after the answer.
-      const bodyless = framing.kind === "none" || head.method === "GET" ||
-        head.method === "HEAD";
+      // the connection closes after the answer. `get` and `head` in any case
+      // are the Request's GET and HEAD (it upper-cases them), so they too.
+      const bodyless = framing.kind === "none" || GET_OR_HEAD.test(head.method);
       // No fields and no stream here: `req.headers` and `req.body` are made
       // only when someone uses them (raw.ts); the relay takes the parsed
       // pairs and, when it is already buffered, the body itself.

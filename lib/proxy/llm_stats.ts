@@ -282,8 +282,14 @@ function tokenCount(v: unknown): number | null {
 function usageTokensFast(json: string): number | null | undefined {
   // Inside a JSON string every quote is escaped, so `"usage"` with both of
   // its quotes bare is a key or a whole string value, never part of one.
+  // The closing quote is bare by construction (`e` is no backslash); the
+  // opening one is escaped when an odd run of backslashes precedes it (a
+  // key such as `say \"usage`): then leave it to the full parse.
   const key = json.lastIndexOf('"usage"');
   if (key === -1) return undefined;
+  let slashes = 0;
+  while (key - slashes > 0 && json.charCodeAt(key - slashes - 1) === 0x5c) slashes++;
+  if (slashes % 2 === 1) return undefined;
   let i = skipWs(json, key + 7);
   if (json[i] !== ":") return undefined;
   i = skipWs(json, i + 1);

@@ -78,7 +78,9 @@ function resolveDots(path: string): string {
   for (let i = 0; i <= last; i++) {
     const s = segments[i];
     if (isDoubleDot(s)) {
-      out.pop();
+      // Deno's parser never removes a segment shaped like a Windows drive
+      // letter (`c:`), whatever the scheme: `/c:/..` is `/c:/`.
+      if (out.length > 0 && !isDriveLetter(out[out.length - 1])) out.pop();
       // `/a/..` is `/`, with its trailing slash.
       if (i === last) out.push("");
     } else if (isSingleDot(s)) {
@@ -88,6 +90,13 @@ function resolveDots(path: string): string {
     }
   }
   return `/${out.join("/")}`;
+}
+
+/** `c:` for any ASCII letter c (`c|` never gets here: `|` is not plain). */
+function isDriveLetter(s: string): boolean {
+  if (s.length !== 2 || s.charCodeAt(1) !== 0x3a) return false;
+  const c = s.charCodeAt(0) | 0x20;
+  return c >= 0x61 && c <= 0x7a;
 }
 
 function isSingleDot(s: string): boolean {

@@ -58,6 +58,12 @@ export interface E2eFleetOptions {
   maxBodyBytes?: number;
   /** Encrypt the client key with this passphrase (default: unencrypted). */
   keyPassphrase?: string;
+  /**
+   * The SSH port the vast API lists for instance `i`, given its sshd's port
+   * (default: that port). Lets a test put something (a TCP man-in-the-middle)
+   * between the proxy and an sshd.
+   */
+  sshPortFor?: (sshdPort: number, i: number) => number;
 }
 
 /** Two fake GPUs, the way nvidia-smi prints them with --format=csv,noheader,nounits. */
@@ -108,7 +114,12 @@ export async function startE2eFleet(opts: E2eFleetOptions): Promise<E2eFleet> {
         id,
         label: "e2e",
         public_ipaddr: "127.0.0.1\n",
-        ports: { "22/tcp": [{ HostIp: "0.0.0.0", HostPort: String(sshd.port) }] },
+        ports: {
+          "22/tcp": [{
+            HostIp: "0.0.0.0",
+            HostPort: String(opts.sshPortFor?.(sshd.port, i) ?? sshd.port),
+          }],
+        },
         // vast's proxy endpoint: nothing listens there, so direct must win.
         ssh_host: "127.0.0.1",
         ssh_port: freePort(),

@@ -299,6 +299,26 @@ async function snapshot(req: Request, mode: string): Promise<Record<string, unkn
       out.got = [c.method, c.url, [...c.headers], c.signal.aborted, await c.text()];
       break;
     }
+    // `new Request(req)` and `new Request(req, init)` (what fetch(req) does)
+    // read the Request's internal slots, not its getters.
+    case "newRequest": {
+      const c = await settle(Promise.resolve().then(() => new Request(req)));
+      out.got = typeof c === "string"
+        ? c
+        : [c.method, c.url, [...c.headers], c.signal.aborted, await c.text()];
+      break;
+    }
+    case "newRequestInit": {
+      const c = await settle(
+        Promise.resolve().then(() => new Request(req, { headers: { a: "b" } })),
+      );
+      out.got = typeof c === "string" ? c : [c.method, [...c.headers], await c.text()];
+      break;
+    }
+    case "newRequestBody": {
+      const c = await settle(Promise.resolve().then(() => new Request(req, { body: "x" })));
+      out.got = typeof c === "string" ? c : [c.method, [...c.headers], await c.text()];
+    }
   }
   out.usedAfter = req.bodyUsed;
   out.again = await settle(req.text());
@@ -325,6 +345,9 @@ Deno.test("the server's Request answers every member as an ordinary Request does
     "stream",
     "textStream",
     "clone",
+    "newRequest",
+    "newRequestInit",
+    "newRequestBody",
   ];
   for (const c of cases) {
     for (const mode of modes) {
@@ -463,6 +486,62 @@ Deno.test("onRequestAbort: fires on client disconnect, never after a finished an
   assert.equal(n, 1, "removed callbacks stay quiet");
   onRequestAbort(plain, () => n++);
   assert.equal(n, 2, "an aborted request calls back at once");
+});
+
+Deno.test("new Request(req) and fetch-style copies follow the client's disconnect", async () => {
+  let copied!: Request;
+  let started!: () => void;
+  const handlerStarted = new Promise<void>((r) => (started = r));
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req) => {
+    copied = new Request(req, { headers: { a: "b" } });
+    started();
+    await new Promise<void>((r) => {
+      copied.signal.addEventListener("abort", () => r());
+      setTimeout(r, 3000);
+    });
+    return new Response("late");
+  });
+  try {
+    const c = await RawClient.open(server.addr.port);
+    await c.send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi");
+    await handlerStarted;
+    c.close();
+    for (let i = 0; i < 300 && !copied.signal.aborted; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+  } finally {
+    await server.closeAll();
+  }
+  assert.equal(copied.method, "POST");
+  assert.equal(copied.signal.aborted, true, "the copy's signal never aborted");
+});
+
+Deno.test("get/head in any case are bodyless like GET/HEAD: the body stays unread, the connection closes", async () => {
+  const seen: string[] = [];
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req) => {
+    seen.push(`${req.method} ${hasBody(req)} ${await req.text()}`);
+    return new Response("END");
+  });
+  try {
+    for (const method of ["GET", "get", "Get", "head"]) {
+      const c = await RawClient.open(server.addr.port);
+      try {
+        // The "body" is a whole second request: it must never be served.
+        const smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+        await c.send(
+          `${method} /x HTTP/1.1\r\nHost: x\r\nContent-Length: ${smuggled.length}\r\n\r\n` +
+            smuggled,
+        );
+        const out = await c.untilClosed();
+        assert.equal(out.match(/HTTP\/1\.1 /g)?.length, 1, `${method}: ${out}`);
+      } finally {
+        c.close();
+      }
+    }
+  } finally {
+    await server.closeAll();
+  }
+  assert.deepEqual(seen, ["GET false ", "GET false ", "GET false ", "HEAD false "]);
 });
 
 Deno.test("requestFraming: a plain Content-Length reads as the general rule reads it", () => {

@@ -213,6 +213,12 @@ Deno.test("usageTokens() reads only the usage object yet agrees with a full pars
       '{"usage":{"completion_tokens":4}',
       '{"usage":"x"}',
       "not json",
+      // Keys that end in `"usage` (escaped quote): `"usage"` appears with
+      // its closing quote bare but its opening quote escaped.
+      '{"\\"usage":{"completion_tokens":3}}',
+      '{"a":1,"say \\"usage" : {"completion_tokens":8}}',
+      // An escaped backslash before the quote: that quote is bare again.
+      '{"a":"\\\\","usage":{"completion_tokens":6}}',
     ]
   ) {
     assert.equal(usageTokens(text), usageByFullParse(text), text);

@@ -55,6 +55,8 @@ const plainPiece = fc.constantFrom(
   "a.b",
   "...",
   "e",
+  "c:",
+  "Z:",
   "~",
   "@",
   ":",
@@ -130,6 +132,14 @@ Deno.test("pathnameOf resolves dot segments as the URL parser does", () => {
     ["/a/...", "/a/..."],
     ["//a/../b", "//b"],
     ["/v1/chat/completions", "/v1/chat/completions"],
+    // The parser never removes a segment that looks like a Windows drive
+    // letter (`e:`), in http(s) too, nor anything before it.
+    ["/e:/..", "/e:/"],
+    ["/a/b/e:/../..", "/a/b/e:/"],
+    ["/E:/../vastproxy/status", "/E:/vastproxy/status"],
+    ["/e:x/..", "/"],
+    ["/e%3A/..", "/"],
+    ["/1:/..", "/"],
   ];
   for (const [target, want] of cases) {
     assert.equal(pathnameOf(`http://h${target}`), want, target);

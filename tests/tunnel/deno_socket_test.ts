@@ -220,3 +220,59 @@ Deno.test("DenoSocket: destroy(err) without an 'error' listener does not throw",
     t.close();
   }
 });
+
+Deno.test("DenoSocket: writes across turns, during slow in-flight writes and around end() arrive whole and in order", async () => {
+  const { sock, peer, close } = await pair();
+  try {
+    // Deterministic pseudo-random sizes and turn boundaries.
+    let seed = 12345;
+    const rand = (n: number) => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reading = (async () => {
+      const parts: Uint8Array[] = [];
+      const buf = new Uint8Array(64 * 1024);
+      for (;;) {
+        // A slow reader now and then: the socket's buffers fill, writes stay in flight.
+        if (rand(50) === 0) await tick(2);
+        const n = await peer.read(buf);
+        if (n === null) break;
+        parts.push(buf.slice(0, n));
+      }
+      const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+      let at = 0;
+      for (const p of parts) {
+        out.set(p, at);
+        at += p.length;
+      }
+      return out;
+    })();
+    for (let i = 0; i < 600; i++) {
+      const size = rand(10) === 0 ? 200_000 + rand(300_000) : 1 + rand(2000);
+      const c = new Uint8Array(size);
+      for (let j = 0; j < size; j += 97) c[j] = (i + j) & 255;
+      c[0] = i & 255;
+      chunks.push(c);
+      total += size;
+      assert.equal(sock.write(c), true);
+      const r = rand(4);
+      if (r === 0) await Promise.resolve();
+      else if (r === 1) await tick(0);
+    }
+    sock.end();
+    // Writes after end() are refused, never sent.
+    assert.equal(sock.write(new Uint8Array([1, 2, 3])), false);
+    const got = await reading;
+    assert.equal(got.length, total);
+    let at = 0;
+    for (const c of chunks) {
+      assert.ok(got.subarray(at, at + c.length).every((b, k) => b === c[k]), `chunk at ${at}`);
+      at += c.length;
+    }
+  } finally {
+    close();
+  }
+});

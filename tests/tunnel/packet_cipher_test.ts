@@ -270,6 +270,53 @@ Deno.test("a flipped bit anywhere in a packet is rejected before any payload is 
   );
 });
 
+Deno.test("split at every byte boundary, intact or with a flipped bit: whole packets only, verified first", () => {
+  for (const keyLen of [16, 32] as const) {
+    const key = randomBytes(keyLen), iv = randomBytes(12);
+    // Both paths: tiny and small packets in JavaScript, one over JS_MAX_BYTES by node:crypto.
+    const payloads = [randomBytes(3), randomBytes(JS_MAX_BYTES + 100), randomBytes(40)];
+    const { own } = sealBoth(keyLen, key, iv, 9, payloads);
+    const ends: number[] = [];
+    for (let off = 0; off < own.length;) {
+      off += own.readUInt32BE(off) + 20;
+      ends.push(off);
+    }
+    for (let cut = 1; cut < own.length; cut++) {
+      for (const flip of [-1, cut - 1, cut]) {
+        const wire = Buffer.from(own);
+        if (flip >= 0 && flip < wire.length) wire[flip] ^= 0x10;
+        // The packet holding the flipped byte; the ones before it must arrive intact.
+        const bad = flip < 0 ? payloads.length : ends.findIndex((e) => flip < e);
+        const got: Buffer[] = [];
+        const d = decipherOf(keyLen, key, iv, 9, true, (p) => {
+          got.push(Buffer.from(p));
+        });
+        let threw = false;
+        try {
+          d.decrypt(wire.subarray(0, cut), 0, cut);
+          // A prefix in front: ssh2 continues a chunk from an offset after NEWKEYS.
+          const rest = Buffer.concat([randomBytes(7), wire.subarray(cut)]);
+          d.decrypt(rest, 7, rest.length);
+        } catch {
+          threw = true;
+        }
+        // A flip in a length field may give another valid length: that packet then
+        // waits for bytes that never come; either way nothing of it is delivered.
+        if (flip < 0) assert.equal(threw, false, `cut ${cut}`);
+        assert.equal(got.length, bad, `cut ${cut} flip ${flip}: ${got.length} delivered`);
+        got.forEach((g, i) => assert.ok(g.equals(payloads[i]), `cut ${cut}: payload ${i}`));
+      }
+    }
+    // One byte at a time.
+    const got: Buffer[] = [];
+    const d = decipherOf(keyLen, key, iv, 9, true, (p) => {
+      got.push(Buffer.from(p));
+    });
+    feed(d, own, [1]);
+    assert.deepEqual(got.map((b) => b.toString("hex")), payloads.map((b) => b.toString("hex")));
+  }
+});
+
 Deno.test("free() stops encrypt; onPayload's return value stops decrypt like ssh2's", () => {
   const key = randomBytes(16), iv = randomBytes(12);
   const writes: Buffer[] = [];
