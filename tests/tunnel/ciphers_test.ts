@@ -15,6 +15,7 @@ import {
 } from "../../lib/tunnel/connect.ts";
 import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 import { type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
 
@@ -37,32 +38,6 @@ function rekey(client: Client): Promise<NegotiatedAlgorithms> {
     client.once("handshake", resolve);
     (client as unknown as { _protocol: { rekey(): void } })._protocol.rekey();
   });
-}
-
-/** An echo server; each connection gets back what it sent. */
-function echoServer() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const done = (async () => {
-    for await (const c of listener) {
-      conns.add(c);
-      c.readable.pipeTo(c.writable).catch(() => {}).finally(() => conns.delete(c));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch {
-          // Already closed.
-        }
-      }
-      await done.catch(() => {});
-    },
-  };
 }
 
 /** Sends `data` (in odd-sized pieces, so packets vary) and checks the echo. */

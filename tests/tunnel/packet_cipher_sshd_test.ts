@@ -15,34 +15,9 @@ import { connectEndpoint, endClient, type SshAlgorithms } from "../../lib/tunnel
 import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 import { packetCipherInstalled, packetCipherStats } from "../../lib/tunnel/packet_cipher.ts";
 import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
-
-/** An echo server; each connection gets back what it sent. */
-function echoServer() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const done = (async () => {
-    for await (const c of listener) {
-      conns.add(c);
-      c.readable.pipeTo(c.writable).catch(() => {}).finally(() => conns.delete(c));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch {
-          // Already closed.
-        }
-      }
-      await done.catch(() => {});
-    },
-  };
-}
 
 /** Writes `data` in pieces of varying size (with backpressure) and checks the echo. */
 async function roundTrip(ch: ClientChannel, data: Buffer): Promise<void> {

@@ -15,32 +15,10 @@ import type { ClientChannel } from "ssh2";
 import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
 import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { echoServer } from "../_helpers/echo_server.ts";
 import { startTcpMitm } from "../_helpers/tcp_mitm.ts";
 
 const ignore = !sshdAvailable();
-
-function echoServer() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const done = (async () => {
-    for await (const c of listener) {
-      conns.add(c);
-      c.readable.pipeTo(c.writable).catch(() => {}).finally(() => conns.delete(c));
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch { /* closed */ }
-      }
-      await done.catch(() => {});
-    },
-  };
-}
 
 for (const attack of ["flip", "garbage", "cut", "length"] as const) {
   Deno.test({

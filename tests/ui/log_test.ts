@@ -146,7 +146,8 @@ Deno.test("LineLogger drops lines past MAX_QUEUED_LINES for a stalled writer, th
   assert.match(written.at(-1)!, /INFO {2}after/);
 });
 
-Deno.test("LineLogger with batchMs holds info lines for one write, bounded in time", async () => {
+/** A logger batching for `batchMs`, and the text of each write it made. */
+function batchedLogger(batchMs: number) {
   const writes: string[] = [];
   const decoder = new TextDecoder();
   const log = new LineLogger({
@@ -157,8 +158,13 @@ Deno.test("LineLogger with batchMs holds info lines for one write, bounded in ti
       },
     },
     now: () => 0,
-    batchMs: 40,
+    batchMs,
   });
+  return { log, writes };
+}
+
+Deno.test("LineLogger with batchMs holds info lines for one write, bounded in time", async () => {
+  const { log, writes } = batchedLogger(40);
   log.log("info", "a");
   await new Promise((r) => setTimeout(r, 0));
   log.log("info", "b");
@@ -174,18 +180,7 @@ Deno.test("LineLogger with batchMs holds info lines for one write, bounded in ti
 });
 
 Deno.test("LineLogger with batchMs writes warnings at once, and flush() does not wait for the timer", async () => {
-  const writes: string[] = [];
-  const decoder = new TextDecoder();
-  const log = new LineLogger({
-    writer: {
-      write(p: Uint8Array) {
-        writes.push(decoder.decode(p));
-        return p.length;
-      },
-    },
-    now: () => 0,
-    batchMs: 60_000,
-  });
+  const { log, writes } = batchedLogger(60_000);
   log.log("info", "queued");
   log.log("warn", "urgent");
   await new Promise((r) => setTimeout(r, 0));
