@@ -52,47 +52,55 @@ export function guardBrowsers(handler: Handler, opts: BrowserGuardOptions): Hand
     allowedHosts: opts.allowedHosts,
   });
 
+  // Made once, not per request: only refusals and preflights need it.
+  const answer = async (req: Request, started: number, res: Response) => {
+    await req.body?.cancel().catch(() => {});
+    opts.onRequestLog?.({
+      method: req.method,
+      path: pathOf(req),
+      instance: null,
+      status: res.status,
+      bytes: 0,
+      durationMs: clock.now() - started,
+      attempts: 0,
+      clientCancelled: false,
+    });
+    return res;
+  };
+
   return async (req, info) => {
     const started = clock.now();
     const host = requestHeader(req, "host");
     const origin = requestHeader(req, "origin");
     const verdict = origin === null ? null : cors.verdict(origin, host);
     const crossAllowed = verdict === "allowed" ? origin : null;
-    const answer = async (res: Response) => {
-      await req.body?.cancel().catch(() => {});
-      opts.onRequestLog?.({
-        method: req.method,
-        path: pathOf(req),
-        instance: null,
-        status: res.status,
-        bytes: 0,
-        durationMs: clock.now() - started,
-        attempts: 0,
-        clientCancelled: false,
-      });
-      return res;
-    };
 
     if (!hostOk(host)) {
       const shown = JSON.stringify((host ?? "").slice(0, ECHO_MAX));
-      return answer(cors.apply(
-        errorResponse("host_not_allowed", {
-          message: `Host ${shown} is not allowed: without --auth-token the proxy serves only ` +
-            "loopback names, IP addresses and the --listen host (DNS rebinding protection); " +
-            "add this name with --allowed-host, or set --auth-token",
-        }),
-        crossAllowed,
-      ));
+      return answer(
+        req,
+        started,
+        cors.apply(
+          errorResponse("host_not_allowed", {
+            message: `Host ${shown} is not allowed: without --auth-token the proxy serves only ` +
+              "loopback names, IP addresses and the --listen host (DNS rebinding protection); " +
+              "add this name with --allowed-host, or set --auth-token",
+          }),
+          crossAllowed,
+        ),
+      );
     }
     if (
       origin !== null && req.method === "OPTIONS" &&
       requestHeader(req, "access-control-request-method") !== null
     ) {
       return answer(
+        req,
+        started,
         verdict === "denied" ? originRefused(origin) : cors.preflight(req, origin),
       );
     }
-    if (verdict === "denied") return answer(originRefused(origin!));
+    if (verdict === "denied") return answer(req, started, originRefused(origin!));
     return cors.apply(await handler(req, info), crossAllowed);
   };
 }

@@ -70,9 +70,25 @@ const TWO_21 = 0x200000;
 /** Prior capacity of a backend from its GPUs, before it has shown any. */
 export function gpuPrior(gpu: RouteTarget["gpu"]): number {
   if (!gpu) return DEFAULT_SLOTS;
-  const slots = GPU_SLOTS.find(([re]) => re.test(gpu.name))?.[1] ?? DEFAULT_SLOTS;
-  return slots * Math.max(1, gpu.count);
+  return slotsOf(gpu.name) * Math.max(1, gpu.count);
 }
+
+/**
+ * Slots per GPU of a class. `load()` asks for every candidate of every
+ * request and the names are few, so each is matched against the patterns once.
+ */
+function slotsOf(name: string): number {
+  let slots = SLOTS_BY_NAME.get(name);
+  if (slots === undefined) {
+    slots = GPU_SLOTS.find(([re]) => re.test(name))?.[1] ?? DEFAULT_SLOTS;
+    // Bounded: a fleet shows a handful of names; past the cap, start over.
+    if (SLOTS_BY_NAME.size >= MAX_GPU_NAMES) SLOTS_BY_NAME.clear();
+    SLOTS_BY_NAME.set(name, slots);
+  }
+  return slots;
+}
+const SLOTS_BY_NAME = new Map<string, number>();
+const MAX_GPU_NAMES = 256;
 
 /** The cache- and load-aware policy (see the module comment). */
 export class CacheAware implements Policy {
@@ -110,26 +126,49 @@ export class CacheAware implements Policy {
     if (candidates.length === 0) return undefined;
     for (const c of candidates) this.#learn(c);
     const prefix = route.prefix ?? [];
-    const loads = candidates.map((c) => this.load(c));
-    const minLoad = Math.min(...loads);
-    const held = candidates.map((c) =>
-      prefix.length === 0 ? 0 : this.matched(c.id, prefix) / prefix.length
-    );
+    // No arrays per request on the usual path: without a prefix, or when every
+    // candidate holds as much of it, loads are never needed (see below).
+    const n = candidates.length;
+    let held: number[] | null = null;
+    let uniform = true;
+    if (prefix.length > 0) {
+      held = new Array<number>(n);
+      for (let i = 0; i < n; i++) {
+        held[i] = this.matched(candidates[i].id, prefix) / prefix.length;
+        if (held[i] !== held[0]) uniform = false;
+      }
+    }
     // Where no backend holds more of the prompt than another, there is no
     // affinity to trade against load: pick by in-flight count, as
     // least-inflight does (fast backends drain sooner and so take more).
-    const uniform = held.every((m) => m === held[0]);
-    const matched = held.map((m, i) => (loads[i] - minLoad > this.#balanceThreshold ? 0 : m));
-    let best: RouteTarget[] = [];
-    let bestScore = -Infinity;
-    for (let i = 0; i < candidates.length; i++) {
-      const score = uniform ? -candidates[i].inFlight : matched[i] - this.#loadWeight * loads[i];
-      if (score > bestScore) {
-        best = [candidates[i]];
-        bestScore = score;
-      } else if (score === bestScore) best.push(candidates[i]);
+    let loads: number[] | null = null;
+    let minLoad = Infinity;
+    if (!uniform) {
+      loads = new Array<number>(n);
+      for (let i = 0; i < n; i++) {
+        loads[i] = this.load(candidates[i]);
+        // Pairwise Math.min: the same result as Math.min(...loads), NaN and -0 included.
+        minLoad = Math.min(minLoad, loads[i]);
+      }
     }
-    const pick = best.length === 1 ? best[0] : this.#tieBreak.select(best)!;
+    let best: RouteTarget | undefined;
+    let ties: RouteTarget[] | null = null;
+    let bestScore = -Infinity;
+    for (let i = 0; i < n; i++) {
+      const score = uniform
+        ? -candidates[i].inFlight
+        : (loads![i] - minLoad > this.#balanceThreshold ? 0 : held![i]) -
+          this.#loadWeight * loads![i];
+      if (score > bestScore) {
+        best = candidates[i];
+        ties = null;
+        bestScore = score;
+      } else if (score === bestScore) {
+        if (best === undefined) best = candidates[i];
+        else (ties ??= [best]).push(candidates[i]);
+      }
+    }
+    const pick = ties ? this.#tieBreak.select(ties)! : best!;
     this.#record(pick.id, prefix);
     return pick;
   }

@@ -34,6 +34,12 @@ export interface StatusExtra {
 
 const DEFAULT_DRAIN_TIMEOUT_MS = 30_000;
 
+/** True when each backend still has the model list it had in `lists` (same order). */
+function sameModels(backends: readonly Backend[], lists: readonly (readonly string[])[]): boolean {
+  for (let i = 0; i < backends.length; i++) if (backends[i].models !== lists[i]) return false;
+  return true;
+}
+
 /** All backends, keyed by instance id. Implements the routing `Pool`. */
 export class Fleet implements Pool {
   #deps: FleetDeps;
@@ -44,6 +50,13 @@ export class Fleet implements Pool {
   #queue: Promise<void> = Promise.resolve();
   #life = new AbortController();
   #closed = false;
+  // Caches for routing, which asks on every request (see #sorted, knownModels).
+  #sortedCache: readonly Backend[] | null = null;
+  #known: {
+    backends: readonly Backend[];
+    lists: readonly (readonly string[])[];
+    models: ReadonlySet<string>;
+  } | null = null;
 
   /** An empty fleet; backends arrive through `apply()`. */
   constructor(deps: FleetDeps) {
@@ -83,8 +96,15 @@ export class Fleet implements Pool {
 
   /** Models of every backend the fleet still has, whatever its state. */
   knownModels(): ReadonlySet<string> {
+    // Asked on every request, while the answer changes only with the
+    // backends or their (frozen, replaced-not-edited) model lists: reused
+    // while both are the very same objects as when it was built.
+    const sorted = this.#sorted();
+    const known = this.#known;
+    if (known && known.backends === sorted && sameModels(sorted, known.lists)) return known.models;
     const models = new Set<string>();
     for (const b of this.#backends.values()) for (const m of b.models) models.add(m);
+    this.#known = { backends: sorted, lists: sorted.map((b) => b.models), models };
     return models;
   }
 
@@ -155,7 +175,7 @@ export class Fleet implements Pool {
     if (current?.closing) {
       // Back while its old backend still drains (removed, then listed again):
       // let the old one finish on its own and start afresh.
-      this.#backends.delete(after.id);
+      this.#remove(after.id);
       return this.#add(after);
     }
     if (!current) return this.#add(after);
@@ -172,7 +192,7 @@ export class Fleet implements Pool {
     this.#deps.logger.log("info", "rebuilding backend: connection details changed", {
       id: after.id,
     });
-    this.#backends.delete(after.id);
+    this.#remove(after.id);
     const from = current.state;
     this.#retire(current, this.#drainTimeout());
     const fresh = this.#create(after);
@@ -201,6 +221,7 @@ export class Fleet implements Pool {
       onEvent: (e) => this.#forward(b, e),
     });
     this.#backends.set(spec.id, b);
+    this.#sortedCache = null;
     return b;
   }
 
@@ -220,15 +241,22 @@ export class Fleet implements Pool {
   /** Drains and closes `b`, then drops it from the map if it still holds the id. */
   #retire(b: Backend, timeoutMs: number): Promise<void> {
     const done = b.drainAndClose(timeoutMs).then(() => {
-      if (this.#backends.get(b.id) === b) this.#backends.delete(b.id);
+      if (this.#backends.get(b.id) === b) this.#remove(b.id);
     });
     this.#retiring.add(done);
     void done.finally(() => this.#retiring.delete(done));
     return done;
   }
 
-  #sorted(): Backend[] {
-    return [...this.#backends.values()].sort((a, b) => a.id - b.id);
+  /** Backends sorted by id. Shared between calls: callers copy before changing it. */
+  #sorted(): readonly Backend[] {
+    // Routing asks on every request; the set only changes through #create and #remove.
+    return this.#sortedCache ??= [...this.#backends.values()].sort((a, b) => a.id - b.id);
+  }
+
+  #remove(id: number): void {
+    this.#backends.delete(id);
+    this.#sortedCache = null;
   }
 
   #drainTimeout(): number {

@@ -55,8 +55,15 @@ const EMITTABLE = /^[\t\x20-\x7e\x80-\xff]*$/;
  */
 export function instanceAuthorization(upstreamAuth: string | null): string | null {
   if (!upstreamAuth) return null;
-  return /^bearer\s/i.test(upstreamAuth) ? upstreamAuth : `Bearer ${upstreamAuth}`;
+  // Asked once per request with one of a few tokens: the last answer is reused.
+  if (upstreamAuth === lastAuthIn) return lastAuthOut;
+  const out = /^bearer\s/i.test(upstreamAuth) ? upstreamAuth : `Bearer ${upstreamAuth}`;
+  lastAuthIn = upstreamAuth;
+  lastAuthOut = out;
+  return out;
 }
+let lastAuthIn = "";
+let lastAuthOut = "";
 
 /**
  * Request headers the proxy replaces: `Host` (the instance's own address

@@ -64,13 +64,24 @@ export function createHostCheck(opts: HostCheckOptions): (host: string | null) =
   const listen = parseHost(opts.listenHostname)?.name;
   if (listen && listen !== "0.0.0.0" && listen !== "::") names.add(listen);
 
-  return (host) => {
-    if (host === null) return true;
+  const allowed = (host: string): boolean => {
     const h = parseHost(host);
     if (!h) return false;
     if (isLoopbackName(h.name) || isIpLiteral(h.name) || names.has(h.name)) return true;
     if (h.port !== null && withPort.has(`${h.name}:${h.port}`)) return true;
     return suffixes.some((s) => h.name === s.slice(1) || h.name.endsWith(s));
+  };
+  // The verdict depends on the value alone, and a client sends the same
+  // `Host` on every request: the last one is remembered.
+  let lastHost: string | null = null;
+  let lastOk = false;
+  return (host) => {
+    if (host === null) return true;
+    if (host !== lastHost) {
+      lastOk = allowed(host);
+      lastHost = host;
+    }
+    return lastOk;
   };
 }
 

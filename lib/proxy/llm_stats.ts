@@ -86,13 +86,28 @@ export function llmObserverFor(
   res: { status: number; headers: HeaderPairs },
   clock: { startedAt: number; now: () => number },
 ): LlmObserver | null {
-  if (req.method !== "POST" || !COMPLETION_PATHS.has(req.path.replace(/\/+$/, ""))) return null;
+  if (req.method !== "POST" || !COMPLETION_PATHS.has(withoutTrailingSlashes(req.path))) return null;
   if (res.status < 200 || res.status > 299) return null;
-  const contentType = res.headers.find(([n]) => n.toLowerCase() === "content-type")?.[1] ?? "";
-  const type = contentType.split(";")[0].trim().toLowerCase();
+  let contentType = "";
+  for (const [n, v] of res.headers) {
+    // Engines send it in lower case: the exact compare spares a lowercased copy of each name.
+    if (n === "content-type" || (n.length === 12 && n.toLowerCase() === "content-type")) {
+      contentType = v;
+      break;
+    }
+  }
+  const semi = contentType.indexOf(";");
+  const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
   const mode = type === "text/event-stream" ? "sse" : type === "application/json" ? "json" : null;
   if (!mode) return null;
   return new LlmObserver({ mode, model: req.model, ...clock });
+}
+
+/** `path.replace(/\/+$/, "")` without a regex run per request. */
+export function withoutTrailingSlashes(path: string): string {
+  let end = path.length;
+  while (end > 0 && path.charCodeAt(end - 1) === 0x2f) end--;
+  return end === path.length ? path : path.slice(0, end);
 }
 
 /** Watches one response's bytes; `finish()` says what it saw. */
@@ -230,6 +245,8 @@ export class LlmObserver {
   }
 
   #joined(): string {
+    // One kept chunk (a JSON body that came with its head) is already a copy of its own.
+    if (this.#pending.length === 1) return decoder.decode(this.#pending[0]);
     const out = new Uint8Array(this.#pendingBytes);
     let at = 0;
     for (const p of this.#pending) {

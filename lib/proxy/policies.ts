@@ -182,6 +182,8 @@ export interface RouterPolicies {
   sticky?: Policy;
 }
 
+const NOTHING_TRIED: ReadonlySet<number> = new Set();
+
 /** Outcome of routing one attempt. */
 export type RouteDecision =
   | { ok: true; target: RouteTarget }
@@ -197,7 +199,7 @@ export function pickTarget(
   routable: readonly RouteTarget[],
   route: RouteInfo,
   policies: RouterPolicies,
-  tried: ReadonlySet<number> = new Set(),
+  tried: ReadonlySet<number> = NOTHING_TRIED,
 ): RouteDecision {
   if (routable.length === 0) return { ok: false, code: "no_healthy_backend" };
   // An explicit pin wins over model eligibility: the client named the instance.
@@ -207,7 +209,10 @@ export function pickTarget(
   }
   const eligible = eligibleFor(routable, route);
   if (!eligible.ok) return eligible;
-  const untried = eligible.targets.filter((t) => !tried.has(t.id));
+  // A first attempt has tried nothing: skip the filter (and its copy).
+  const untried = tried.size === 0
+    ? eligible.targets
+    : eligible.targets.filter((t) => !tried.has(t.id));
   const candidates = untried.length > 0 ? untried : eligible.targets;
   const policy = route.stickyKey !== undefined && policies.sticky
     ? policies.sticky

@@ -102,25 +102,39 @@ export function createHandler(deps: RelayDeps): Handler {
     const path = pathnameOf(req.url);
     // One log line per request, whichever path ends it.
     let logged = false;
-    const line = (status: number, extra: Partial<RequestLogLine> = {}) => {
+    // Fields as arguments, not an object to spread: this runs for every request.
+    const line = (
+      status: number,
+      instance: number | null,
+      bytes: number,
+      attempts: number,
+      clientCancelled: boolean,
+    ) => {
       if (logged) return;
       logged = true;
       emit({
         method: req.method,
         path,
-        instance: null,
+        instance,
         status,
-        bytes: 0,
+        bytes,
         durationMs: clock.now() - started,
-        attempts: 0,
-        clientCancelled: false,
-        ...extra,
+        attempts,
+        clientCancelled,
       });
     };
     const log = (res: Response, extra: Partial<RequestLogLine> = {}): Response => {
-      line(res.status, extra);
+      line(
+        res.status,
+        extra.instance ?? null,
+        extra.bytes ?? 0,
+        extra.attempts ?? 0,
+        extra.clientCancelled ?? false,
+      );
       return res;
     };
+    // One closure for the route info and the upgrade check.
+    const header = (name: string) => requestHeader(req, name);
 
     if (!(await checkToken(requestHeader(req, "authorization")))) {
       await req.body?.cancel();
@@ -152,7 +166,7 @@ export function createHandler(deps: RelayDeps): Handler {
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
     const route = routeInfoFor(
-      (name) => requestHeader(req, name),
+      header,
       body,
       deps.stickyHeader,
       deps.pool.knownModels?.(),
@@ -162,6 +176,7 @@ export function createHandler(deps: RelayDeps): Handler {
     // served, so a stray engine byte can never reach another client.
     const affinity = connectionKey(info);
 
+    const upgrade = wantsUpgrade(header);
     const tried = new Set<number>();
     for (let attempt = 0;; attempt++) {
       const decision = deps.admission
@@ -190,12 +205,12 @@ export function createHandler(deps: RelayDeps): Handler {
         target,
         body,
         affinity,
-        upgrade: wantsUpgrade((name) => requestHeader(req, name)),
+        upgrade,
         clock,
         llm: { path, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
         delivered: () => (info as { completed?: Promise<void> } | undefined)?.completed,
-        onDone: (d) => line(d.status, { ...d, attempts: attempt + 1 }),
+        onDone: (d) => line(d.status, d.instance, d.bytes, attempt + 1, d.clientCancelled),
         onReleased: deps.admission?.wake,
       });
       if ("response" in result) return result.response;
@@ -448,10 +463,14 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   }
 
   if (backend.recordLlm) {
-    observer = llmObserverFor({ method: req.method, ...input.llm }, upstream, {
-      startedAt: dispatchedAt,
-      now: () => clock.now(),
-    });
+    observer = llmObserverFor(
+      { method: req.method, path: input.llm.path, model: input.llm.model },
+      upstream,
+      {
+        startedAt: dispatchedAt,
+        now: () => clock.now(),
+      },
+    );
   }
   if (source instanceof Uint8Array) {
     // The whole body came with the head and its channel is already back in

@@ -258,3 +258,61 @@ Deno.test("Fleet keeps health loops running on the clock", async () => {
   await fleet.drainAll(0);
   assert.equal(clock.pending, 0);
 });
+
+Deno.test("Fleet.knownModels() and routable() are cached yet see every change by the next call", async () => {
+  const { fleet, clock, served } = setup();
+  // What both answered before they were cached: built afresh on each call.
+  const fresh = () => {
+    const models = new Set<string>();
+    for (const s of fleet.snapshots()) for (const m of fleet.backend(s.id)!.models) models.add(m);
+    return models;
+  };
+  const same = () => {
+    // As sets: the fleet lists them in its map's order, which snapshots() does not show.
+    assert.deepEqual(new Set(fleet.knownModels()), fresh());
+    assert.deepEqual(
+      fleet.routable().map((b) => b.id),
+      fleet.snapshots().filter((s) => fleet.backend(s.id)!.routable).map((s) => s.id),
+    );
+  };
+  same();
+  await fleet.apply(diff({ added: [testSpec(2)] }));
+  await settle(clock);
+  assert.deepEqual([...fleet.knownModels()], ["llama-3-8b"]);
+  same();
+  // Unchanged fleet: the very same set, not a rebuilt one.
+  assert.equal(fleet.knownModels(), fleet.knownModels());
+  // A health check that finds another model list.
+  served.models = ["qwen", "llama-3-8b"];
+  await clock.tick(5000);
+  await flushMicrotasks();
+  assert.deepEqual([...fleet.knownModels()], ["qwen", "llama-3-8b"]);
+  same();
+  // A backend added, then a rebuild, then a removal.
+  served.models = ["mistral"];
+  const one = testSpec(1);
+  await fleet.apply(diff({ added: [one] }));
+  assert.deepEqual(fleet.snapshots().map((s) => s.id), [1, 2]);
+  same();
+  await settle(clock);
+  assert.deepEqual(new Set(fleet.knownModels()), new Set(["qwen", "llama-3-8b", "mistral"]));
+  assert.deepEqual(fleet.routable().map((b) => b.id), [1, 2]);
+  same();
+  await fleet.apply(diff({ changed: [{ before: one, after: { ...one, token: "rotated" } }] }));
+  same();
+  await settle(clock);
+  same();
+  await fleet.apply(diff({ removed: [testSpec(2)] }));
+  assert.deepEqual(fleet.routable().map((b) => b.id), [1]);
+  same();
+  await clock.tick(30_000);
+  await flushMicrotasks();
+  assert.deepEqual(fleet.snapshots().map((s) => s.id), [1]);
+  assert.deepEqual([...fleet.knownModels()], ["mistral"]);
+  same();
+  // Callers may change what routable() returns without touching the fleet.
+  fleet.routable().length = 0;
+  assert.deepEqual(fleet.routable().map((b) => b.id), [1]);
+  await fleet.drainAll(0);
+  same();
+});

@@ -601,6 +601,17 @@ Deno.test("relay: a body that came whole is relayed as bytes with the same answe
       attempts: 1,
       clientCancelled: false,
     }]);
+    // The fields in this order too (log formatters print them as they come).
+    assert.deepEqual(Object.keys(whole.lines[0]), [
+      "method",
+      "path",
+      "instance",
+      "status",
+      "bytes",
+      "durationMs",
+      "attempts",
+      "clientCancelled",
+    ]);
     assert.equal(whole.samples.length, 1);
     assert.equal(whole.samples[0].outputTokens, 7, "usage read from the bytes");
     if (server) {

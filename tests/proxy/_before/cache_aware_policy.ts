@@ -1,0 +1,237 @@
+// The implementation before the hot-path pass (issue #14), kept verbatim as the oracle of
+// tests/proxy/hot_path_oracle_test.ts. Not used by the proxy.
+
+/**
+ * `--policy cache-aware`: route on what the engines know (issue #15).
+ *
+ * For each request, among the eligible candidates:
+ *   1. load      — each backend's capacity-relative load: in-flight / capacity.
+ *   2. balance   — a candidate more than `balanceThreshold` above the least
+ *                  loaded one loses its affinity: load wins over cache there.
+ *   3. affinity  — the rest score `matched − loadWeight × load`, where
+ *                  `matched` is the fraction of the prompt's prefix blocks
+ *                  this policy last sent to that backend (so the engine most
+ *                  likely still holds their KV cache). Highest score wins.
+ *                  When every candidate matches equally (no history, or
+ *                  only a shared system prompt), fewest in flight wins, as
+ *                  in least-inflight; ties rotate.
+ *
+ * Capacity is what a backend has shown it can serve: the running batch it
+ * had while requests waited in its queue (its slot limit) once seen, else
+ * the largest batch seen or a prior from its GPU class and count, whichever
+ * is larger. A backend counts as saturated once its engine reports a queue
+ * that (with what this proxy is about to add beyond capacity) passes
+ * `saturationQueue × capacity`; the admission queue (admission.ts) holds
+ * requests while every candidate is. No metrics, no saturation.
+ *
+ * State (the prefix record and the capacities) is owned by this object and
+ * written only by `select()`, and is bounded: the prefix record is one LRU
+ * over all backends with `maxEntries` blocks; capacities keep at most
+ * `MAX_BACKENDS` entries.
+ */
+import type { Policy } from "./policies.ts";
+import { RoundRobin } from "./policies.ts";
+import type { RouteTarget } from "../../../lib/proxy/pool.ts";
+import type { RouteInfo } from "./route_info.ts";
+
+/** Options of `CacheAware`, with their defaults. */
+export interface CacheAwareOptions {
+  /** Prefix blocks remembered over all backends (default 100_000, ~4 MB). */
+  maxEntries?: number;
+  /**
+   * Capacity-relative load gap past which balance overrides affinity
+   * (default 0.25: a backend a quarter of its capacity busier than the
+   * idlest one gets no credit for cached prefixes; 0.5 and 1 let hot spots
+   * form in the routing benchmark).
+   */
+  balanceThreshold?: number;
+  /** Weight of load against matched prefix fraction in the score (default 1). */
+  loadWeight?: number;
+  /** Queue, as a fraction of capacity, past which a backend is saturated (default 1). */
+  saturationQueue?: number;
+}
+
+/** Capacity learned for one backend. */
+interface Learned {
+  /** Largest running batch reported. */
+  maxRunning: number;
+  /** Running batch while requests waited: the engine's slot limit; null until seen. */
+  limit: number | null;
+}
+
+/** Backends whose capacity is remembered (oldest forgotten first). */
+const MAX_BACKENDS = 1024;
+/** Concurrent requests one GPU of a class serves well, for an unknown model of ~8B parameters. */
+const GPU_SLOTS: readonly [RegExp, number][] = [
+  [/B200|H200|H100|GH200/i, 64],
+  [/A100|H800|A800|L40|6000 Ada|MI300/i, 48],
+  [/4090|3090|A6000|A5000|L4\b|5090|A40/i, 16],
+];
+const DEFAULT_SLOTS = 16;
+const TWO_21 = 0x200000;
+
+/** Prior capacity of a backend from its GPUs, before it has shown any. */
+export function gpuPrior(gpu: RouteTarget["gpu"]): number {
+  if (!gpu) return DEFAULT_SLOTS;
+  const slots = GPU_SLOTS.find(([re]) => re.test(gpu.name))?.[1] ?? DEFAULT_SLOTS;
+  return slots * Math.max(1, gpu.count);
+}
+
+/** The cache- and load-aware policy (see the module comment). */
+export class CacheAware implements Policy {
+  /** Policy name. */
+  readonly name = "cache-aware";
+  /** Asks the relay for `RouteInfo.prefix`. */
+  readonly usesPrefix = true;
+  readonly #maxEntries: number;
+  readonly #balanceThreshold: number;
+  readonly #loadWeight: number;
+  readonly #saturationQueue: number;
+  /**
+   * Remembered (backend, prefix block) pairs as 53-bit keys, in LRU order
+   * (a Set iterates in insertion order; a touch re-inserts).
+   */
+  readonly #blocks = new Set<number>();
+  readonly #learned = new Map<number, Learned>();
+  readonly #tieBreak = new RoundRobin();
+
+  /** A policy with `opts` (see `CacheAwareOptions` for defaults). */
+  constructor(opts: CacheAwareOptions = {}) {
+    this.#maxEntries = opts.maxEntries ?? 100_000;
+    this.#balanceThreshold = opts.balanceThreshold ?? 0.25;
+    this.#loadWeight = opts.loadWeight ?? 1;
+    this.#saturationQueue = opts.saturationQueue ?? 1;
+  }
+
+  /** Prefix blocks currently remembered, over all backends (bounded by `maxEntries`). */
+  get entries(): number {
+    return this.#blocks.size;
+  }
+
+  /** Picks a candidate and records the request's prefix against it. */
+  select(candidates: readonly RouteTarget[], route: RouteInfo): RouteTarget | undefined {
+    if (candidates.length === 0) return undefined;
+    for (const c of candidates) this.#learn(c);
+    const prefix = route.prefix ?? [];
+    const loads = candidates.map((c) => this.load(c));
+    const minLoad = Math.min(...loads);
+    const held = candidates.map((c) =>
+      prefix.length === 0 ? 0 : this.matched(c.id, prefix) / prefix.length
+    );
+    // Where no backend holds more of the prompt than another, there is no
+    // affinity to trade against load: pick by in-flight count, as
+    // least-inflight does (fast backends drain sooner and so take more).
+    const uniform = held.every((m) => m === held[0]);
+    const matched = held.map((m, i) => (loads[i] - minLoad > this.#balanceThreshold ? 0 : m));
+    let best: RouteTarget[] = [];
+    let bestScore = -Infinity;
+    for (let i = 0; i < candidates.length; i++) {
+      const score = uniform ? -candidates[i].inFlight : matched[i] - this.#loadWeight * loads[i];
+      if (score > bestScore) {
+        best = [candidates[i]];
+        bestScore = score;
+      } else if (score === bestScore) best.push(candidates[i]);
+    }
+    const pick = best.length === 1 ? best[0] : this.#tieBreak.select(best)!;
+    this.#record(pick.id, prefix);
+    return pick;
+  }
+
+  /**
+   * Capacity-relative load of `t`: requests in flight over what it can run
+   * at once. The proxy's own count, because it is live; the engine's
+   * numbers are a health interval old and would show requests long gone.
+   */
+  load(t: RouteTarget): number {
+    return t.inFlight / this.capacity(t);
+  }
+
+  /** Requests `t` can run at once, as learned or from its GPUs. */
+  capacity(t: RouteTarget): number {
+    const l = this.#learned.get(t.id);
+    if (l?.limit) return l.limit;
+    return Math.max(gpuPrior(t.gpu), l?.maxRunning ?? 0);
+  }
+
+  /**
+   * True when `t`'s queue, reported by the engine or inferred from
+   * in-flight requests (plus `extra` about to start) beyond its capacity,
+   * is past the threshold.
+   */
+  saturated(t: RouteTarget, extra = 0): boolean {
+    this.#learn(t);
+    // Only the engine's own word counts: a backend whose engine reports no
+    // queue (or no metrics at all) is never held back on a guess. A prior
+    // from its GPU class once made the proxy refuse streams that the engines
+    // would have served (1,000 SSE streams over 8 backends got 503s).
+    const load = t.engineLoad as (RouteTarget["engineLoad"] & { stale?: boolean }) | undefined;
+    if (!load || load.stale || load.waiting === null) return false;
+    const cap = this.capacity(t);
+    // The requests about to start join the engine's queue once its slots are full.
+    const queued = load.waiting + Math.max(0, t.inFlight + extra - cap);
+    return load.waiting > 0 && queued > this.#saturationQueue * cap;
+  }
+
+  /** How many leading blocks of `prefix` were last sent to backend `id`. */
+  matched(id: number, prefix: readonly number[]): number {
+    const salt = saltOf(id);
+    let n = 0;
+    while (n < prefix.length && this.#blocks.has(keyOf(prefix[n], salt))) n++;
+    return n;
+  }
+
+  /** Notes what the engine reports about its batch, for capacity. */
+  #learn(t: RouteTarget): void {
+    const running = t.engineLoad?.running;
+    if (running === null || running === undefined) return;
+    let l = this.#learned.get(t.id);
+    if (!l) {
+      if (this.#learned.size >= MAX_BACKENDS) {
+        this.#learned.delete(this.#learned.keys().next().value!);
+      }
+      l = { maxRunning: 0, limit: null };
+      this.#learned.set(t.id, l);
+    }
+    l.maxRunning = Math.max(l.maxRunning, running);
+    // Requests waiting while this many ran: the batch was full.
+    if ((t.engineLoad?.waiting ?? 0) > 0 && running > 0) l.limit = Math.max(l.limit ?? 0, running);
+  }
+
+  /**
+   * Remembers `prefix` as sent to backend `id`, deepest block first, so the
+   * shallow blocks are the freshest and eviction trims prefixes from the
+   * end, the way an engine's radix cache evicts leaves first.
+   */
+  #record(id: number, prefix: readonly number[]): void {
+    const salt = saltOf(id);
+    for (let k = prefix.length - 1; k >= 0; k--) {
+      const key = keyOf(prefix[k], salt);
+      this.#blocks.delete(key);
+      this.#blocks.add(key);
+    }
+    // Evict the least recently routed blocks over the cap.
+    if (this.#blocks.size > this.#maxEntries) {
+      let excess = this.#blocks.size - this.#maxEntries;
+      for (const key of this.#blocks) {
+        if (excess-- <= 0) break;
+        this.#blocks.delete(key);
+      }
+    }
+  }
+}
+
+/** A per-backend 53-bit salt as two lanes [high 32 bits, low 21 bits]. */
+function saltOf(id: number): [number, number] {
+  let h = Math.imul(id ^ 0x9e3779b9, 0x85ebca6b);
+  h ^= h >>> 13;
+  let l = Math.imul(h ^ 0xc2b2ae35, 0x27d4eb2f);
+  l ^= l >>> 16;
+  return [h >>> 0, l & 0x1fffff];
+}
+
+/** The key of block hash `block` (53 bits) for a backend: the hash xor its salt, exactly. */
+function keyOf(block: number, salt: [number, number]): number {
+  const hi = Math.floor(block / TWO_21);
+  const lo = block - hi * TWO_21;
+  return ((hi ^ salt[0]) >>> 0) * TWO_21 + ((lo ^ salt[1]) & 0x1fffff);
+}

@@ -1,0 +1,145 @@
+// The implementation before the hot-path pass (issue #14), kept verbatim as the oracle of
+// tests/proxy/hot_path_oracle_test.ts. Not used by the proxy.
+
+/**
+ * What routing knows about one request, gathered once by the relay and
+ * handed to eligibility filters and policies. One object, so a new input
+ * (say, a prefix hash for cache-aware routing) changes no policy signature.
+ */
+import { jsonObjectOf, modelOf, nonEmpty } from "./body_model.ts";
+import { INSTANCE_HEADER, parsePin } from "./headers.ts";
+
+/** Routing inputs of one request. */
+export interface RouteInfo {
+  /** `model` of the request body (JSON, multipart or urlencoded form), when present. */
+  readonly model?: string;
+  /** Value of the `--sticky-header` header, when configured and sent. */
+  readonly stickyKey?: string;
+  /** Instance id from `X-VastProxy-Instance`, when valid. */
+  readonly pinnedId?: number;
+  /** Models the whole fleet serves, healthy or not (see `Pool.knownModels`). */
+  readonly knownModels?: ReadonlySet<string>;
+  /**
+   * The prompt's prefix as cumulative block hashes (see `prefixBlocks`):
+   * element k identifies the whole prompt text up to the end of block k.
+   * Only computed when the policy asks for it (`Policy.usesPrefix`).
+   */
+  readonly prefix?: readonly number[];
+}
+
+/** Options of `routeInfoFor`. */
+export interface RouteInfoOptions {
+  /** Extract `prefix` from a JSON body (default false: cache-blind policies skip the work). */
+  prefix?: boolean;
+}
+
+/** Builds the route info from request headers and the buffered body. */
+export function routeInfoFor(
+  headers: Headers | ((name: string) => string | null),
+  body: Uint8Array | null,
+  stickyHeader: string | null,
+  knownModels?: ReadonlySet<string>,
+  opts: RouteInfoOptions = {},
+): RouteInfo {
+  const get = typeof headers === "function" ? headers : (name: string) => headers.get(name);
+  // The model only changes routing when the fleet serves several; skip
+  // parsing (up to 8 MiB of JSON, or a whole multipart upload, on the event
+  // loop) when it cannot matter.
+  const wantModel = !(knownModels && knownModels.size <= 1);
+  let model: string | undefined;
+  let prefix: number[] | undefined;
+  const json = opts.prefix ? jsonObjectOf(get("content-type"), body) : undefined;
+  if (json) {
+    // One parse serves both the model and the prefix.
+    if (wantModel) model = nonEmpty(json.model);
+    const blocks = prefixBlocks(promptText(json));
+    if (blocks.length > 0) prefix = blocks;
+  } else if (wantModel) {
+    model = modelOf(get("content-type"), body);
+  }
+  const sticky = stickyHeader ? get(stickyHeader.toLowerCase()) : null;
+  const pinnedId = parsePin(get(INSTANCE_HEADER));
+  return {
+    ...(model !== undefined ? { model } : {}),
+    ...(sticky ? { stickyKey: sticky } : {}),
+    ...(pinnedId !== undefined ? { pinnedId } : {}),
+    ...(knownModels ? { knownModels } : {}),
+    ...(prefix ? { prefix } : {}),
+  };
+}
+
+/** Characters per prefix block: about 16 tokens, the page size engines cache in. */
+export const PREFIX_BLOCK_CHARS = 64;
+/** Most blocks taken from one prompt (32 KiB of text): bounds hashing work and policy memory. */
+export const MAX_PREFIX_BLOCKS = 512;
+
+/**
+ * The prompt text an engine would prefix-cache, in order: chat `messages`
+ * (role and text content of each), else `prompt` (a string, or the first of
+ * a list of strings). Stops collecting once the block cap is reached. Token
+ * arrays and non-text parts contribute nothing; two prompts that differ
+ * only there hash alike, which costs affinity precision, not correctness.
+ */
+export function promptText(json: Record<string, unknown>, maxChars = maxPrefixChars()): string {
+  const parts: string[] = [];
+  let length = 0;
+  const add = (s: string) => {
+    parts.push(s);
+    length += s.length;
+  };
+  const messages = json.messages;
+  if (Array.isArray(messages)) {
+    for (const m of messages) {
+      if (length >= maxChars) break;
+      if (!m || typeof m !== "object") continue;
+      const { role, content } = m as Record<string, unknown>;
+      // Control-character separators, so ["ab", "c"] and ["a", "bc"] differ.
+      add(`\u0000${typeof role === "string" ? role : ""}\u0001`);
+      if (typeof content === "string") add(content);
+      else if (Array.isArray(content)) {
+        for (const part of content) {
+          const text = part && typeof part === "object"
+            ? (part as Record<string, unknown>).text
+            : undefined;
+          if (typeof text === "string") add(text);
+        }
+      }
+    }
+  } else if (typeof json.prompt === "string") {
+    add(json.prompt);
+  } else if (Array.isArray(json.prompt) && typeof json.prompt[0] === "string") {
+    add(json.prompt[0]);
+  }
+  const text = parts.join("");
+  return text.length > maxChars ? text.slice(0, maxChars) : text;
+}
+
+function maxPrefixChars(): number {
+  return PREFIX_BLOCK_CHARS * MAX_PREFIX_BLOCKS;
+}
+
+/**
+ * Cumulative hashes of `text`'s full 64-char blocks, at most `maxBlocks`:
+ * the hash state runs on across blocks, so block k names the whole prefix
+ * up to k and two prompts share block k's hash only if they share all text
+ * up to it. Two 32-bit lanes (FNV-1a and a multiply-xorshift) give a
+ * 53-bit value, so collisions among the policy's 100k remembered blocks are
+ * negligible. A trailing partial block is left out: it names only this exact prompt.
+ */
+export function prefixBlocks(text: string, maxBlocks = MAX_PREFIX_BLOCKS): number[] {
+  const blocks: number[] = [];
+  const full = Math.min(Math.floor(text.length / PREFIX_BLOCK_CHARS), maxBlocks);
+  let a = 0x811c9dc5;
+  let b = 0x9747b28c;
+  for (let k = 0; k < full; k++) {
+    const end = (k + 1) * PREFIX_BLOCK_CHARS;
+    for (let i = k * PREFIX_BLOCK_CHARS; i < end; i++) {
+      const c = text.charCodeAt(i);
+      a = Math.imul(a ^ c, 0x01000193);
+      b = Math.imul(b ^ c, 0x5bd1e995);
+      b ^= b >>> 15;
+    }
+    blocks.push((a >>> 0) * 0x200000 + (b >>> 11));
+  }
+  return blocks;
+}
