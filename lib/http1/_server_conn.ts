@@ -145,6 +145,9 @@ export class ServerConn {
   #pos = 0;
   #reading: Promise<void> | null = null;
   #readSize = HEAD_READ;
+  // A head-size read buffer whose bytes were copied out after the last read,
+  // so the next read can use it again (it is never handed out as a view).
+  #scratch: Uint8Array | null = null;
   #eof = false;
   #closed = false;
   #phase: Phase = "head";
@@ -212,7 +215,9 @@ export class ServerConn {
       this.#eof = true;
       return;
     }
-    const scratch = new Uint8Array(this.#readSize);
+    const reuse = this.#scratch !== null && this.#scratch.length === this.#readSize;
+    const scratch = reuse ? this.#scratch! : new Uint8Array(this.#readSize);
+    this.#scratch = null;
     let n: number | null;
     try {
       n = await this.#conn.read(scratch);
@@ -225,7 +230,12 @@ export class ServerConn {
       return;
     }
     // Keep small reads compact: thousands of connections may each hold one.
-    const fresh = n * 4 < scratch.length ? scratch.slice(0, n) : scratch.subarray(0, n);
+    // A compacted read leaves the scratch unreferenced, so the next read
+    // takes it instead of a fresh allocation; only head-size ones are kept,
+    // so an idle connection holds no more than its pending read did.
+    const compact = n * 4 < scratch.length;
+    const fresh = compact ? scratch.slice(0, n) : scratch.subarray(0, n);
+    if (compact && scratch.length === HEAD_READ) this.#scratch = scratch;
     if (this.#available() === 0) {
       this.#buf = fresh;
       this.#pos = 0;
@@ -289,18 +299,19 @@ export class ServerConn {
 
   // --- one exchange ------------------------------------------------------------
 
+  /** Stray CRLFs between requests (after a body, some clients add one) are skipped. */
+  #skipBlank(): void {
+    while (
+      this.#available() > 0 && (this.#buf[this.#pos] === 13 || this.#buf[this.#pos] === 10)
+    ) {
+      this.#pos++;
+    }
+  }
+
   /** Reads a complete head; null when the connection ended or was answered and must close. */
   async #readHead(first: boolean): Promise<Uint8Array | null> {
     this.#readSize = HEAD_READ;
-    // Stray CRLFs between requests (after a body, some clients add one) are skipped.
-    const skipBlank = () => {
-      while (
-        this.#available() > 0 && (this.#buf[this.#pos] === 13 || this.#buf[this.#pos] === 10)
-      ) {
-        this.#pos++;
-      }
-    };
-    skipBlank();
+    this.#skipBlank();
     if (this.#available() === 0) {
       // The first head must arrive within the header timeout of the accept;
       // a kept-alive connection may be idle for the idle timeout first.
@@ -310,12 +321,8 @@ export class ServerConn {
       while (this.#available() === 0) {
         await this.#fill();
         if (this.#eof) return null;
-        skipBlank();
+        this.#skipBlank();
       }
-    }
-    if (this.#phase !== "head") {
-      this.#phase = "head";
-      this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
     }
     let from = 0;
     for (;;) {
@@ -330,6 +337,14 @@ export class ServerConn {
         this.#phase = "active";
         await this.#writeQuietly(simpleResponse(431));
         return null;
+      }
+      // The header timeout runs from the first byte of the head, but is armed
+      // only once the head needs another read: a head that came whole (the
+      // usual case) is served before any timer could see the phase, so
+      // arming and disarming it would be a clock read for nothing.
+      if (this.#phase !== "head") {
+        this.#phase = "head";
+        this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
       }
       from = resumeFrom(view.length);
       await this.#fill();
@@ -648,12 +663,17 @@ export class ServerConn {
           minor: head.minor,
           keepAlive,
           knownLength: whole.byteLength,
+          tail: whole,
         });
       } catch (err) {
         const fallback = await this.#fallback(err);
         return await this.#writeResponse(fallback, head, keepAlive, onReader);
       }
-      await this.#writeAll(whole.byteLength > 0 ? concat([enc.bytes, whole]) : enc.bytes);
+      // The first write inline: it nearly always takes everything, and an
+      // async #writeAll per response is a promise and a turn more.
+      const bytes = enc.bytes;
+      const n = await this.#conn.write(bytes);
+      if (n < bytes.length) await this.#writeAll(bytes.subarray(n));
       return { ok: true, close: enc.close };
     }
     if (noBody || res.body === null) {

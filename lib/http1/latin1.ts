@@ -7,6 +7,8 @@
 
 const ascii = new TextDecoder("ascii", { fatal: false });
 const encoder = new TextEncoder();
+// deno-lint-ignore no-control-regex -- the ASCII range is the point
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /** Bytes → byte string (code unit = byte). */
 export function bytesToLatin1(bytes: Uint8Array): string {
@@ -30,8 +32,7 @@ export function bytesToLatin1(bytes: Uint8Array): string {
  * such a string is not a byte string and cannot go on the wire as is.
  */
 export function latin1ToBytes(s: string): Uint8Array {
-  // deno-lint-ignore no-control-regex -- the ASCII range is the point
-  if (!/[^\x00-\x7f]/.test(s)) return encoder.encode(s);
+  if (!NON_ASCII.test(s)) return encoder.encode(s);
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
@@ -43,10 +44,25 @@ export function latin1ToBytes(s: string): Uint8Array {
 
 /** Writes byte string `s` into `out` at `at`; returns the new offset (same rules as `latin1ToBytes`). */
 export function writeLatin1(s: string, out: Uint8Array, at: number): number {
+  // An ASCII string's UTF-8 is its bytes: one native copy instead of a JS
+  // loop per character (heads are nearly always ASCII).
+  if (!NON_ASCII.test(s)) return at + encoder.encodeInto(s, out.subarray(at)).written;
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c > 0xff) throw new RangeError("header text is not a byte string");
     out[at++] = c;
   }
   return at;
+}
+
+/**
+ * Byte string `s` followed by `tail`, in one buffer: a head and the body
+ * that leaves with it cost one allocation and one copy of the body, not a
+ * head buffer and a concatenation. Same rules for `s` as `latin1ToBytes`.
+ */
+export function latin1WithTail(s: string, tail: Uint8Array | null): Uint8Array {
+  if (tail === null || tail.byteLength === 0) return latin1ToBytes(s);
+  const out = new Uint8Array(s.length + tail.byteLength);
+  out.set(tail, writeLatin1(s, out, 0));
+  return out;
 }

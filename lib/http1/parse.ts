@@ -5,7 +5,7 @@
  * decoder. Pure functions over `Uint8Array`s, so every framing rule is
  * testable without a stream.
  */
-import { bytesToLatin1, latin1ToBytes, writeLatin1 } from "./latin1.ts";
+import { bytesToLatin1, latin1WithTail } from "./latin1.ts";
 import { type HeaderPairs, Http1Error } from "./types.ts";
 
 /** Largest response head accepted; real engines send well under 1 KiB. */
@@ -60,6 +60,7 @@ export interface ResponseHead {
 
 const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?:[ \t](.*))?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
+const CL_DIGITS = /^[0-9]{1,15}$/;
 
 /** Strips leading and trailing SP / HTAB only (String.prototype.trim would also eat 0xa0). */
 export function trimOws(s: string): string {
@@ -185,10 +186,13 @@ export function framingOf(method: string, head: ResponseHead): Framing {
     return codings.at(-1) === "chunked" ? { kind: "chunked" } : { kind: "close" };
   }
   if (cl === null) return { kind: "close" };
+  // One plain number (nearly every answer): the general check below would
+  // say the same, without a split, a Set and a regex over its one value.
+  if (CL_DIGITS.test(cl)) return { kind: "length", length: Number(cl) };
   // Repeated identical values ("5, 5", or two fields) are one length.
   const values = new Set(cl.split(",").map(trimOws));
   const [only] = values;
-  if (values.size !== 1 || !/^[0-9]{1,15}$/.test(only)) {
+  if (values.size !== 1 || !CL_DIGITS.test(only)) {
     throw new Http1Error("conflicting or invalid Content-Length from the engine", { sent: true });
   }
   return { kind: "length", length: Number(only) };
@@ -255,11 +259,7 @@ export function encodeRequest(
   const needsLength = body !== null || !(method === "GET" || method === "HEAD");
   if (needsLength) head += `content-length: ${body?.byteLength ?? 0}\r\n`;
   head += "\r\n";
-  if (!body || body.byteLength === 0) return latin1ToBytes(head);
-  const out = new Uint8Array(head.length + body.byteLength);
-  const at = writeLatin1(head, out, 0);
-  out.set(body, at);
-  return out;
+  return latin1WithTail(head, body);
 }
 
 /** Decoder states (plain numbers: a hot switch). */

@@ -3,7 +3,7 @@
  * the handler's fields byte for byte, and the framing fields the server owns
  * (`content-length` / `transfer-encoding`, `connection`, `date`).
  */
-import { latin1ToBytes } from "./latin1.ts";
+import { latin1ToBytes, latin1WithTail } from "./latin1.ts";
 import { headersOrder, responsePairsOf } from "./raw.ts";
 
 /** How the body after a head is delimited on the wire. */
@@ -23,10 +23,16 @@ export interface ResponseHeadOptions {
   keepAlive: boolean;
   /** The whole body's length when it is already known, else null. */
   knownLength: number | null;
+  /**
+   * Bytes that follow the head on the wire in the same write (a whole
+   * body): `bytes` then holds both, sparing a second buffer and a copy.
+   */
+  tail?: Uint8Array;
 }
 
 /** An encoded head plus what the server must do after it. */
 export interface EncodedHead {
+  /** The head, followed by `tail` when one was given. */
   bytes: Uint8Array;
   framing: ResponseFraming;
   /** True when the connection must close after the body. */
@@ -128,7 +134,7 @@ export function encodeResponseHead(res: Response, opts: ResponseHeadOptions): En
   if (close) head += "connection: close\r\n";
   else if (opts.minor === 0) head += "connection: keep-alive\r\n";
   head += "\r\n";
-  return { bytes: latin1ToBytes(head), framing, close };
+  return { bytes: latin1WithTail(head, opts.tail ?? null), framing, close };
 }
 
 /** A complete small response the server writes on its own (400, 408, 431, 503). */
