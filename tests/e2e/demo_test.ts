@@ -31,6 +31,22 @@ function collect(stream: ReadableStream<Uint8Array>): { text: () => string; done
   return { text: () => text, done };
 }
 
+/** Waits until `/v1/models` (healthy backends only) lists `model`. */
+async function untilServed(base: string, model: string, child: () => string, timeoutMs = 20_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ids = await fetch(`${base}/v1/models`)
+      .then((r) => r.json())
+      .then((j: { data?: { id: string }[] }) => (j.data ?? []).map((m) => m.id))
+      .catch(() => [] as string[]);
+    if (ids.includes(model)) return;
+    if (Date.now() > deadline) {
+      throw new Error(`${model} never served; the demo's log:\n${child()}`);
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
 async function untilHealthy(base: string, child: () => string, timeoutMs = 20_000) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -83,6 +99,9 @@ Deno.test("demo e2e: serves 3 simulated instances to the openai client, status/w
       .exec(out.text());
     assert.ok(curl, `no curl line in:\n${out.text()}`);
     const model = JSON.parse(curl[2]).model as string;
+    // healthz is 200 once any backend is; the curl line's model may be
+    // another's, still starting (under a loaded machine that took seconds).
+    await untilServed(base, model, err.text);
 
     const client = new OpenAI({ baseURL: `${base}/v1`, apiKey: "unused" });
     const stream = await client.chat.completions.create({
