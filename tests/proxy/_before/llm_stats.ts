@@ -1,4 +1,4 @@
-// The implementation before the hot-path pass (issue #14), kept verbatim as the oracle of
+// The implementation before the hot-path pass (issue #14), kept verbatim (only the parts under test) as the oracle of
 // tests/proxy/hot_path_oracle_test.ts. Not used by the proxy.
 
 /**
@@ -327,80 +327,4 @@ function objectEnd(s: string, open: number): number {
     }
   }
   return -1;
-}
-
-/** Per-backend LLM numbers for /vastproxy/status and the table. */
-export interface LlmSnapshot {
-  /** Median time to first token, ms (estimated from buckets), or null before any stream. */
-  ttftP50Ms: number | null;
-  /** Median inter-token latency, ms, or null. */
-  itlP50Ms: number | null;
-  /** Recent decode speed of one stream (moving average), or null. */
-  tokensPerSec: number | null;
-  /** Output tokens relayed so far. */
-  outputTokens: number;
-}
-
-/** One model's LLM metrics on one backend, for /vastproxy/metrics. */
-export interface LlmModelData {
-  ttft: HistogramData;
-  itl: HistogramData;
-  outputTokens: number;
-}
-
-/** Distinct model labels kept per backend; later ones are counted as `other`. */
-export const MAX_MODEL_LABELS = 16;
-/** Weight of the newest stream in the tokens/s moving average. */
-const TPS_ALPHA = 0.2;
-
-class ModelStats {
-  ttft = new LatencyHistogram(TTFT_BUCKETS_MS);
-  itl = new LatencyHistogram(ITL_BUCKETS_MS);
-  outputTokens = 0;
-}
-
-/** One backend's LLM metrics; its owner calls `record()`. */
-export class LlmStats {
-  #all = new ModelStats();
-  #models = new Map<string, ModelStats>();
-  #tps: number | null = null;
-
-  /** Adds one response's sample under `label` (the caller bounds labels to what it serves). */
-  record(label: string, s: LlmSample): void {
-    let m = this.#models.get(label);
-    if (!m) {
-      const key = this.#models.size < MAX_MODEL_LABELS ? label : "other";
-      m = this.#models.get(key) ?? new ModelStats();
-      this.#models.set(key, m);
-    }
-    for (const target of [this.#all, m]) {
-      if (s.ttftMs !== null) target.ttft.observe(s.ttftMs);
-      if (s.itl) target.itl.merge(s.itl);
-      target.outputTokens += s.outputTokens;
-    }
-    if (s.tokensPerSec !== null && Number.isFinite(s.tokensPerSec)) {
-      this.#tps = this.#tps === null
-        ? s.tokensPerSec
-        : this.#tps + TPS_ALPHA * (s.tokensPerSec - this.#tps);
-    }
-  }
-
-  /** The numbers the status shows. */
-  snapshot(): LlmSnapshot {
-    return Object.freeze({
-      ttftP50Ms: this.#all.ttft.quantile(0.5),
-      itlP50Ms: this.#all.itl.quantile(0.5),
-      tokensPerSec: this.#tps,
-      outputTokens: this.#all.outputTokens,
-    });
-  }
-
-  /** Copies per model label, for /vastproxy/metrics. */
-  data(): Map<string, LlmModelData> {
-    return new Map(
-      [...this.#models].map((
-        [k, m],
-      ) => [k, { ttft: m.ttft.data(), itl: m.itl.data(), outputTokens: m.outputTokens }]),
-    );
-  }
 }
