@@ -365,6 +365,11 @@ export function onRequestAbort(req: Request, fn: () => void): () => void {
 
 function noop(): void {}
 
+/** True once `req` was aborted (the client left), without making an `AbortSignal`. */
+export function requestAborted(req: Request): boolean {
+  return req instanceof ServerRequest ? req[ABORT].aborted : req.signal.aborted;
+}
+
 /** The server's parsed head of `req`, when it came through the server. */
 export function rawRequestOf(req: Request): RawRequest | undefined {
   return req instanceof ServerRequest ? req[RAW] : undefined;

@@ -14,7 +14,13 @@ import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
 import type { Http1Response } from "../http1/types.ts";
-import { onRequestAbort, rawRequestOf, requestHeader, responseWithPairs } from "../http1/raw.ts";
+import {
+  onRequestAbort,
+  rawRequestOf,
+  requestAborted,
+  requestHeader,
+  responseWithPairs,
+} from "../http1/raw.ts";
 import { pathnameOf } from "./url_path.ts";
 import { type Upgraded, wantsUpgrade } from "../http1/upgrade.ts";
 import { switchProtocols } from "./upgrade_relay.ts";
@@ -162,7 +168,13 @@ export function createHandler(deps: RelayDeps): Handler {
     // handler returns, i.e. once response headers arrived (no retry needs
     // the body after that) or the request failed.
     using read = await bodies.read(req);
-    if (!read.ok) return log(read.response());
+    if (!read.ok) {
+      // A body cut short because the client left is a cancel, not a bad request.
+      if (read.code === "bad_request" && requestAborted(req)) {
+        return log(new Response(null, { status: 499 }), { clientCancelled: true });
+      }
+      return log(read.response());
+    }
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
     const route = routeInfoFor(

@@ -693,3 +693,37 @@ Deno.test("relay: a small answer is logged once the server says whether the clie
     await res.body?.cancel();
   }
 });
+
+Deno.test("relay: a client that leaves mid-upload is logged as a cancel (499), not a bad request", async () => {
+  const target = new FakeTarget(1);
+  let sent = 0;
+  target.sender = () => {
+    sent++;
+    return Promise.resolve(completionAnswer(true));
+  };
+  const { h, lines } = handler(new FakePool([target]));
+  const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, h);
+  try {
+    // The head and part of a 100-byte body arrive apart, so the body is
+    // read from the socket, not taken whole from the head's buffer.
+    const conn = await Deno.connect({ hostname: "127.0.0.1", port: srv.addr.port });
+    await conn.write(new TextEncoder().encode(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: h\r\nContent-Length: 100\r\n\r\n",
+    ));
+    await new Promise((r) => setTimeout(r, 30));
+    await conn.write(new TextEncoder().encode('{"model":'));
+    await new Promise((r) => setTimeout(r, 30));
+    conn.close();
+    const deadline = Date.now() + 3_000;
+    while (lines.length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    assert.equal(lines.length, 1);
+    assert.equal(lines[0].status, 499);
+    assert.equal(lines[0].clientCancelled, true);
+    assert.equal(lines[0].instance, null);
+    assert.equal(sent, 0, "nothing reached an engine");
+  } finally {
+    await srv.closeAll();
+  }
+});
