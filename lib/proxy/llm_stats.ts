@@ -16,6 +16,7 @@
  */
 import type { HeaderPairs } from "../http1/types.ts";
 import { type HistogramData, LatencyHistogram } from "./histogram.ts";
+import { mediaTypeOf } from "./body_model.ts";
 
 /** TTFT bucket bounds, ms: from a cached prompt on a small model to a long queue. */
 export const TTFT_BUCKETS_MS: readonly number[] = Object.freeze([
@@ -88,7 +89,7 @@ export function llmObserverFor(
 ): LlmObserver | null {
   if (req.method !== "POST" || !COMPLETION_PATHS.has(withoutTrailingSlashes(req.path))) return null;
   if (res.status < 200 || res.status > 299) return null;
-  let contentType = "";
+  let contentType: string | null = null;
   for (const [n, v] of res.headers) {
     // Engines send it in lower case: the exact compare spares a lowercased copy of each name.
     if (n === "content-type" || (n.length === 12 && n.toLowerCase() === "content-type")) {
@@ -96,8 +97,7 @@ export function llmObserverFor(
       break;
     }
   }
-  const semi = contentType.indexOf(";");
-  const type = (semi === -1 ? contentType : contentType.slice(0, semi)).trim().toLowerCase();
+  const type = mediaTypeOf(contentType);
   const mode = type === "text/event-stream" ? "sse" : type === "application/json" ? "json" : null;
   if (!mode) return null;
   return new LlmObserver({ mode, model: req.model, ...clock });
