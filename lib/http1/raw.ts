@@ -107,6 +107,7 @@ const ABORT: unique symbol = Symbol("abort");
 const MAKE_BODY: unique symbol = Symbol("make body");
 const HOLDER: unique symbol = Symbol("body holder");
 const INNER: unique symbol = Symbol("inner request");
+const BYTES: unique symbol = Symbol("response bytes");
 
 /**
  * Deno's own internal slots of a `Request` (symbols it does not export),
@@ -160,7 +161,6 @@ export interface ServerRequestInit {
   body: (() => ReadableStream<Uint8Array>) | null;
   abort: RequestAbort;
 }
-const BYTES: unique symbol = Symbol("response bytes");
 
 /**
  * Where the body lives once someone uses it: an ordinary `Request` made

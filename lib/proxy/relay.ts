@@ -486,11 +486,11 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
   }
   if (source instanceof Uint8Array) {
     // The whole body came with the head and its channel is already back in
-    // the pool: the exchange is over, so it settles now and the server
-    // writes the bytes with the head, with no stream on either side.
+    // the pool; the server writes the bytes with the head, with no stream on
+    // either side.
     bytes = source.byteLength;
     observer?.chunk(source);
-    // The log line says what the client got, so it is written once the
+    // The log line says what the client got, so the attempt settles once the
     // server has written the answer (or failed to). That also keeps the
     // settling work off the response's path.
     const delivered = input.delivered?.();
