@@ -57,8 +57,8 @@ export type SshAlgorithms = Pick<Algorithms, "cipher" | "hmac">;
  * 1.8× faster. AES-GCM comes first anyway: chacha20-poly1305 is what the
  * Terrapin attack (CVE-2023-48795) targets on an sshd without strict key
  * exchange, and vast images often carry old sshds; GCM already meets the
- * bulk target (≥ 100 MB/s). The rest
- * are fallbacks every OpenSSH since 6.5 accepts; nothing CBC, arcfour or 3DES.
+ * bulk target (≥ 100 MB/s). The rest are fallbacks every OpenSSH since 6.5
+ * accepts; nothing CBC, arcfour or 3DES.
  */
 export const SSH_ALGORITHMS: SshAlgorithms = {
   cipher: [

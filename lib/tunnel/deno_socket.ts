@@ -14,8 +14,9 @@
  * - `pause()`/`resume()` (ssh2 pauses until its crypto is initialised);
  * - `writable`, `readable`, `_readableState.ended` (ssh2's `isWritable`),
  *   `connecting === false` (already connected: ssh2 starts at once);
- * - `setNoDelay`, `setTimeout`, `setMaxListeners` (the last two are no-ops
- *   here; timeouts are ssh2's and the tunnel's own).
+ * - `setNoDelay` (once ready). ssh2 sets a timeout and a listener limit
+ *   only on sockets it made itself; timeouts here are ssh2's and the
+ *   tunnel's own.
  */
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
@@ -191,27 +192,6 @@ export class DenoSocket extends EventEmitter {
     try {
       this.#conn.setNoDelay(noDelay);
     } catch { /* closed */ }
-    return this;
-  }
-
-  setKeepAlive(enable = false): this {
-    try {
-      this.#conn.setKeepAlive(enable);
-    } catch { /* closed */ }
-    return this;
-  }
-
-  setTimeout(_ms: number): this {
-    return this;
-  }
-
-  ref(): this {
-    this.#conn.ref();
-    return this;
-  }
-
-  unref(): this {
-    this.#conn.unref();
     return this;
   }
 
