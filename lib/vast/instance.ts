@@ -43,7 +43,7 @@ export function resolveInstance(
     dph: typeof record.dph_total === "number" && Number.isFinite(record.dph_total)
       ? record.dph_total
       : null,
-    startedAt: typeof record.start_date === "number" ? Math.round(record.start_date * 1000) : null,
+    startedAt: startedAtMs(record.start_date),
     endpoints: sshEndpoints(record),
     remotePort: opts.remotePort ?? detectRemotePort(record, env),
     engine: detectEngine(env),
@@ -252,4 +252,15 @@ export function instanceSummary(spec: BackendSpec, now: number): InstanceSummary
     port: String(spec.remotePort),
     age: spec.startedAt === null ? "-" : formatAge(now - spec.startedAt),
   };
+}
+
+/**
+ * vast's `start_date` (seconds) in ms, or null: a finite number of seconds
+ * can still overflow to Infinity in ms, which JSON (the fleet diff) turns
+ * into null behind our back.
+ */
+function startedAtMs(startDate: number | null | undefined): number | null {
+  if (typeof startDate !== "number") return null;
+  const ms = Math.round(startDate * 1000);
+  return Number.isFinite(ms) ? ms : null;
 }

@@ -162,3 +162,19 @@ Deno.test("fuzz: parseDuration and parseSize return a finite non-negative intege
   assert.equal(parseDuration("9".repeat(400)), undefined);
   assert.equal(parseSize("1constructor"), undefined);
 });
+
+Deno.test("resolveInstance(): a start_date that overflows in milliseconds gives no start time", () => {
+  const base = parseInstances([makeInstanceRecord({ id: 7 })], nullLogger).records[0];
+  const spec = resolveInstance({ ...base, start_date: 1.797693134862316e305 }, {
+    remotePort: null,
+    label: null,
+    instances: [],
+  });
+  assert.equal(spec.startedAt, null);
+  const ok = resolveInstance({ ...base, start_date: 1_769_904_000 }, {
+    remotePort: null,
+    label: null,
+    instances: [],
+  });
+  assert.equal(ok.startedAt, 1_769_904_000_000);
+});
