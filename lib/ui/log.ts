@@ -151,13 +151,16 @@ export class LineLogger implements Logger {
   #opts: Required<Omit<LineLoggerOptions, "secrets">> & { secrets: readonly string[] };
   #encoder = new TextEncoder();
   #failed = false;
-  /** Formatted lines (newline included) waiting for the writer. */
-  #queue: string[] = [];
+  /**
+   * Lines waiting for the writer: formatted (newline included), or records
+   * of batched lines, formatted when the batch is written.
+   */
+  #queue: (string | LogRecord)[] = [];
   /** The running drain, while there is one. */
   #draining: Promise<void> | null = null;
   /** Lines dropped since the queue was last full. */
   #dropped = 0;
-  /** UTF-16 length of the queued text (a cheap stand-in for its bytes). */
+  /** UTF-16 length of the queued text, estimated for records (a cheap stand-in for its bytes). */
   #queuedChars = 0;
   /** The pending `batchMs` timer, while lines wait for it. */
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -178,7 +181,6 @@ export class LineLogger implements Logger {
   /** Formats and queues one line. */
   log(level: LogLevel, msg: string, fields: LogFields = {}): void {
     if (!levelEnabled(level, this.#opts.level)) return;
-    const line = this.format({ time: this.#opts.now(), level, msg, fields });
     // A slow reader of our output (a stalled pipe, a log shipper) must not
     // grow memory without bound or hold up requests: past MAX_QUEUED_LINES,
     // lines are dropped and the gap is reported once the queue drains.
@@ -186,11 +188,32 @@ export class LineLogger implements Logger {
       this.#dropped++;
       return;
     }
-    this.#queue.push(line + "\n");
-    this.#queuedChars += line.length + 1;
-    if (this.#draining) return; // the running drain takes it
+    const time = this.#opts.now();
     const wait = this.#opts.batchMs;
-    if (wait > 0 && LEVEL_RANK[level] < LEVEL_RANK.warn && this.#queuedChars < MAX_BATCH_BYTES) {
+    const batched = wait > 0 && LEVEL_RANK[level] < LEVEL_RANK.warn;
+    if (batched) {
+      // Formatted when the batch is written, not here: a request's line is
+      // logged right after its answer went out, and formatting it there
+      // held up the client's next request (one CPU shared with the client,
+      // caches the request path needs). The fields are copied, as the
+      // caller may reuse its object.
+      const copy: LogFields = {};
+      let chars = msg.length + 32;
+      for (const k in fields) {
+        if (!Object.hasOwn(fields, k)) continue;
+        const v = fields[k];
+        copy[k] = v;
+        chars += k.length + 2 + (typeof v === "string" ? v.length : 8);
+      }
+      this.#queue.push({ time, level, msg, fields: copy });
+      this.#queuedChars += chars;
+    } else {
+      const line = this.format({ time, level, msg, fields });
+      this.#queue.push(line + "\n");
+      this.#queuedChars += line.length + 1;
+    }
+    if (this.#draining) return; // the running drain takes it
+    if (batched && this.#queuedChars < MAX_BATCH_BYTES) {
       // At a thousand requests a second, a write per turn was a write (and a
       // hop to Deno's blocking-I/O thread and back) per request line.
       this.#timer ??= setTimeout(() => this.#startDrain(), wait);
@@ -217,7 +240,8 @@ export class LineLogger implements Logger {
     await Promise.resolve();
     try {
       while (this.#queue.length > 0) {
-        let text = this.#queue.join("");
+        let text = "";
+        for (const l of this.#queue) text += typeof l === "string" ? l : this.format(l) + "\n";
         this.#queue.length = 0;
         this.#queuedChars = 0;
         if (this.#dropped > 0) {
