@@ -113,23 +113,29 @@ const BYTES: unique symbol = Symbol("response bytes");
  * Deno's own internal slots of a `Request` (symbols it does not export),
  * found by their descriptions: `new Request(req)` and `fetch(req)` read the
  * input's inner request (method, header list, body) and its signal through
- * these, not through the public getters. Undefined if a Deno release
- * renames them (tests/http1/raw_test.ts then fails).
+ * these, not through the public getters, and every `Request` member checks
+ * the WebIDL brand first. Undefined if a Deno release renames them
+ * (tests/http1/raw_test.ts then fails).
  */
 function slotOf(target: object, description: string): symbol | undefined {
   return Object.getOwnPropertySymbols(target).find((s) => s.description === description);
 }
-const INNER_SLOT = slotOf(new Request("http://probe.invalid/"), "request");
+const PROBE = new Request("http://probe.invalid/");
+const INNER_SLOT = slotOf(PROBE, "request");
+const BRAND_SLOT = slotOf(PROBE, "[[webidl.brand]]");
+const BRAND_VALUE = BRAND_SLOT === undefined
+  ? undefined
+  : (PROBE as unknown as Record<symbol, unknown>)[BRAND_SLOT];
 const SIGNAL_SLOT = slotOf(Request.prototype, "signal");
 type Slots = Record<symbol, { body: unknown }>;
 
 /**
- * The accessor put over each server Request's own inner-request slot: the
- * slot `super(url)` filled describes a bodiless GET with no fields, so code
+ * The inner-request slot of every server Request, on the prototype: it is
+ * made from this request's method, fields and body on first use, so code
  * that reads it (`new Request(req)`, `new Request(req, init)`, `fetch(req)`,
- * the members this class does not override) gets one made from this
- * request's method, fields and body on first use instead. The body is the
- * holder's (one body, one used-state, whichever way it is read).
+ * the `Request` members this class does not override) gets what an
+ * ordinary Request would hold. The body is the holder's (one body, one
+ * used-state, whichever way it is read).
  */
 const INNER_ACCESSOR: PropertyDescriptor = {
   configurable: true,
@@ -138,7 +144,7 @@ const INNER_ACCESSOR: PropertyDescriptor = {
     if (this[INNER] === undefined) {
       const inner = (new Request(this[URL_KEY], {
         method: this[METHOD],
-        headers: this.headers,
+        headers: (this as unknown as Request).headers,
       }) as unknown as Slots)[INNER_SLOT!];
       const h = holderOf(this);
       inner.body = h ? (h as unknown as Slots)[INNER_SLOT!].body : null;
@@ -169,16 +175,19 @@ export interface ServerRequestInit {
 const HOLDER_URL = "http://body.invalid/";
 
 /**
- * The server's `Request`. The `Request` constructor gets the URL only:
- * given a body stream, a signal and a method it made a `ReadableStream`, a
- * dependent `AbortSignal` and converted the init through WebIDL on every
- * request, which the relay mostly never uses (it takes the body bytes, the
- * fields and the cancellation through the side channel). `method`, `url`,
- * `headers`, `signal` and the body members are getters and methods on the
- * prototype that make what they return on first use, so code that asks
- * still gets what an ordinary `Request` would give.
+ * The server's `Request`: an object whose prototype chain runs through
+ * `Request.prototype` (so `instanceof Request` holds and every member is
+ * there), but which is never passed through the `Request` constructor.
+ * That constructor parsed the URL, converted an init through WebIDL and
+ * filled eight slots on every request, and replacing its inner-request slot
+ * afterwards turned each request into a slow dictionary-mode object for
+ * everything that read it later. `method`, `url`, `headers`, `signal` and
+ * the body members are getters and methods here that make what they return
+ * on first use; the brand and the inner-request slot serve the `Request`
+ * members not overridden here, so code that asks still gets what an
+ * ordinary `Request` would give.
  */
-class ServerRequest extends Request {
+class ServerRequest {
   [RAW]: RawRequest;
   [URL_KEY]: string;
   [METHOD]: string;
@@ -189,9 +198,10 @@ class ServerRequest extends Request {
   [INNER]: unknown;
 
   constructor(init: ServerRequestInit, raw: RawRequest) {
-    // Parsing the URL here also refuses a Host the URL parser refuses (the server answers 400).
-    super(init.url);
-    if (INNER_SLOT !== undefined) Object.defineProperty(this, INNER_SLOT, INNER_ACCESSOR);
+    // Every object gets the same fields in the same order: one hidden class.
+    if (BRAND_SLOT !== undefined) {
+      (this as unknown as Record<symbol, unknown>)[BRAND_SLOT] = BRAND_VALUE;
+    }
     this[INNER] = undefined;
     this[RAW] = raw;
     this[URL_KEY] = init.url;
@@ -202,48 +212,58 @@ class ServerRequest extends Request {
     this[HOLDER] = undefined;
   }
 
-  override arrayBuffer(): Promise<ArrayBuffer> {
+  arrayBuffer(): Promise<ArrayBuffer> {
     const h = holderOf(this);
-    return h ? h.arrayBuffer() : super.arrayBuffer();
+    return h ? h.arrayBuffer() : superRequest.arrayBuffer.call(this);
   }
 
-  override blob(): Promise<Blob> {
+  blob(): Promise<Blob> {
     const h = holderOf(this);
-    return h ? h.blob() : super.blob();
+    return h ? h.blob() : superRequest.blob.call(this);
   }
 
-  override bytes(): Promise<Uint8Array<ArrayBuffer>> {
+  bytes(): Promise<Uint8Array<ArrayBuffer>> {
     const h = holderOf(this);
-    return h ? h.bytes() : super.bytes();
+    return h ? h.bytes() : superRequest.bytes.call(this);
   }
 
-  override formData(): Promise<FormData> {
+  formData(): Promise<FormData> {
     const h = holderOf(this);
-    return h ? h.formData() : super.formData();
+    return h ? h.formData() : superRequest.formData.call(this);
   }
 
-  override json(): Promise<unknown> {
+  json(): Promise<unknown> {
     const h = holderOf(this);
-    return h ? h.json() : super.json();
+    return h ? h.json() : superRequest.json.call(this);
   }
 
-  override text(): Promise<string> {
+  text(): Promise<string> {
     const h = holderOf(this);
-    return h ? h.text() : super.text();
+    return h ? h.text() : superRequest.text.call(this);
   }
 
   /** A plain `Request` with this one's URL, method, fields, signal and a tee of the body. */
-  override clone(): Request {
+  clone(): Request {
     const h = holderOf(this);
     return new Request(this[URL_KEY], {
       method: this[METHOD],
-      headers: this.headers,
+      headers: (this as unknown as Request).headers,
       body: h ? h.clone().body : null,
       signal: this[ABORT].signal,
       // @ts-ignore: `duplex` is required for a stream body, not yet in every lib.dom
       duplex: "half",
     });
   }
+}
+// `Request`'s own members, called on a server request (brand and inner slot above).
+const superRequest = Request.prototype as unknown as Record<
+  "arrayBuffer" | "blob" | "bytes" | "formData" | "json" | "text",
+  // deno-lint-ignore no-explicit-any
+  (this: any) => Promise<any>
+>;
+Object.setPrototypeOf(ServerRequest.prototype, Request.prototype);
+if (INNER_SLOT !== undefined) {
+  Object.defineProperty(ServerRequest.prototype, INNER_SLOT, INNER_ACCESSOR);
 }
 
 /** The `Request` holding the body stream, made on first use; undefined when there is no body. */
@@ -317,6 +337,37 @@ Object.defineProperty(ServerRequest.prototype, "bodyUsed", {
 });
 
 /**
+ * Throws where `new Request(url)` would: a host the URL parser refuses, or
+ * credentials in the URL (the server answers 400). Whether an origin-form
+ * URL parses depends on its host alone, as what follows the host is a path
+ * that always parses; the answers for ordinary hosts are kept, so a request
+ * costs no URL parse. Anything else is checked whole each time.
+ */
+function checkUrl(url: string): void {
+  const end = url.indexOf("/", 7);
+  const host = url.startsWith("http://") && end > 7 ? url.slice(7, end) : null;
+  if (host === null || !PLAIN_HOST.test(host)) {
+    new Request(url);
+    return;
+  }
+  let ok = hosts.get(host);
+  if (ok === undefined) {
+    try {
+      new Request(`http://${host}/`);
+      ok = true;
+    } catch {
+      ok = false;
+    }
+    if (hosts.size >= 256) hosts.clear();
+    hosts.set(host, ok);
+  }
+  if (!ok) new Request(url); // throws the constructor's own error
+}
+const hosts = new Map<string, boolean>();
+/** Names, IPv4, bracketed IPv6 and a port: nothing that can end the authority early or hold credentials. */
+const PLAIN_HOST = /^[A-Za-z0-9.\-_:[\]]+$/;
+
+/**
  * `new Request(url, { method }).method`: the six standard methods upper-cased
  * whatever their case, others as sent; throws where `Request` does (CONNECT,
  * TRACE, TRACK). Clients send a handful of methods, so the answers are kept.
@@ -332,7 +383,8 @@ const methods = new Map<string, string>();
 
 /** A `Request` for the server (see `ServerRequest`); throws where `new Request` would. */
 export function serverRequest(init: ServerRequestInit, raw: RawRequest): Request {
-  return new ServerRequest(init, raw);
+  checkUrl(init.url);
+  return new ServerRequest(init, raw) as unknown as Request;
 }
 
 /** `req.body !== null`, without making the server's body stream. */

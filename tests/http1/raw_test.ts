@@ -16,6 +16,7 @@ import {
   responseBytesOf,
   responsePairsOf,
   responseWithPairs,
+  serverRequest,
 } from "../../lib/http1/raw.ts";
 import { serveHttp1, type ServerHandler } from "../../lib/http1/server.ts";
 import type { ServerHandlerInfo } from "../../lib/http1/_server_conn.ts";
@@ -628,4 +629,50 @@ Deno.test("responseBytesOf(): a bytes body beside the response, until someone re
   assert.equal(await res.text(), "abc");
   // Consumed through the stream: the server must not write the bytes again.
   assert.equal(responseBytesOf(res), undefined);
+});
+
+Deno.test("the server's Request refuses exactly the URLs the Request constructor refuses, cached or not", () => {
+  const hosts = fc.oneof(
+    fc.constantFrom(
+      "h",
+      "h:8",
+      "127.0.0.1:80",
+      "[::1]:8080",
+      "[::1",
+      "a..b",
+      "-x-",
+      "h:",
+      "h:99999",
+    ),
+    fc.constantFrom("a@b", "", "a b", "a%2", "a?b", "a#b", "a\\b", "x/y", "[fe80::1%25e]", "ÿ"),
+    fc.stringMatching(/^[A-Za-z0-9.\-_:[\]@%?#/\\ ]{0,12}$/),
+  );
+  const targets = fc.constantFrom("/", "/v1/x?q=1", "//x", "/a/../b", "/%zz", "/\u00ff");
+  const abort = new RequestAbort();
+  // Twice per case: the second answer comes from the host cache.
+  fc.assert(
+    fc.property(hosts, targets, (host, target) => {
+      const url = `http://${host}${target}`;
+      let want: string;
+      try {
+        want = new Request(url).url === "" ? "?" : "ok";
+      } catch (e) {
+        want = (e as Error).name;
+      }
+      for (let i = 0; i < 2; i++) {
+        let got: string;
+        try {
+          const req = serverRequest({ url, method: "GET", body: null, abort }, {
+            headers: [],
+            takeBody: () => null,
+          });
+          got = req.url === url && req instanceof Request ? "ok" : "?";
+        } catch (e) {
+          got = (e as Error).name;
+        }
+        assert.equal(got, want, `${JSON.stringify(url)} (call ${i + 1})`);
+      }
+    }),
+    { numRuns: 500 },
+  );
 });
