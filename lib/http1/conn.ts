@@ -10,6 +10,9 @@ import { Http1Error } from "./types.ts";
 // window and a slow client throttles the engine instead of filling memory.
 const HIGH_WATER = 256 * 1024;
 
+/** A stream that may send a write without its Writable machinery; see `Conn.write`. */
+type MaybeTryWriteNow = Duplex & { tryWriteNow?: (bytes: Uint8Array) => boolean };
+
 /** A stream plus a pull-style reader. */
 export class Conn {
   readonly stream: Duplex;
@@ -83,9 +86,16 @@ export class Conn {
     return !this.dead && this.#queued === 0 && this.stream.writableLength === 0;
   }
 
-  /** Writes `bytes` (one write: one SSH packet for a small request). */
+  /**
+   * Writes `bytes` (one write: one SSH packet for a small request). A stream
+   * may offer `tryWriteNow(bytes)`: a cheaper send that either sends all of
+   * `bytes` now, in order after everything written before, and returns true,
+   * or does nothing and returns false (lib/tunnel/channel_write.ts gives
+   * ssh2 channels one). Otherwise the bytes go through `write()`.
+   */
   write(bytes: Uint8Array): void {
     this.written += bytes.byteLength;
+    if ((this.stream as MaybeTryWriteNow).tryWriteNow?.(bytes) === true) return;
     this.stream.write(bytes);
   }
 

@@ -15,6 +15,7 @@ import { Http1Error, type Http1Request, type Http1Response } from "../http1/type
 import type { Upgraded } from "../http1/upgrade.ts";
 import type { ForwardOutClient } from "./forward.ts";
 import { execCommand } from "./gpu.ts";
+import { attachTryWriteNow } from "./channel_write.ts";
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
 import type { ExecResult, Tunnel, TunnelEvent, TunnelOptions, TunnelStatus } from "./tunnel.ts";
@@ -442,14 +443,19 @@ export class SshTunnel implements Tunnel {
   }
 }
 
-/** Opens `direct-tcpip` channels to the instance's HTTP port, for `ChannelHttpClient`. */
-function openChannel(client: ForwardOutClient, remotePort: number) {
+/**
+ * Opens `direct-tcpip` channels to the instance's HTTP port, for the HTTP
+ * client; each gets `tryWriteNow` (channel_write.ts), which `Conn.write`
+ * uses to send a small request without the Writable machinery. Exported for
+ * tests.
+ */
+export function openChannel(client: ForwardOutClient, remotePort: number) {
   return () =>
     new Promise<ClientChannel>((resolve, reject) => {
       try {
         client.forwardOut("127.0.0.1", 0, "127.0.0.1", remotePort, (err, ch) => {
           if (err) reject(err);
-          else resolve(ch);
+          else resolve(attachTryWriteNow(ch));
         });
       } catch (err) {
         // forwardOut throws synchronously when the connection is already gone.
