@@ -5,7 +5,9 @@
  * per byte, both ways.
  */
 
-const ascii = new TextDecoder("ascii", { fatal: false });
+// For bytes below 0x80 UTF-8 decoding is the identity, and Deno's UTF-8
+// decoder is about three times faster than its "ascii" (windows-1252) one.
+const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex -- the ASCII range is the point
 const NON_ASCII = /[^\x00-\x7f]/;
@@ -16,7 +18,7 @@ export function bytesToLatin1(bytes: Uint8Array): string {
   let i = 0;
   const n = bytes.length;
   while (i < n && bytes[i] < 0x80) i++;
-  if (i === n) return ascii.decode(bytes);
+  if (i === n) return utf8.decode(bytes);
   let out = "";
   for (let at = 0; at < n; at += 4096) {
     out += String.fromCharCode.apply(

@@ -8,7 +8,12 @@
  */
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { latin1ToBytes, latin1WithTail, writeLatin1 } from "../../lib/http1/latin1.ts";
+import {
+  bytesToLatin1,
+  latin1ToBytes,
+  latin1WithTail,
+  writeLatin1,
+} from "../../lib/http1/latin1.ts";
 import {
   encodeRequest,
   type Framing,
@@ -277,5 +282,27 @@ Deno.test("framingOf gives the same framing or error as before", () => {
       },
     ),
     { numRuns: 5000 },
+  );
+});
+
+Deno.test("bytesToLatin1 and latin1ToBytes: one code unit per byte, both ways, ASCII or not", () => {
+  const reference = (b: Uint8Array) => Array.from(b, (x) => String.fromCharCode(x)).join("");
+  const bytes = fc.oneof(
+    fc.uint8Array({ maxLength: 600 }),
+    fc.uint8Array({ max: 0x7f, maxLength: 600 }),
+    // A BOM and the windows-1252 range, which other decoders rewrite.
+    fc.constantFrom(
+      Uint8Array.of(0xef, 0xbb, 0xbf, 0x41),
+      Uint8Array.from({ length: 32 }, (_, i) => 0x80 + i),
+      Uint8Array.from({ length: 256 }, (_, i) => i),
+    ),
+  );
+  fc.assert(
+    fc.property(bytes, (b) => {
+      const s = bytesToLatin1(b);
+      assert.equal(s, reference(b));
+      assert.deepEqual(latin1ToBytes(s), b);
+    }),
+    { numRuns: 1000 },
   );
 });
