@@ -20,7 +20,8 @@ import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import { headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { RequestAbort, responseBytesOf, serverRequest } from "./raw.ts";
+import { responseBytesOf, serverRequest } from "./raw.ts";
+import { RequestAbort } from "./request_abort.ts";
 import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */

@@ -37,6 +37,7 @@ import {
   type ResponseHead,
   resumeFrom,
 } from "./parse.ts";
+import { abortOf, type AbortView } from "./request_abort.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "./types.ts";
 import type { Upgraded } from "./upgrade.ts";
 
@@ -129,15 +130,16 @@ export class Http1Client {
    * when a small `Content-Length` body had already arrived with the head,
    * with that body as bytes (the channel is then already released).
    * Rejects with `Http1Error` (its `sent` says whether the engine may have
-   * seen the request) or, on abort, with the signal's reason.
+   * seen the request) or, on abort (`signal` or `abort`), with its reason.
    */
   async request(req: Http1Request): Promise<Http1Response> {
     if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
-    req.signal?.throwIfAborted();
+    const abort = abortOf(req.signal, req.abort);
+    if (abort?.aborted) throw abort.reason;
     const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
     const key = req.affinity ?? NO_AFFINITY;
-    const conn = this.#takeIdle(key) ?? await this.#connect(req.signal);
-    return this.#exchange(conn, key, req, payload, false) as Promise<Http1Response>;
+    const conn = this.#takeIdle(key) ?? await this.#connect(abort);
+    return this.#exchange(conn, key, req, payload, false, abort) as Promise<Http1Response>;
   }
 
   /**
@@ -148,10 +150,12 @@ export class Http1Client {
    */
   async upgrade(req: Http1Request): Promise<Upgraded | Http1Response> {
     if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
-    req.signal?.throwIfAborted();
+    const abort = abortOf(req.signal, req.abort);
+    if (abort?.aborted) throw abort.reason;
     const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host, true);
     // Never a pooled channel: an upgraded one is never given back.
-    return this.#exchange(await this.#connect(req.signal), NO_AFFINITY, req, payload, true);
+    const conn = await this.#connect(abort);
+    return this.#exchange(conn, NO_AFFINITY, req, payload, true, abort);
   }
 
   /**
@@ -252,24 +256,24 @@ export class Http1Client {
     Deno.unrefTimer(this.#sweep as unknown as number);
   }
 
-  async #connect(signal: AbortSignal | undefined): Promise<Conn> {
+  async #connect(abort: AbortView | null): Promise<Conn> {
     let stream: Duplex;
     try {
       const opening = this.#open();
-      if (!signal) stream = await opening;
+      if (!abort) stream = await opening;
       else {
         // Abort the wait, not the open: a stream that arrives late is closed.
         const aborted = new Promise<never>((_, reject) => {
-          const onAbort = () => reject(signal.reason);
-          if (signal.aborted) onAbort();
-          signal.addEventListener("abort", onAbort, { once: true });
-          opening.finally(() => signal.removeEventListener("abort", onAbort)).catch(() => {});
+          const onAbort = () => reject(abort.reason);
+          if (abort.aborted) onAbort();
+          else abort.onAbort(onAbort);
+          opening.finally(() => abort.offAbort(onAbort)).catch(() => {});
         });
-        opening.then((c) => signal.aborted && c.destroy(), () => {});
+        opening.then((c) => abort.aborted && c.destroy(), () => {});
         stream = await Promise.race([opening, aborted]);
       }
     } catch (err) {
-      if (signal?.aborted) throw signal.reason;
+      if (abort?.aborted) throw abort.reason;
       throw new Http1Error(`cannot open SSH channel: ${errorText(err)}`, {
         sent: false,
         cause: err,
@@ -287,23 +291,23 @@ export class Http1Client {
     req: Http1Request,
     payload: Uint8Array,
     upgrade: boolean,
+    abort: AbortView | null,
   ): Promise<Http1Response | Upgraded> {
     this.#busy.add(conn);
-    const { signal } = req;
     let finished = false;
     const finish = (reuse: boolean) => {
       if (finished) return;
       finished = true;
-      signal?.removeEventListener("abort", onAbort);
+      abort?.offAbort(onAbort);
       this.#release(conn, key, reuse);
     };
     // Destroying the stream is what makes sshd close the engine's socket.
     const onAbort = () => {
-      conn.destroy(signal?.reason);
+      conn.destroy(abort?.reason);
       finish(false);
     };
-    if (signal?.aborted) onAbort();
-    else signal?.addEventListener("abort", onAbort);
+    if (abort?.aborted) onAbort();
+    else abort?.onAbort(onAbort);
 
     let head: ResponseHead;
     let framing: Framing;
@@ -320,11 +324,11 @@ export class Http1Client {
       framing = head.status === 101 ? { kind: "none" } : framingOf(req.method, head);
     } catch (err) {
       finish(false);
-      throw signal?.aborted ? signal.reason : err;
+      throw abort?.aborted ? abort.reason : err;
     }
     if (head.status === 101) {
       // The channel now belongs to the caller: out of the pool's books.
-      signal?.removeEventListener("abort", onAbort);
+      abort?.offAbort(onAbort);
       finished = true;
       this.#busy.delete(conn);
       if (this.#busy.size === 0) this.#drained?.();
@@ -371,7 +375,7 @@ export class Http1Client {
         return res(whole);
       }
     }
-    return res(bodyStream(conn, framing, reusable, finish, signal));
+    return res(bodyStream(conn, framing, reusable, finish, abort));
   }
 }
 
@@ -427,7 +431,7 @@ function bodyStream(
   framing: Framing,
   reusable: boolean,
   finish: (reuse: boolean) => void,
-  signal: AbortSignal | undefined,
+  abort: AbortView | null,
 ): ReadableStream<Uint8Array> {
   let remaining = framing.kind === "length" ? framing.length : 0;
   const chunked = framing.kind === "chunked" ? new ChunkedDecoder() : null;
@@ -472,7 +476,7 @@ function bodyStream(
         }
       } catch (err) {
         finish(false);
-        controller.error(signal?.aborted ? signal.reason : err);
+        controller.error(abort?.aborted ? abort.reason : err);
       }
     },
     cancel() {

@@ -25,6 +25,10 @@
  * paths; both give the same bytes on the wire.
  */
 import type { HeaderPairs } from "./types.ts";
+import { RequestAbort } from "./request_abort.ts";
+
+// Each server request carries one (`onRequestAbort` listens to it); also importable from here.
+export { RequestAbort };
 
 /** What the server knows about a request beyond the `Request`. */
 export interface RawRequest {
@@ -37,65 +41,6 @@ export interface RawRequest {
    * `Content-Length`.
    */
   takeBody(): Uint8Array | null;
-}
-
-/**
- * A request's cancellation without an `AbortController` until someone asks
- * for `signal`: most requests finish without being cancelled, and the relay
- * listens through `onRequestAbort`, so the controller, its signal and their
- * event listeners are made only for code that reads `req.signal`. Aborting
- * aborts that signal (if made) first, then calls the `onAbort` callbacks.
- */
-export class RequestAbort {
-  #aborted = false;
-  #reason: unknown = undefined;
-  #controller: AbortController | null = null;
-  // One callback is the common case (the relay's): no array for it.
-  #one: (() => void) | null = null;
-  #more: (() => void)[] | null = null;
-
-  get aborted(): boolean {
-    return this.#aborted;
-  }
-
-  /** An `AbortSignal` that follows this; made on first use. */
-  get signal(): AbortSignal {
-    if (this.#controller === null) {
-      this.#controller = new AbortController();
-      if (this.#aborted) this.#controller.abort(this.#reason);
-    }
-    return this.#controller.signal;
-  }
-
-  /** Aborts once with `reason`; later calls do nothing. */
-  abort(reason: unknown): void {
-    if (this.#aborted) return;
-    this.#aborted = true;
-    this.#reason = reason;
-    this.#controller?.abort(reason);
-    const one = this.#one;
-    const more = this.#more;
-    this.#one = null;
-    this.#more = null;
-    one?.();
-    if (more !== null) { for (const fn of more) fn(); }
-  }
-
-  /** Calls `fn` once on abort (never when already aborted: check `aborted` first). */
-  onAbort(fn: () => void): void {
-    if (this.#aborted) return;
-    if (this.#one === null && this.#more === null) this.#one = fn;
-    else (this.#more ??= []).push(fn);
-  }
-
-  /** Forgets `fn` (registered with `onAbort`). */
-  offAbort(fn: () => void): void {
-    if (this.#one === fn) this.#one = null;
-    else if (this.#more !== null) {
-      const i = this.#more.indexOf(fn);
-      if (i !== -1) this.#more.splice(i, 1);
-    }
-  }
 }
 
 const RAW: unique symbol = Symbol("raw request");

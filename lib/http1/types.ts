@@ -4,6 +4,7 @@
  * are *byte strings*: each UTF-16 code unit is one byte (0–255) exactly as it
  * travels on the wire, so obs-text and raw UTF-8 pass through untouched.
  */
+import type { AbortView } from "./request_abort.ts";
 
 /** Header fields in wire order; names lower-case, values byte strings. */
 export type HeaderPairs = [name: string, value: string][];
@@ -19,6 +20,12 @@ export interface Http1Request {
   body: Uint8Array | null;
   /** Aborting destroys the channel, so the engine sees the connection close at once. */
   signal?: AbortSignal;
+  /**
+   * Like `signal`, without an `AbortSignal` and its listeners (a
+   * `RequestAbort`: a plain object): the relay's per-request cancellation,
+   * on the hot path. With both set, either one aborts.
+   */
+  abort?: AbortView;
   /**
    * Who the request is for (e.g. one client connection). An idle channel is
    * reused only for the same affinity, so bytes an engine writes after a

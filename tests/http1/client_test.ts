@@ -10,6 +10,7 @@ import { Http1Client } from "../../lib/http1/client.ts";
 import { ChunkedDecoder, findHeadEnd, parseHead } from "../../lib/http1/parse.ts";
 import { Conn } from "../../lib/http1/conn.ts";
 import { Http1Error, type Http1Request, readAll } from "../../lib/http1/types.ts";
+import { RequestAbort } from "../../lib/http1/request_abort.ts";
 import { isTransportError } from "../../lib/proxy/errors.ts";
 import { toResponse } from "../_helpers/http1.ts";
 
@@ -382,4 +383,100 @@ Deno.test("head parsing: CRLFCRLF found across boundaries; headers combined", ()
   assert.deepEqual(h.headers, [["a", "1"], ["a", "2"], ["b", "x"]]);
   assert.equal(findHeadEnd(enc.encode("HTTP/1.1 200 OK\r\n\r"), 0), -1);
   assert.throws(() => parseHead(enc.encode("HTTP/1.1 200 OK\r\nno-colon")), Http1Error);
+});
+
+// The relay cancels its exchanges with a `RequestAbort` (`req.abort`), not an
+// `AbortSignal`: it must act exactly as `signal` does, at every stage.
+
+const gone = () => new DOMException("client disconnected", "AbortError");
+
+Deno.test("channel http: req.abort before headers rejects with its reason and destroys", async () => {
+  const { http, opened } = client(() => {});
+  const abort = new RequestAbort();
+  const p = http.raw.request({ ...get(), abort });
+  await new Promise((r) => setTimeout(r, 5));
+  const reason = gone();
+  abort.abort(reason);
+  await assert.rejects(p, (e: Error) => e === reason && !isTransportError(e));
+  assert.ok(opened[0].destroyedByClient);
+  assert.equal(http.busyCount, 0);
+  assert.equal(http.idleCount, 0);
+});
+
+Deno.test("channel http: req.abort mid-body errors the body with its reason and destroys", async () => {
+  const { http, opened } = client((ch) =>
+    void ch.reply("HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\nfirst")
+  );
+  const abort = new RequestAbort();
+  const res = await http.raw.request({ ...get(), abort });
+  const reader = (res.body as ReadableStream<Uint8Array>).getReader();
+  assert.equal(dec.decode((await reader.read()).value), "first");
+  const reason = gone();
+  abort.abort(reason);
+  await assert.rejects(reader.read(), (e: Error) => e === reason);
+  assert.ok(opened[0].destroyedByClient);
+  assert.equal(http.idleCount, 0);
+  assert.equal(http.busyCount, 0);
+});
+
+Deno.test("channel http: an already aborted req.abort sends nothing", async () => {
+  const { http, opened } = client(() => {});
+  const abort = new RequestAbort();
+  const reason = gone();
+  abort.abort(reason);
+  await assert.rejects(http.raw.request({ ...get(), abort }), (e: Error) => e === reason);
+  await assert.rejects(http.raw.upgrade({ ...get(), abort }), (e: Error) => e === reason);
+  assert.equal(opened.length, 0);
+});
+
+Deno.test("channel http: req.abort while the channel opens rejects at once; the late channel is closed", async () => {
+  let arrive!: (ch: FakeChannel) => void;
+  const late = new FakeChannel();
+  const raw = new Http1Client(
+    () => new Promise<Duplex>((r) => (arrive = r)),
+    { host: "127.0.0.1:8000" },
+  );
+  const abort = new RequestAbort();
+  const p = raw.request({ ...get(), abort });
+  await new Promise((r) => setTimeout(r, 5));
+  const reason = gone();
+  abort.abort(reason);
+  await assert.rejects(p, (e: Error) => e === reason);
+  arrive(late);
+  await new Promise((r) => setTimeout(r, 5));
+  assert.ok(late.destroyedByClient, "a channel that opened after the abort is closed");
+  assert.equal(late.written, "", "and never carried the request");
+  assert.deepEqual(raw.stats(), { opened: 0, requests: 0, idle: 0, busy: 0 });
+});
+
+Deno.test("channel http: a finished exchange stops listening to req.abort", async () => {
+  // Read to the end, whole with the head, and without a body: each channel
+  // goes back to the pool, and a later abort (the relay aborts on a late
+  // cancel) must not destroy it under another request.
+  const { http, opened } = client((ch) => void ch.reply(ok("fine")));
+  const aborts = [new RequestAbort(), new RequestAbort()];
+  const res = await http.raw.request({ ...get(), abort: aborts[0] });
+  assert.ok(res.body instanceof Uint8Array);
+  const streamed = await http.request({ ...get(), abort: aborts[1] });
+  assert.equal(await streamed.text(), "fine");
+  for (const a of aborts) a.abort(gone());
+  assert.equal(opened.length, 1, "one pooled channel served both");
+  assert.equal(opened[0].destroyedByClient, false);
+  assert.equal(http.idleCount, 1);
+});
+
+Deno.test("channel http: with both signal and abort, either one aborts", async () => {
+  for (const which of ["signal", "abort"]) {
+    const { http, opened } = client(() => {});
+    const ac = new AbortController();
+    const abort = new RequestAbort();
+    const p = http.raw.request({ ...get("/x", ac.signal), abort });
+    await new Promise((r) => setTimeout(r, 5));
+    const reason = gone();
+    if (which === "signal") ac.abort(reason);
+    else abort.abort(reason);
+    await assert.rejects(p, (e: Error) => e === reason, which);
+    assert.ok(opened[0].destroyedByClient, which);
+    assert.equal(http.busyCount, 0);
+  }
 });
