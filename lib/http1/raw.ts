@@ -416,18 +416,162 @@ Object.defineProperty(PairsResponse.prototype, "headers", {
   },
 });
 
+const RESPONSE_PROBE = new Response(null);
+const RESPONSE_INNER_SLOT = slotOf(RESPONSE_PROBE, "response");
+const STATUS: unique symbol = Symbol("status");
+const STATUS_TEXT: unique symbol = Symbol("status text");
+
+/**
+ * A small answer whose body is bytes, as the relay gives the server nearly
+ * every non-streaming answer: like `ServerRequest`, an object whose
+ * prototype chain runs through `Response.prototype` but which never passes
+ * through the `Response` constructor (WebIDL conversion of the init, a copy
+ * of the body, twelve slots per response). Status, reason and fields are
+ * its own; every body member, and the inner-response slot that the
+ * `Response` members not overridden here read, are served by an ordinary
+ * `Response` with the same status, fields and bytes, made on first use.
+ */
+class BytesResponse {
+  [STATUS]: number;
+  [STATUS_TEXT]: string;
+  [PAIRS]: HeaderPairs | undefined;
+  [HEADERS]: Headers | undefined;
+  [BYTES]: Uint8Array<ArrayBuffer>;
+  [HOLDER]: Response | undefined;
+
+  constructor(
+    body: Uint8Array<ArrayBuffer>,
+    status: number,
+    statusText: string,
+    pairs: HeaderPairs,
+  ) {
+    if (BRAND_SLOT !== undefined) {
+      (this as unknown as Record<symbol, unknown>)[BRAND_SLOT] = BRAND_VALUE;
+    }
+    this[STATUS] = status;
+    this[STATUS_TEXT] = statusText;
+    this[PAIRS] = pairs;
+    this[HEADERS] = undefined;
+    this[BYTES] = body;
+    this[HOLDER] = undefined;
+  }
+
+  get status(): number {
+    return this[STATUS];
+  }
+
+  get statusText(): string {
+    return this[STATUS_TEXT];
+  }
+
+  get ok(): boolean {
+    return this[STATUS] >= 200 && this[STATUS] <= 299;
+  }
+
+  get headers(): Headers {
+    if (this[HEADERS] === undefined) {
+      this[HEADERS] = toHeaders(this[PAIRS]!);
+      this[PAIRS] = undefined; // the Headers object is the truth from now on
+    }
+    return this[HEADERS];
+  }
+
+  get body(): ReadableStream<Uint8Array<ArrayBuffer>> | null {
+    return bytesHolder(this).body;
+  }
+
+  get bodyUsed(): boolean {
+    const h = this[HOLDER];
+    return h ? h.bodyUsed : false;
+  }
+
+  arrayBuffer(): Promise<ArrayBuffer> {
+    return bytesHolder(this).arrayBuffer();
+  }
+
+  blob(): Promise<Blob> {
+    return bytesHolder(this).blob();
+  }
+
+  bytes(): Promise<Uint8Array<ArrayBuffer>> {
+    return bytesHolder(this).bytes();
+  }
+
+  formData(): Promise<FormData> {
+    return bytesHolder(this).formData();
+  }
+
+  json(): Promise<unknown> {
+    return bytesHolder(this).json();
+  }
+
+  text(): Promise<string> {
+    return bytesHolder(this).text();
+  }
+
+  /** An ordinary `Response` with this one's status, fields and a copy of the body. */
+  clone(): Response {
+    const h = bytesHolder(this);
+    return new Response(h.bodyUsed ? h.body : h.clone().body, {
+      status: this[STATUS],
+      statusText: this[STATUS_TEXT],
+      headers: this.headers,
+    });
+  }
+}
+Object.setPrototypeOf(BytesResponse.prototype, Response.prototype);
+if (RESPONSE_INNER_SLOT !== undefined) {
+  Object.defineProperty(BytesResponse.prototype, RESPONSE_INNER_SLOT, {
+    configurable: true,
+    get(this: BytesResponse) {
+      return (bytesHolder(this) as unknown as Record<symbol, unknown>)[RESPONSE_INNER_SLOT];
+    },
+  });
+}
+// Deno's own body member (not in lib.dom), delegated as the others are.
+Object.defineProperty(BytesResponse.prototype, "textStream", {
+  configurable: true,
+  writable: true,
+  value(this: BytesResponse) {
+    const h = bytesHolder(this) as unknown as { textStream?: () => unknown };
+    return h.textStream!();
+  },
+});
+
+/** The ordinary `Response` behind a `BytesResponse`'s body, made on first use. */
+function bytesHolder(res: BytesResponse): Response {
+  return res[HOLDER] ??= new Response(res[BYTES], {
+    status: res[STATUS],
+    statusText: res[STATUS_TEXT],
+    headers: res[HEADERS] ?? res[PAIRS],
+  });
+}
+
+/** The reason phrases and statuses the `Response` constructor accepts with a body. */
+const REASON_PHRASE = /^[\t\x20-\x7e\x80-\xff]*$/;
+const NULL_BODY_STATUS = new Set([101, 103, 204, 205, 304]);
+
 /**
  * A `Response` whose fields are `pairs` (names lower-case, values byte
  * strings the caller checked with the same rules as `Headers`). Code that
  * knows the side channel edits the pairs (`responsePairsOf`); reading
  * `res.headers` turns them into a `Headers` that is the truth from then on.
  * `body` must not be one that implies a field (a string, Blob or form).
+ * Throws where the `Response` constructor would.
  */
 export function responseWithPairs(
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
   init: { status: number; statusText?: string },
   pairs: HeaderPairs,
 ): Response {
+  const status = init.status;
+  const statusText = init.statusText ?? "";
+  if (
+    body instanceof Uint8Array && Number.isInteger(status) && status >= 200 && status <= 599 &&
+    !NULL_BODY_STATUS.has(status) && REASON_PHRASE.test(statusText)
+  ) {
+    return new BytesResponse(body, status, statusText, pairs) as unknown as Response;
+  }
   return new PairsResponse(body, init, pairs);
 }
 
@@ -437,12 +581,16 @@ export function responseWithPairs(
  * and never makes the body stream Response would build on first access.
  */
 export function responseBytesOf(res: Response): Uint8Array | undefined {
+  if (res instanceof BytesResponse) {
+    const h = res[HOLDER];
+    return h === undefined || !h.bodyUsed ? res[BYTES] : undefined;
+  }
   return res instanceof PairsResponse && !res.bodyUsed ? res[BYTES] : undefined;
 }
 
 /** The fields of `res` as pairs, while they still travel beside it (mutable). */
 export function responsePairsOf(res: Response): HeaderPairs | undefined {
-  return res instanceof PairsResponse ? res[PAIRS] : undefined;
+  return res instanceof PairsResponse || res instanceof BytesResponse ? res[PAIRS] : undefined;
 }
 
 function toHeaders(pairs: HeaderPairs): Headers {

@@ -676,3 +676,114 @@ Deno.test("the server's Request refuses exactly the URLs the Request constructor
     { numRuns: 500 },
   );
 });
+
+/** Every member of a response, read after `use` did something with it. */
+async function responseSnapshot(res: Response, use: string): Promise<Record<string, unknown>> {
+  const out: Record<string, unknown> = {};
+  const settle = <T>(p: Promise<T>) => p.then((v) => v, (e) => `error ${(e as Error).name}`);
+  out.isResponse = res instanceof Response;
+  out.fields = [res.status, res.statusText, res.ok, res.type, res.url, res.redirected];
+  out.usedBefore = res.bodyUsed;
+  switch (use) {
+    case "text":
+      out.got = await settle(res.text());
+      break;
+    case "json":
+      out.got = await settle(res.json());
+      break;
+    case "arrayBuffer":
+      out.got = await settle(res.arrayBuffer().then((b) => [...new Uint8Array(b)]));
+      break;
+    case "bytes":
+      out.got = await settle(res.bytes().then((b) => [...b]));
+      break;
+    case "blob":
+      out.got = await settle(res.blob().then(async (b) => [b.type, b.size, await b.text()]));
+      break;
+    case "formData":
+      out.got = await settle(res.formData().then((f) => [...f].map(([k, v]) => [k, String(v)])));
+      break;
+    case "stream":
+      out.got = res.body === null ? null : await new Response(res.body).text();
+      break;
+    case "textStream": {
+      const ts = (res as unknown as { textStream(): ReadableStream<string> }).textStream();
+      out.got = (await Array.fromAsync(ts)).join("");
+      break;
+    }
+    case "clone": {
+      const c = res.clone();
+      out.got = [c.status, c.statusText, [...c.headers], await c.text(), await res.text()];
+      break;
+    }
+    case "newResponse":
+      out.got = await settle(new Response(res.body, res).text());
+      break;
+    case "editHeaders":
+      res.headers.set("x-added", "1");
+      out.got = [...res.headers];
+      break;
+    case "twice":
+      out.got = [await settle(res.text()), await settle(res.text())];
+      break;
+  }
+  out.usedAfter = res.bodyUsed;
+  out.headers = [...res.headers];
+  out.inspect = Deno.inspect(res).replace(/^\w+ /, "");
+  return out;
+}
+
+Deno.test("a bytes response answers every member as an ordinary Response does", async () => {
+  const cases: { status: number; statusText: string; pairs: HeaderPairs; body: string }[] = [
+    {
+      status: 200,
+      statusText: "OK",
+      pairs: [["content-type", "application/json"]],
+      body: '{"a":1}',
+    },
+    { status: 201, statusText: "", pairs: [["x-a", "1"], ["x-a", "2"]], body: "caf\xc3\xa9" },
+    {
+      status: 400,
+      statusText: "Bad \xff",
+      pairs: [["content-type", "application/x-www-form-urlencoded"]],
+      body: "a=1&b=2",
+    },
+    {
+      status: 599,
+      statusText: "Odd",
+      pairs: [["set-cookie", "a=1"], ["set-cookie", "b=2"]],
+      body: "",
+    },
+  ];
+  const uses = [
+    "text",
+    "json",
+    "arrayBuffer",
+    "bytes",
+    "blob",
+    "formData",
+    "stream",
+    "textStream",
+    "clone",
+    "newResponse",
+    "editHeaders",
+    "twice",
+  ];
+  for (const c of cases) {
+    for (const use of uses) {
+      const init = { status: c.status, statusText: c.statusText };
+      const fast = responseWithPairs(latin1Bytes(c.body), init, c.pairs.map((p) => [...p]));
+      const plain = new Response(latin1Bytes(c.body), { ...init, headers: c.pairs });
+      assert.deepEqual(
+        await responseSnapshot(fast, use),
+        await responseSnapshot(plain, use),
+        `${c.status} ${use}`,
+      );
+    }
+  }
+  // Where the constructor throws, so does the side channel.
+  for (const init of [{ status: 600 }, { status: 199 }, { status: 200, statusText: "\n" }]) {
+    assert.throws(() => new Response(new Uint8Array(1), init));
+    assert.throws(() => responseWithPairs(new Uint8Array(1), init, []));
+  }
+});
