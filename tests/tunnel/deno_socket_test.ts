@@ -83,7 +83,7 @@ Deno.test("DenoSocket: nothing is read before resume(), and nothing sent meanwhi
   }
 });
 
-Deno.test("DenoSocket: each 'data' chunk is its own copy (ssh2 may keep slices)", async () => {
+Deno.test("DenoSocket: each 'data' chunk is its own memory (ssh2 may keep slices)", async () => {
   const t = await pair();
   try {
     const got: Uint8Array[] = [];
@@ -95,6 +95,37 @@ Deno.test("DenoSocket: each 'data' chunk is its own copy (ssh2 may keep slices)"
     await until(() => got.length === 2, "second chunk");
     assert.deepEqual([...got[0]], [1, 2, 3]);
     assert.deepEqual([...got[1]], [9, 9, 9]);
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: chunks kept across many reads, past the read buffer's end, stay intact", async () => {
+  const t = await pair();
+  try {
+    const got: Uint8Array[] = [];
+    let total = 0;
+    t.sock.on("data", (b: Uint8Array) => {
+      got.push(b);
+      total += b.byteLength;
+    });
+    t.sock.resume();
+    const sent: number[] = [];
+    // Sizes that leave every kind of remainder in a 64 KiB buffer.
+    for (let i = 0; i < 60; i++) {
+      const size = [1, 700, 9_000, 15_000, 20_000][i % 5];
+      const chunk = Uint8Array.from({ length: size }, (_, j) => (i * 31 + j) & 0xff);
+      sent.push(...chunk);
+      await t.peer.write(chunk);
+      await until(() => total === sent.length, `chunk ${i}`);
+    }
+    const all = new Uint8Array(total);
+    let at = 0;
+    for (const b of got) {
+      all.set(b, at);
+      at += b.byteLength;
+    }
+    assert.deepEqual([...all], sent);
   } finally {
     t.close();
   }
