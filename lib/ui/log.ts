@@ -241,7 +241,7 @@ export class LineLogger implements Logger {
     try {
       while (this.#queue.length > 0) {
         let text = "";
-        for (const l of this.#queue) text += typeof l === "string" ? l : this.format(l) + "\n";
+        for (const l of this.#queue) text += typeof l === "string" ? l : this.#formatLate(l) + "\n";
         this.#queue.length = 0;
         this.#queuedChars = 0;
         if (this.#dropped > 0) {
@@ -263,6 +263,21 @@ export class LineLogger implements Logger {
       }
     } finally {
       this.#draining = null;
+    }
+  }
+
+  /**
+   * A batched record's line, formatted at drain time. A value `format`
+   * cannot take (a Symbol or BigInt slipped past the types) threw to the
+   * caller of `log()` when lines were formatted there; here it would reject
+   * the drain, an unhandled rejection that ends the process, and lose the
+   * whole batch. The line is kept without its fields instead.
+   */
+  #formatLate(r: LogRecord): string {
+    try {
+      return this.format(r);
+    } catch {
+      return this.format({ ...r, fields: { log_error: "fields could not be formatted" } });
     }
   }
 

@@ -215,3 +215,37 @@ Deno.test("LineLogger with batchMs writes a batch past MAX_BATCH_BYTES without w
   await log.flush();
   assert.equal(writes.reduce((a, b) => a + b, 0), 70 * (big.length + 32));
 });
+
+Deno.test("LineLogger with batchMs: a field it cannot format loses no other line and rejects nothing", async () => {
+  // Fields are typed as primitives, but nothing stops an `any` from slipping
+  // a Symbol or a BigInt in. Formatted at log() time (before batching) such
+  // a value threw to its caller; formatted at drain time it must not reject
+  // the drain (an unhandled rejection ends the process) nor take the rest
+  // of the batch with it.
+  for (const format of ["text", "json"] as const) {
+    const writes: string[] = [];
+    const decoder = new TextDecoder();
+    const log = new LineLogger({
+      writer: {
+        write(p: Uint8Array) {
+          writes.push(decoder.decode(p));
+          return p.length;
+        },
+      },
+      format,
+      now: () => 0,
+      batchMs: 5,
+    });
+    log.log("info", "before");
+    const odd = format === "text" ? Symbol("s") : 10n;
+    try {
+      log.log("info", "odd", { v: odd as unknown as string });
+    } catch { /* throwing to the caller is fine too */ }
+    log.log("info", "after");
+    await new Promise((r) => setTimeout(r, 30)); // the timer's drain, not flush()
+    await log.flush();
+    const text = writes.join("");
+    assert.match(text, /before/, format);
+    assert.match(text, /after/, format);
+  }
+});
