@@ -72,7 +72,9 @@ const BRAND_VALUE = BRAND_SLOT === undefined
   ? undefined
   : (PROBE as unknown as Record<symbol, unknown>)[BRAND_SLOT];
 const SIGNAL_SLOT = slotOf(Request.prototype, "signal");
-type Slots = Record<symbol, { body: unknown }>;
+/** A `Headers`' list of fields, which a `Request`'s inner request shares with its `headers`. */
+const HEADER_LIST_SLOT = slotOf(new Headers(), "header list");
+type Slots = Record<symbol, { body: unknown; headerList: unknown }>;
 
 /**
  * The inner-request slot of every server Request, on the prototype: it is
@@ -93,6 +95,14 @@ const INNER_ACCESSOR: PropertyDescriptor = {
       }) as unknown as Slots)[INNER_SLOT!];
       const h = holderOf(this);
       inner.body = h ? (h as unknown as Slots)[INNER_SLOT!].body : null;
+      // One list of fields, as in an ordinary Request: later edits to
+      // `req.headers` reach every later `new Request(req)` and `fetch(req)`.
+      const list = HEADER_LIST_SLOT === undefined
+        ? undefined
+        : ((this as unknown as Request).headers as unknown as Record<symbol, unknown>)[
+          HEADER_LIST_SLOT
+        ];
+      if (Array.isArray(list)) inner.headerList = list;
       this[INNER] = inner;
     }
     return this[INNER];

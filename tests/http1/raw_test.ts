@@ -787,3 +787,27 @@ Deno.test("a bytes response answers every member as an ordinary Response does", 
     assert.throws(() => responseWithPairs(new Uint8Array(1), init, []));
   }
 });
+
+Deno.test("the server's Request: edits to req.headers reach new Request(req) however often it was copied", () => {
+  // An ordinary Request's `headers` and its inner request share one header
+  // list, so `new Request(req)` (and `fetch(req)`) always send the fields
+  // as they are now. The server's Request made its inner request once, from
+  // a copy of the fields, and later edits were lost from every later copy.
+  const abort = new RequestAbort();
+  const req = serverRequest({ url: "http://h/p", method: "GET", body: null, abort }, {
+    headers: [["host", "h"], ["x-a", "1"]],
+    takeBody: () => null,
+  });
+  const plain = new Request("http://h/p", { headers: [["host", "h"], ["x-a", "1"]] });
+  for (const r of [req, plain]) {
+    assert.equal(new Request(r).headers.get("x-a"), "1");
+    r.headers.set("x-m", "9");
+    r.headers.delete("x-a");
+    const copy = new Request(r);
+    assert.equal(copy.headers.get("x-m"), "9", "a field added after the first copy");
+    assert.equal(copy.headers.get("x-a"), null, "a field deleted after the first copy");
+    // And the other way: the copy's edits never reach the original.
+    copy.headers.set("x-c", "1");
+    assert.equal(r.headers.get("x-c"), null);
+  }
+});
