@@ -62,11 +62,15 @@ export class RequestAbort implements AbortView {
     this.#reason = reason;
     this.#controller?.abort(reason);
     const one = this.#one;
-    const more = this.#more;
     this.#one = null;
-    this.#more = null;
     one?.();
-    if (more !== null) { for (const fn of more) fn(); }
+    // As an AbortSignal: a callback an earlier one forgets (offAbort) while
+    // this runs is not called, so the list stays live until it is empty.
+    const more = this.#more;
+    if (more !== null) {
+      while (more.length > 0) more.shift()!();
+      this.#more = null;
+    }
   }
 
   onAbort(fn: () => void): void {

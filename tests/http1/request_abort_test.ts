@@ -84,3 +84,33 @@ Deno.test("abortOf: with a signal and a view, either one aborts, with its own re
     assert.deepEqual(calls, ["fn"], which);
   }
 });
+
+Deno.test("RequestAbort: a callback forgotten by an earlier one during the abort is not called, as with AbortSignal", () => {
+  // An AbortSignal never calls a listener removed while it dispatches (e.g.
+  // the first listener's cleanup stops a second watcher). RequestAbort
+  // promises the same order and semantics.
+  for (const kind of ["signal", "view"] as const) {
+    const calls: string[] = [];
+    const first = () => {
+      calls.push("first");
+      off(second);
+    };
+    const second = () => calls.push("second");
+    const third = () => calls.push("third");
+    let off: (fn: () => void) => void;
+    let fire: () => void;
+    if (kind === "signal") {
+      const c = new AbortController();
+      off = (fn) => c.signal.removeEventListener("abort", fn);
+      for (const fn of [first, second, third]) c.signal.addEventListener("abort", fn);
+      fire = () => c.abort();
+    } else {
+      const a = new RequestAbort();
+      off = (fn) => a.offAbort(fn);
+      for (const fn of [first, second, third]) a.onAbort(fn);
+      fire = () => a.abort("x");
+    }
+    fire();
+    assert.deepEqual(calls, ["first", "third"], kind);
+  }
+});
