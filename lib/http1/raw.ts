@@ -428,6 +428,7 @@ Object.defineProperty(PairsResponse.prototype, "headers", {
 
 const RESPONSE_PROBE = new Response(null);
 const RESPONSE_INNER_SLOT = slotOf(RESPONSE_PROBE, "response");
+const RESPONSE_HEADERS_SLOT = slotOf(RESPONSE_PROBE, "headers");
 const STATUS: unique symbol = Symbol("status");
 const STATUS_TEXT: unique symbol = Symbol("status text");
 
@@ -538,6 +539,16 @@ if (RESPONSE_INNER_SLOT !== undefined) {
     },
   });
 }
+// `Response`'s own members (called directly on one of these) read the
+// fields through this slot: the same `Headers` as `res.headers`.
+if (RESPONSE_HEADERS_SLOT !== undefined) {
+  Object.defineProperty(BytesResponse.prototype, RESPONSE_HEADERS_SLOT, {
+    configurable: true,
+    get(this: BytesResponse) {
+      return this.headers;
+    },
+  });
+}
 // Deno's own body member (not in lib.dom), delegated as the others are.
 Object.defineProperty(BytesResponse.prototype, "textStream", {
   configurable: true,
@@ -550,11 +561,25 @@ Object.defineProperty(BytesResponse.prototype, "textStream", {
 
 /** The ordinary `Response` behind a `BytesResponse`'s body, made on first use. */
 function bytesHolder(res: BytesResponse): Response {
-  return res[HOLDER] ??= new Response(res[BYTES], {
-    status: res[STATUS],
-    statusText: res[STATUS_TEXT],
-    headers: res[HEADERS] ?? res[PAIRS],
-  });
+  if (res[HOLDER] === undefined) {
+    const headers = res.headers;
+    const holder = new Response(res[BYTES], {
+      status: res[STATUS],
+      statusText: res[STATUS_TEXT],
+      headers,
+    });
+    // One list of fields, as in an ordinary Response: later edits to
+    // `res.headers` reach what the inner response says (content type, clone).
+    const list = HEADER_LIST_SLOT === undefined
+      ? undefined
+      : (headers as unknown as Record<symbol, unknown>)[HEADER_LIST_SLOT];
+    const inner = RESPONSE_INNER_SLOT === undefined
+      ? undefined
+      : (holder as unknown as Record<symbol, { headerList: unknown }>)[RESPONSE_INNER_SLOT];
+    if (Array.isArray(list) && inner !== undefined) inner.headerList = list;
+    res[HOLDER] = holder;
+  }
+  return res[HOLDER];
 }
 
 /** The reason phrases and statuses the `Response` constructor accepts with a body. */

@@ -811,3 +811,18 @@ Deno.test("the server's Request: edits to req.headers reach new Request(req) how
     assert.equal(r.headers.get("x-c"), null);
   }
 });
+
+Deno.test("a bytes response: Response's own members called on it see res.headers, edits included", async () => {
+  const res = responseWithPairs(new TextEncoder().encode("hi"), { status: 200 }, [["x-a", "1"]]);
+  const plain = new Response("hi", { headers: [["x-a", "1"]] });
+  const headersGet = Object.getOwnPropertyDescriptor(Response.prototype, "headers")!.get!;
+  for (const r of [res, plain]) {
+    assert.equal(headersGet.call(r), r.headers);
+    assert.ok(r.body !== null); // the body stream (and any inner response) exists before the edit
+    r.headers.set("content-type", "text/x-edited");
+    const c = Response.prototype.clone.call(r);
+    assert.deepEqual([...c.headers], [["content-type", "text/x-edited"], ["x-a", "1"]]);
+    assert.equal((await r.blob()).type, "text/x-edited");
+    assert.equal(await c.text(), "hi");
+  }
+});
