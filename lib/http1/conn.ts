@@ -1,7 +1,8 @@
 /**
  * One byte stream to an engine (an ssh2 `direct-tcpip` channel, or a TCP
- * socket in tests) with a pull-style reader over its 'data' events. The
- * client (client.ts) owns each `Conn` and decides when it is reused.
+ * socket in tests) with a pull-style reader over its 'data' events, or over
+ * the chunks its `readDirect` hands over. The client (client.ts) owns each
+ * `Conn` and decides when it is reused.
  */
 import type { Duplex } from "node:stream";
 import { Http1Error } from "./types.ts";
@@ -12,6 +13,20 @@ const HIGH_WATER = 256 * 1024;
 
 /** A stream that may send a write without its Writable machinery; see `Conn.write`. */
 type MaybeTryWriteNow = Duplex & { tryWriteNow?: (bytes: Uint8Array) => boolean };
+
+/**
+ * A stream that may deliver its incoming bytes without its Readable
+ * machinery: `readDirect(onData)` either returns null having changed
+ * nothing, or from then on calls `onData(chunk)` for every chunk, in order,
+ * instead of emitting 'data' (which it then never does), and returns
+ * `more()`. When `onData` returns false the stream stops asking its peer for
+ * more (chunks already on their way still arrive) until `more()` is called.
+ * 'end', 'close' and 'error' come as before. lib/tunnel/channel_read.ts
+ * gives ssh2 channels one.
+ */
+type MaybeReadDirect = Duplex & {
+  readDirect?: (onData: (bytes: Uint8Array) => boolean) => (() => void) | null;
+};
 
 /** A stream plus a pull-style reader. */
 export class Conn {
@@ -42,25 +57,32 @@ export class Conn {
   #head = 0;
   #queued = 0;
   #paused = false;
+  // `more()` from the stream's `readDirect`, when it delivers that way.
+  #more: (() => void) | null = null;
   #eof = false;
   #error: unknown = null;
   #wake: (() => void) | null = null;
 
   constructor(stream: Duplex) {
     this.stream = stream;
-    stream.on("data", (b: Uint8Array) => {
+    // Returns false while over HIGH_WATER (for readDirect; 'data' ignores it).
+    const onData = (b: Uint8Array): boolean => {
       if (this.idle) {
         this.destroy(); // dead, so never clean again: the pool drops it
-        return;
+        return false;
       }
       this.#queue.push(b);
       this.#queued += b.byteLength;
-      if (this.#queued >= HIGH_WATER && !this.#paused) {
+      const low = this.#queued < HIGH_WATER;
+      if (!low && !this.#paused) {
         this.#paused = true;
-        stream.pause();
+        if (this.#more === null) stream.pause();
       }
       this.#notify();
-    });
+      return low;
+    };
+    this.#more = (stream as MaybeReadDirect).readDirect?.(onData) ?? null;
+    if (this.#more === null) stream.on("data", onData);
     const ended = () => {
       this.#eof = true;
       this.#die();
@@ -188,7 +210,8 @@ export class Conn {
   #resumeIfLow(): void {
     if (this.#paused && this.#queued < HIGH_WATER) {
       this.#paused = false;
-      this.stream.resume();
+      if (this.#more !== null) this.#more();
+      else this.stream.resume();
     }
   }
 

@@ -15,6 +15,7 @@ import { Http1Error, type Http1Request, type Http1Response } from "../http1/type
 import type { Upgraded } from "../http1/upgrade.ts";
 import type { ForwardOutClient } from "./forward.ts";
 import { execCommand } from "./gpu.ts";
+import { attachReadDirect } from "./channel_read.ts";
 import { attachTryWriteNow } from "./channel_write.ts";
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
@@ -446,8 +447,9 @@ export class SshTunnel implements Tunnel {
 /**
  * Opens `direct-tcpip` channels to the instance's HTTP port, for the HTTP
  * client; each gets `tryWriteNow` (channel_write.ts), which `Conn.write`
- * uses to send a small request without the Writable machinery. Exported for
- * tests.
+ * uses to send a small request without the Writable machinery, and
+ * `readDirect` (channel_read.ts), which `Conn` uses to receive responses
+ * without the Readable machinery. Exported for tests.
  */
 export function openChannel(client: ForwardOutClient, remotePort: number) {
   return () =>
@@ -455,7 +457,7 @@ export function openChannel(client: ForwardOutClient, remotePort: number) {
       try {
         client.forwardOut("127.0.0.1", 0, "127.0.0.1", remotePort, (err, ch) => {
           if (err) reject(err);
-          else resolve(attachTryWriteNow(ch));
+          else resolve(attachReadDirect(attachTryWriteNow(ch)));
         });
       } catch (err) {
         // forwardOut throws synchronously when the connection is already gone.
