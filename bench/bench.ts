@@ -5,7 +5,9 @@
  * (a) direct, (b) OpenSSH `ssh -N -L`, (c) `vastproxy serve`, (d) another
  * checkout's proxy when BENCH_BASELINE_ROOT is set, (e) the Go original's
  * core (bench/go_core) when Go builds it — and prints one table of medians
- * over the rounds; the raw rounds go to bench/results.json. `--profile`
+ * over the rounds; the raw rounds go to bench/results.json. S1W and S2W
+ * repeat S1 and S2 with `wrk` as the client (bench/wrk.ts; skipped where
+ * wrk is not installed). `--profile`
  * writes a V8 CPU profile of each proxy process (c, d) per scenario; see
  * bench/profile_summary.ts.
  *
@@ -28,6 +30,7 @@ import {
   type World,
 } from "./_fixture.ts";
 import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
+import { findWrk, type WrkJob, WrkRunner } from "./wrk.ts";
 import { median } from "./_stats.ts";
 
 type PathName = "a" | "b" | "c" | "d" | "e";
@@ -219,16 +222,16 @@ function requestsJob(targets: string[], concurrency: number, durationMs: number)
 }
 
 /** Runs `rounds` × (a, b, c, …) of `job(path)` and collects `pick(result)`. */
-async function interleave<R>(
+async function interleave<R, J = Job>(
   s: Settings,
-  load: LoadGen,
+  load: { run(job: J): Promise<unknown> },
   res: ScenarioResult,
-  job: (p: PathName) => Job,
+  job: (p: PathName) => J,
   pick: (r: R, p: PathName) => Metrics,
 ): Promise<void> {
   for (let round = 1; round <= s.rounds; round++) {
     for (const p of PATHS) {
-      const r = await load.run<R>(job(p));
+      const r = await load.run(job(p)) as R;
       const m = pick(r, p);
       res.rounds[p].push(m);
       const err = r as { firstError?: string | null; error?: string | null };
@@ -281,6 +284,69 @@ async function s2(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
       load,
       res,
       (p) => requestsJob(env.targets[p], 32, s.quick ? 2_000 : 5_000),
+      (r) => ({ rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }),
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+/** The request job of S1/S2 for `wrk` (bench/wrk.ts). */
+function wrkJob(
+  targets: string[],
+  concurrency: number,
+  durationMs: number,
+  spread: number,
+): WrkJob {
+  return {
+    targets,
+    method: "POST",
+    path: "/v1/chat/completions",
+    body: CHAT_BODY,
+    headers: { "content-type": "application/json" },
+    concurrency,
+    durationMs,
+    spread,
+  };
+}
+
+/** S1 with `wrk` as the client (the tool #14's numbers were taken with). */
+async function s1w(world: World, runner: WrkRunner, s: Settings): Promise<ScenarioResult> {
+  const res = emptyResult(
+    "S1W",
+    "latency, 1 backend, concurrency 1 (wrk)",
+    "as S1, with wrk (one connection) as the client",
+  );
+  const env = await setup(world, s, 1, "s1w");
+  try {
+    await interleave<RequestsResult, WrkJob>(
+      s,
+      runner,
+      res,
+      (p) => wrkJob(env.targets[p], 1, s.quick ? 2_000 : 3_000, 1),
+      (r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, rps: r.rps, errors: r.errors }),
+    );
+  } finally {
+    await env.close();
+  }
+  return res;
+}
+
+/** S2 with `wrk` as the client: four processes of eight connections on every path. */
+async function s2w(world: World, runner: WrkRunner, s: Settings): Promise<ScenarioResult> {
+  const res = emptyResult(
+    "S2W",
+    "throughput, 4 backends, concurrency 32 (wrk)",
+    "as S2, with four wrk processes of 8 connections each (per engine / ssh -L port for a and b)",
+  );
+  const env = await setup(world, s, 4, "s2w");
+  try {
+    await interleave<RequestsResult, WrkJob>(
+      s,
+      runner,
+      res,
+      (p) => wrkJob(env.targets[p], 32, s.quick ? 2_000 : 5_000, 4),
       (r) => ({ rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }),
     );
   } finally {
@@ -455,6 +521,32 @@ function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: b
       });
     }
   }
+  const r1w = by("S1W");
+  if (r1w) {
+    const d = med(r1w, "c", "p50Ms") - med(r1w, "b", "p50Ms");
+    out.push({
+      target: "#14 (wrk): S1W p50 (c) − (b) ≤ 0.15 ms",
+      value: `${fmt(d)} ms`,
+      ok: d <= 0.15,
+    });
+  }
+  const r2w = by("S2W");
+  if (r2w) {
+    const ratio = med(r2w, "c", "rps") / med(r2w, "b", "rps");
+    out.push({
+      target: "#14 (wrk): S2W req/s (c) ≥ 60% of (b)",
+      value: `${(ratio * 100).toFixed(0)}%`,
+      ok: ratio >= 0.6,
+    });
+    if (r2w.rounds.e.length) {
+      const vsGo = med(r2w, "c", "rps") / med(r2w, "e", "rps");
+      out.push({
+        target: "#14 (wrk): S2W req/s (c) ≥ 1.5× (e) go core",
+        value: `${fmt(vsGo)}×`,
+        ok: vsGo >= 1.5,
+      });
+    }
+  }
   const r3 = by("S3");
   if (r3) {
     const d = med(r3, "c", "delayP99Ms") - med(r3, "b", "delayP99Ms");
@@ -556,6 +648,15 @@ async function main(): Promise<number> {
   try {
     if (want("S1")) all.push(await s1(world, load, s));
     if (want("S2")) all.push(await s2(world, load, s));
+    if (want("S1W") || want("S2W")) {
+      if (await findWrk()) {
+        const runner = new WrkRunner(world.dir);
+        if (want("S1W")) all.push(await s1w(world, runner, s));
+        if (want("S2W")) all.push(await s2w(world, runner, s));
+      } else if (s.only !== null) {
+        console.error("S1W/S2W skipped: wrk is not installed (apt-get install wrk)");
+      }
+    }
     if (want("S3")) all.push(await s3(world, load, s));
     if (want("S4")) all.push(await s4(world, load, s));
     if (want("S6")) all.push(await s6(world, load, s));
