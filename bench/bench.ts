@@ -250,20 +250,30 @@ function emptyResult(id: string, title: string, setupText: string): ScenarioResu
   return { id, title, setup: setupText, rounds: { a: [], b: [], c: [], d: [], e: [] }, notes: [] };
 }
 
-async function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
-  const res = emptyResult(
-    "S1",
-    "latency, 1 backend, concurrency 1",
-    "POST /v1/chat/completions (non-streaming, ~300 B each way)",
-  );
-  const env = await setup(world, s, 1, "s1");
+/**
+ * A request scenario (S1, S2 and their wrk twins): `backends` engines, the
+ * request job every path runs, and the metrics kept of each round.
+ */
+async function requestScenario<J>(
+  world: World,
+  s: Settings,
+  runner: { run(job: J): Promise<unknown> },
+  what: { id: string; title: string; setup: string; backends: number; rateFirst: boolean },
+  job: (targets: string[]) => J,
+): Promise<ScenarioResult> {
+  const res = emptyResult(what.id, what.title, what.setup);
+  const env = await setup(world, s, what.backends, what.id.toLowerCase());
   try {
-    await interleave<RequestsResult>(
+    await interleave<RequestsResult, J>(
       s,
-      load,
+      runner,
       res,
-      (p) => requestsJob(env.targets[p], 1, s.quick ? 1_500 : 3_000),
-      (r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, rps: r.rps, errors: r.errors }),
+      (p) => job(env.targets[p]),
+      // The table lists a scenario's metrics in this order.
+      (r) =>
+        what.rateFirst
+          ? { rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }
+          : { p50Ms: r.p50Ms, p99Ms: r.p99Ms, rps: r.rps, errors: r.errors },
     );
   } finally {
     await env.close();
@@ -271,25 +281,33 @@ async function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioRes
   return res;
 }
 
-async function s2(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
-  const res = emptyResult(
-    "S2",
-    "throughput, 4 backends, concurrency 32",
-    "same request; (a) and (b) spread the 32 workers over 4 engines / 4 ssh -L processes",
+const S1 = {
+  id: "S1",
+  title: "latency, 1 backend, concurrency 1",
+  setup: "POST /v1/chat/completions (non-streaming, ~300 B each way)",
+  backends: 1,
+  rateFirst: false,
+};
+const S2 = {
+  id: "S2",
+  title: "throughput, 4 backends, concurrency 32",
+  setup: "same request; (a) and (b) spread the 32 workers over 4 engines / 4 ssh -L processes",
+  backends: 4,
+  rateFirst: true,
+};
+
+function s1(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  return requestScenario(
+    world,
+    s,
+    load,
+    S1,
+    (t) => requestsJob(t, 1, s.quick ? 1_500 : 3_000),
   );
-  const env = await setup(world, s, 4, "s2");
-  try {
-    await interleave<RequestsResult>(
-      s,
-      load,
-      res,
-      (p) => requestsJob(env.targets[p], 32, s.quick ? 2_000 : 5_000),
-      (r) => ({ rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }),
-    );
-  } finally {
-    await env.close();
-  }
-  return res;
+}
+
+function s2(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {
+  return requestScenario(world, s, load, S2, (t) => requestsJob(t, 32, s.quick ? 2_000 : 5_000));
 }
 
 /** The request job of S1/S2 for `wrk` (bench/wrk.ts). */
@@ -312,47 +330,31 @@ function wrkJob(
 }
 
 /** S1 with `wrk` as the client (the tool #14's numbers were taken with). */
-async function s1w(world: World, runner: WrkRunner, s: Settings): Promise<ScenarioResult> {
-  const res = emptyResult(
-    "S1W",
-    "latency, 1 backend, concurrency 1 (wrk)",
-    "as S1, with wrk (one connection) as the client",
+function s1w(world: World, runner: WrkRunner, s: Settings): Promise<ScenarioResult> {
+  return requestScenario(
+    world,
+    s,
+    runner,
+    { ...S1, id: "S1W", title: `${S1.title} (wrk)`, setup: "as S1, with wrk (one connection)" },
+    (t) => wrkJob(t, 1, s.quick ? 2_000 : 3_000, 1),
   );
-  const env = await setup(world, s, 1, "s1w");
-  try {
-    await interleave<RequestsResult, WrkJob>(
-      s,
-      runner,
-      res,
-      (p) => wrkJob(env.targets[p], 1, s.quick ? 2_000 : 3_000, 1),
-      (r) => ({ p50Ms: r.p50Ms, p99Ms: r.p99Ms, rps: r.rps, errors: r.errors }),
-    );
-  } finally {
-    await env.close();
-  }
-  return res;
 }
 
 /** S2 with `wrk` as the client: four processes of eight connections on every path. */
-async function s2w(world: World, runner: WrkRunner, s: Settings): Promise<ScenarioResult> {
-  const res = emptyResult(
-    "S2W",
-    "throughput, 4 backends, concurrency 32 (wrk)",
-    "as S2, with four wrk processes of 8 connections each (per engine / ssh -L port for a and b)",
+function s2w(world: World, runner: WrkRunner, s: Settings): Promise<ScenarioResult> {
+  return requestScenario(
+    world,
+    s,
+    runner,
+    {
+      ...S2,
+      id: "S2W",
+      title: `${S2.title} (wrk)`,
+      setup:
+        "as S2, with four wrk processes of 8 connections (one per engine / ssh -L port for a, b)",
+    },
+    (t) => wrkJob(t, 32, s.quick ? 2_000 : 5_000, 4),
   );
-  const env = await setup(world, s, 4, "s2w");
-  try {
-    await interleave<RequestsResult, WrkJob>(
-      s,
-      runner,
-      res,
-      (p) => wrkJob(env.targets[p], 32, s.quick ? 2_000 : 5_000, 4),
-      (r) => ({ rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }),
-    );
-  } finally {
-    await env.close();
-  }
-  return res;
 }
 
 async function s3(world: World, load: LoadGen, s: Settings): Promise<ScenarioResult> {

@@ -391,7 +391,14 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
       stats.connections = peers.size;
     }
     const url = new URL(req.url);
-    const bodyBytes = req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array();
+    let bodyBytes: Uint8Array<ArrayBuffer>;
+    try {
+      bodyBytes = req.body ? new Uint8Array(await req.arrayBuffer()) : new Uint8Array();
+    } catch {
+      // The client left in the middle of its body (a load generator that
+      // stops mid-request): nobody reads this, and it is no engine error.
+      return new Response(null, { status: 400 });
+    }
     const bodyText = new TextDecoder().decode(bodyBytes);
     stats.requests++;
     stats.authHeaders.push(req.headers.get("authorization"));

@@ -17,6 +17,7 @@ import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 import { openChannel } from "../../lib/tunnel/ssh.ts";
 import { Conn } from "../../lib/http1/conn.ts";
 import { type Sshd, sshdAvailable, startSshd, waitFor } from "../_helpers/sshd.ts";
+import { tcpServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
 
@@ -37,9 +38,7 @@ function pattern(seq: number, n: number): Uint8Array {
  * and closes its socket.
  */
 function engine() {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const serve = async (c: Deno.Conn) => {
+  return tcpServer(async (c: Deno.Conn) => {
     const dec = new TextDecoder();
     let line = "";
     const buf = new Uint8Array(4096);
@@ -63,34 +62,7 @@ function engine() {
         }
       }
     }
-  };
-  const done = (async () => {
-    for await (const c of listener) {
-      conns.add(c);
-      serve(c).catch(() => {}).finally(() => {
-        conns.delete(c);
-        try {
-          c.close();
-        } catch {
-          // Already closed.
-        }
-      });
-    }
-  })();
-  return {
-    port: (listener.addr as Deno.NetAddr).port,
-    async close() {
-      listener.close();
-      for (const c of conns) {
-        try {
-          c.close();
-        } catch {
-          // Already closed.
-        }
-      }
-      await done.catch(() => {});
-    },
-  };
+  });
 }
 
 type Ssh2Read = ClientChannel & { _waitChanDrain: boolean; incoming: { window: number } };
