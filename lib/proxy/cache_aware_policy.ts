@@ -70,7 +70,9 @@ const TWO_21 = 0x200000;
 /** Prior capacity of a backend from its GPUs, before it has shown any. */
 export function gpuPrior(gpu: RouteTarget["gpu"]): number {
   if (!gpu) return DEFAULT_SLOTS;
-  return slotsOf(gpu.name) * Math.max(1, gpu.count);
+  // A count that is not a number counts as one GPU: a NaN capacity made
+  // every score NaN, and then no candidate was ever picked.
+  return slotsOf(gpu.name) * (Number.isFinite(gpu.count) ? Math.max(1, gpu.count) : 1);
 }
 
 /**
@@ -168,7 +170,8 @@ export class CacheAware implements Policy {
         else (ties ??= [best]).push(candidates[i]);
       }
     }
-    const pick = ties ? this.#tieBreak.select(ties)! : best!;
+    // Every score NaN (an in-flight count that is not a number): still a pick.
+    const pick = ties ? this.#tieBreak.select(ties)! : best ?? candidates[0];
     this.#record(pick.id, prefix);
     return pick;
   }
@@ -219,7 +222,8 @@ export class CacheAware implements Policy {
   /** Notes what the engine reports about its batch, for capacity. */
   #learn(t: RouteTarget): void {
     const running = t.engineLoad?.running;
-    if (running === null || running === undefined) return;
+    // An engine's metrics may say NaN or Infinity: no capacity is learned from that.
+    if (running === null || running === undefined || !Number.isFinite(running)) return;
     let l = this.#learned.get(t.id);
     if (!l) {
       if (this.#learned.size >= MAX_BACKENDS) {

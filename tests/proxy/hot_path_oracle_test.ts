@@ -76,7 +76,9 @@ const GPU_NAMES = [
 const arbGpu = fc.option(
   fc.record({
     name: fc.oneof(fc.constantFrom(...GPU_NAMES), fc.string({ maxLength: 8 })),
-    count: fc.oneof(fc.integer({ min: -1, max: 8 }), fc.constant(Number.NaN)),
+    // Whole counts only: where a count was NaN the old code picked nobody
+    // and threw (see the test of non-numbers below), so it is no oracle there.
+    count: fc.integer({ min: -1, max: 8 }),
   }),
   { nil: undefined },
 );
@@ -447,4 +449,45 @@ Deno.test("createHostCheck: the remembered verdict is the one a fresh check give
     }),
     RUNS,
   );
+});
+
+Deno.test("CacheAware.select always picks a candidate, whatever the GPU counts, loads and in-flight numbers", () => {
+  const odd = fc.constantFrom(Number.NaN, Infinity, -Infinity, -1, 0, 3);
+  const spec = fc.record({
+    id: fc.integer({ min: 1, max: 12 }),
+    inFlight: fc.oneof(fc.integer({ min: 0, max: 6 }), odd),
+    gpu: fc.option(fc.record({ name: fc.constantFrom(...GPU_NAMES), count: odd }), {
+      nil: undefined,
+    }),
+    load: fc.option(
+      fc.record({ running: fc.option(odd, { nil: null }), waiting: fc.option(odd, { nil: null }) }),
+      { nil: undefined },
+    ),
+    models: fc.constant([] as string[]),
+  });
+  fc.assert(
+    fc.property(
+      fc.array(
+        fc.tuple(
+          fc.uniqueArray(spec, { selector: (t) => t.id, minLength: 1, maxLength: 6 }),
+          arbPrefix,
+        ),
+        { minLength: 1, maxLength: 20 },
+      ),
+      (steps) => {
+        const policy = new CacheAware({ maxEntries: 4 });
+        for (const [specs, prefix] of steps) {
+          const cands = specs.map(target);
+          const pick = policy.select(cands, prefix ? { prefix } : {});
+          assert.ok(pick !== undefined && cands.includes(pick));
+          for (const c of cands) {
+            assert.ok(Number.isFinite(policy.capacity(c)) && policy.capacity(c) > 0);
+          }
+        }
+      },
+    ),
+    RUNS,
+  );
+  assert.equal(gpuPrior({ name: "RTX 4090", count: Number.NaN }), 16);
+  assert.equal(gpuPrior({ name: "NVIDIA H100 80GB", count: Infinity }), 64);
 });
