@@ -25,7 +25,7 @@
  * paths; both give the same bytes on the wire.
  */
 import type { HeaderPairs } from "./types.ts";
-import { RequestAbort } from "./request_abort.ts";
+import { type AbortView, RequestAbort, signalView } from "./request_abort.ts";
 
 // Each server request carries one (`onRequestAbort` listens to it); also importable from here.
 export { RequestAbort };
@@ -77,6 +77,22 @@ const HEADER_LIST_SLOT = slotOf(new Headers(), "header list");
 type Slots = Record<symbol, { body: unknown; headerList: unknown }>;
 
 /**
+ * Makes `inner` (a Request's or Response's inner object) use `headers`'
+ * own list of fields, as an ordinary Request or Response does: later edits
+ * to `headers` then reach what `inner` says (copies, `fetch`, the type).
+ */
+function shareHeaderList(headers: Headers, inner: { headerList: unknown } | undefined): void {
+  if (HEADER_LIST_SLOT === undefined || inner === undefined) return;
+  const list = (headers as unknown as Record<symbol, unknown>)[HEADER_LIST_SLOT];
+  if (Array.isArray(list)) inner.headerList = list;
+}
+
+/** Gives `obj` Deno's WebIDL brand, which every `Request`/`Response` member checks first. */
+function brand(obj: object): void {
+  if (BRAND_SLOT !== undefined) (obj as Record<symbol, unknown>)[BRAND_SLOT] = BRAND_VALUE;
+}
+
+/**
  * The inner-request slot of every server Request, on the prototype: it is
  * made from this request's method, fields and body on first use, so code
  * that reads it (`new Request(req)`, `new Request(req, init)`, `fetch(req)`,
@@ -95,14 +111,8 @@ const INNER_ACCESSOR: PropertyDescriptor = {
       }) as unknown as Slots)[INNER_SLOT!];
       const h = holderOf(this);
       inner.body = h ? (h as unknown as Slots)[INNER_SLOT!].body : null;
-      // One list of fields, as in an ordinary Request: later edits to
-      // `req.headers` reach every later `new Request(req)` and `fetch(req)`.
-      const list = HEADER_LIST_SLOT === undefined
-        ? undefined
-        : ((this as unknown as Request).headers as unknown as Record<symbol, unknown>)[
-          HEADER_LIST_SLOT
-        ];
-      if (Array.isArray(list)) inner.headerList = list;
+      // Later edits to `req.headers` reach every later `new Request(req)` and `fetch(req)`.
+      shareHeaderList((this as unknown as Request).headers, inner);
       this[INNER] = inner;
     }
     return this[INNER];
@@ -154,9 +164,7 @@ class ServerRequest {
 
   constructor(init: ServerRequestInit, raw: RawRequest) {
     // Every object gets the same fields in the same order: one hidden class.
-    if (BRAND_SLOT !== undefined) {
-      (this as unknown as Record<symbol, unknown>)[BRAND_SLOT] = BRAND_VALUE;
-    }
+    brand(this);
     this[INNER] = undefined;
     this[RAW] = raw;
     this[URL_KEY] = init.url;
@@ -352,22 +360,13 @@ export function hasBody(req: Request): boolean {
  * what stops that. For the server's requests no `AbortSignal` is made.
  */
 export function onRequestAbort(req: Request, fn: () => void): () => void {
-  if (req instanceof ServerRequest) {
-    const a = req[ABORT];
-    if (a.aborted) {
-      fn();
-      return noop;
-    }
-    a.onAbort(fn);
-    return () => a.offAbort(fn);
-  }
-  const signal = req.signal;
-  if (signal.aborted) {
+  const a: AbortView = req instanceof ServerRequest ? req[ABORT] : signalView(req.signal);
+  if (a.aborted) {
     fn();
     return noop;
   }
-  signal.addEventListener("abort", fn);
-  return () => signal.removeEventListener("abort", fn);
+  a.onAbort(fn);
+  return () => a.offAbort(fn);
 }
 
 function noop(): void {}
@@ -418,13 +417,23 @@ class PairsResponse extends Response {
 }
 Object.defineProperty(PairsResponse.prototype, "headers", {
   get(this: PairsResponse) {
-    if (this[HEADERS] === undefined) {
-      this[HEADERS] = toHeaders(this[PAIRS]!);
-      this[PAIRS] = undefined; // the Headers object is the truth from now on
-    }
-    return this[HEADERS];
+    return headersOfPairs(this);
   },
 });
+
+/**
+ * The `Headers` of a response whose fields travel as pairs, made from them
+ * on first use; from then on the `Headers` object is the truth.
+ */
+function headersOfPairs(
+  res: { [PAIRS]: HeaderPairs | undefined; [HEADERS]: Headers | undefined },
+): Headers {
+  if (res[HEADERS] === undefined) {
+    res[HEADERS] = toHeaders(res[PAIRS]!);
+    res[PAIRS] = undefined;
+  }
+  return res[HEADERS];
+}
 
 const RESPONSE_PROBE = new Response(null);
 const RESPONSE_INNER_SLOT = slotOf(RESPONSE_PROBE, "response");
@@ -456,9 +465,7 @@ class BytesResponse {
     statusText: string,
     pairs: HeaderPairs,
   ) {
-    if (BRAND_SLOT !== undefined) {
-      (this as unknown as Record<symbol, unknown>)[BRAND_SLOT] = BRAND_VALUE;
-    }
+    brand(this);
     this[STATUS] = status;
     this[STATUS_TEXT] = statusText;
     this[PAIRS] = pairs;
@@ -480,11 +487,7 @@ class BytesResponse {
   }
 
   get headers(): Headers {
-    if (this[HEADERS] === undefined) {
-      this[HEADERS] = toHeaders(this[PAIRS]!);
-      this[PAIRS] = undefined; // the Headers object is the truth from now on
-    }
-    return this[HEADERS];
+    return headersOfPairs(this);
   }
 
   get body(): ReadableStream<Uint8Array<ArrayBuffer>> | null {
@@ -568,15 +571,13 @@ function bytesHolder(res: BytesResponse): Response {
       statusText: res[STATUS_TEXT],
       headers,
     });
-    // One list of fields, as in an ordinary Response: later edits to
-    // `res.headers` reach what the inner response says (content type, clone).
-    const list = HEADER_LIST_SLOT === undefined
-      ? undefined
-      : (headers as unknown as Record<symbol, unknown>)[HEADER_LIST_SLOT];
-    const inner = RESPONSE_INNER_SLOT === undefined
-      ? undefined
-      : (holder as unknown as Record<symbol, { headerList: unknown }>)[RESPONSE_INNER_SLOT];
-    if (Array.isArray(list) && inner !== undefined) inner.headerList = list;
+    // Later edits to `res.headers` reach what the inner response says (content type, clone).
+    shareHeaderList(
+      headers,
+      RESPONSE_INNER_SLOT === undefined
+        ? undefined
+        : (holder as unknown as Slots)[RESPONSE_INNER_SLOT],
+    );
     res[HOLDER] = holder;
   }
   return res[HOLDER];

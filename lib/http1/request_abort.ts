@@ -103,7 +103,7 @@ export function abortOf(
 }
 
 /** `signal` as an `AbortView`: its callbacks are its "abort" listeners. */
-function signalView(signal: AbortSignal): AbortView {
+export function signalView(signal: AbortSignal): AbortView {
   return {
     get aborted() {
       return signal.aborted;
