@@ -5,6 +5,8 @@
  */
 
 import type { BackendSpec, SshEndpoint } from "../../lib/core/backend_spec.ts";
+import { connectEndpoint, type Connection, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
+import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 
 /** Where the system sshd lives. */
 export const SSHD_PATH = "/usr/sbin/sshd";
@@ -357,4 +359,21 @@ export async function sha256Hex(bytes: Uint8Array | ArrayBuffer): Promise<string
   const data = bytes instanceof Uint8Array ? bytes : new Uint8Array(bytes);
   const digest = await crypto.subtle.digest("SHA-256", data as Uint8Array<ArrayBuffer>);
   return [...new Uint8Array(digest)].map((b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+/**
+ * An ssh2 connection straight to `sshd` as root with its client key (no
+ * host-key pinning), for tests that drive the tunnel layer by hand.
+ */
+export function connectTestSshd(sshd: Sshd, algorithms?: SshAlgorithms): Promise<Connection> {
+  return connectEndpoint({ host: "127.0.0.1", port: sshd.port, path: "direct" }, {
+    instanceId: 1,
+    username: "root",
+    auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
+    knownHosts: null,
+    readyTimeoutMs: 5_000,
+    keepaliveIntervalMs: 60_000,
+    keepaliveCountMax: 3,
+    algorithms,
+  });
 }

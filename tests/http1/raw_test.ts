@@ -254,6 +254,40 @@ Deno.test("a body not yet buffered is read from the stream as before", async () 
   assert.equal(body, "helloworld");
 });
 
+/** A promise's value, or the name of the error it rejected with. */
+const settle = <T>(p: Promise<T>) => p.then((v) => v, (e) => `error ${(e as Error).name}`);
+
+const NOT_A_BODY_MODE = Symbol("not a body mode");
+
+/**
+ * What reading the body of `r` one way (`mode`: a Body member, the stream,
+ * or Deno's textStream) gives, as comparable data; NOT_A_BODY_MODE for
+ * other modes.
+ */
+async function readBodyAs(r: Request | Response, mode: string): Promise<unknown> {
+  switch (mode) {
+    case "text":
+      return await settle(r.text());
+    case "json":
+      return await settle(r.json());
+    case "arrayBuffer":
+      return await settle(r.arrayBuffer().then((b) => [...new Uint8Array(b)]));
+    case "bytes":
+      return await settle(r.bytes().then((b) => [...b]));
+    case "blob":
+      return await settle(r.blob().then(async (b) => [b.type, b.size, await b.text()]));
+    case "formData":
+      return await settle(r.formData().then((f) => [...f].map(([k, v]) => [k, String(v)])));
+    case "stream":
+      return r.body === null ? null : await new Response(r.body).text();
+    case "textStream": {
+      const ts = (r as unknown as { textStream(): ReadableStream<string> }).textStream();
+      return (await Array.fromAsync(ts)).join("");
+    }
+  }
+  return NOT_A_BODY_MODE;
+}
+
 /**
  * Everything a handler can learn from `req`, consuming its body the way
  * `mode` says, then trying to read it again.
@@ -267,34 +301,9 @@ async function snapshot(req: Request, mode: string): Promise<Record<string, unkn
   out.body = req.body === null ? null : "stream";
   out.aborted = req.signal.aborted;
   out.misc = [req.cache, req.redirect, req.mode, req.credentials, req.keepalive];
-  const settle = <T>(p: Promise<T>) => p.then((v) => v, (e) => `error ${(e as Error).name}`);
+  const read = await readBodyAs(req, mode);
+  if (read !== NOT_A_BODY_MODE) out.got = read;
   switch (mode) {
-    case "text":
-      out.got = await settle(req.text());
-      break;
-    case "json":
-      out.got = await settle(req.json());
-      break;
-    case "arrayBuffer":
-      out.got = await settle(req.arrayBuffer().then((b) => [...new Uint8Array(b)]));
-      break;
-    case "bytes":
-      out.got = await settle(req.bytes().then((b) => [...b]));
-      break;
-    case "blob":
-      out.got = await settle(req.blob().then(async (b) => [b.type, b.size, await b.text()]));
-      break;
-    case "formData":
-      out.got = await settle(req.formData().then((f) => [...f].map(([k, v]) => [k, String(v)])));
-      break;
-    case "stream":
-      out.got = req.body === null ? null : await new Response(req.body).text();
-      break;
-    case "textStream": {
-      const ts = (req as unknown as { textStream(): ReadableStream<string> }).textStream();
-      out.got = (await Array.fromAsync(ts)).join("");
-      break;
-    }
     case "clone": {
       const c = req.clone();
       out.got = [c.method, c.url, [...c.headers], c.signal.aborted, await c.text()];
@@ -680,37 +689,12 @@ Deno.test("the server's Request refuses exactly the URLs the Request constructor
 /** Every member of a response, read after `use` did something with it. */
 async function responseSnapshot(res: Response, use: string): Promise<Record<string, unknown>> {
   const out: Record<string, unknown> = {};
-  const settle = <T>(p: Promise<T>) => p.then((v) => v, (e) => `error ${(e as Error).name}`);
   out.isResponse = res instanceof Response;
   out.fields = [res.status, res.statusText, res.ok, res.type, res.url, res.redirected];
   out.usedBefore = res.bodyUsed;
+  const read = await readBodyAs(res, use);
+  if (read !== NOT_A_BODY_MODE) out.got = read;
   switch (use) {
-    case "text":
-      out.got = await settle(res.text());
-      break;
-    case "json":
-      out.got = await settle(res.json());
-      break;
-    case "arrayBuffer":
-      out.got = await settle(res.arrayBuffer().then((b) => [...new Uint8Array(b)]));
-      break;
-    case "bytes":
-      out.got = await settle(res.bytes().then((b) => [...b]));
-      break;
-    case "blob":
-      out.got = await settle(res.blob().then(async (b) => [b.type, b.size, await b.text()]));
-      break;
-    case "formData":
-      out.got = await settle(res.formData().then((f) => [...f].map(([k, v]) => [k, String(v)])));
-      break;
-    case "stream":
-      out.got = res.body === null ? null : await new Response(res.body).text();
-      break;
-    case "textStream": {
-      const ts = (res as unknown as { textStream(): ReadableStream<string> }).textStream();
-      out.got = (await Array.fromAsync(ts)).join("");
-      break;
-    }
     case "clone": {
       const c = res.clone();
       out.got = [c.status, c.statusText, [...c.headers], await c.text(), await res.text()];

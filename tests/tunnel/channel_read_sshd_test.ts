@@ -11,12 +11,11 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
-import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
+import { endClient } from "../../lib/tunnel/connect.ts";
 import type { Connection } from "../../lib/tunnel/connect.ts";
-import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 import { openChannel } from "../../lib/tunnel/ssh.ts";
 import { Conn } from "../../lib/http1/conn.ts";
-import { type Sshd, sshdAvailable, startSshd, waitFor } from "../_helpers/sshd.ts";
+import { connectTestSshd, type Sshd, sshdAvailable, startSshd, waitFor } from "../_helpers/sshd.ts";
 import { tcpServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
@@ -76,15 +75,7 @@ async function withTunnel(
   const conns: Conn[] = [];
   try {
     sshd = await startSshd();
-    ssh = await connectEndpoint({ host: "127.0.0.1", port: sshd.port, path: "direct" }, {
-      instanceId: 1,
-      username: "root",
-      auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
-      knownHosts: null,
-      readyTimeoutMs: 5_000,
-      keepaliveIntervalMs: 60_000,
-      keepaliveCountMax: 3,
-    });
+    ssh = await connectTestSshd(sshd);
     const opener = openChannel(ssh.client, eng.port);
     const open = async () => {
       const ch = await opener() as Ssh2Read;

@@ -10,13 +10,12 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
-import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
-import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import { endClient } from "../../lib/tunnel/connect.ts";
 import { openChannel } from "../../lib/tunnel/ssh.ts";
 import type { TryWriteNow } from "../../lib/tunnel/channel_write.ts";
 import { Conn } from "../../lib/http1/conn.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
-import { sshdAvailable, startSshd, waitFor } from "../_helpers/sshd.ts";
+import { connectTestSshd, sshdAvailable, startSshd, waitFor } from "../_helpers/sshd.ts";
 
 const ignore = !sshdAvailable();
 
@@ -33,15 +32,7 @@ Deno.test({
   async fn() {
     const sshd = await startSshd();
     const echo = echoServer();
-    const conn = await connectEndpoint({ host: "127.0.0.1", port: sshd.port, path: "direct" }, {
-      instanceId: 1,
-      username: "root",
-      auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
-      knownHosts: null,
-      readyTimeoutMs: 5_000,
-      keepaliveIntervalMs: 60_000,
-      keepaliveCountMax: 3,
-    });
+    const conn = await connectTestSshd(sshd);
     let c: Conn | undefined;
     try {
       const ch = await openChannel(conn.client, echo.port)() as ClientChannel & TryWriteNow;

@@ -7,30 +7,13 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import type { Client, ClientChannel, NegotiatedAlgorithms } from "ssh2";
-import {
-  connectEndpoint,
-  endClient,
-  SSH_ALGORITHMS,
-  type SshAlgorithms,
-} from "../../lib/tunnel/connect.ts";
-import { loadAuthSources } from "../../lib/tunnel/keys.ts";
-import { type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { endClient, SSH_ALGORITHMS, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
+import { connectTestSshd, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
 
-function connect(sshd: Sshd, algorithms?: SshAlgorithms) {
-  return connectEndpoint({ host: "127.0.0.1", port: sshd.port, path: "direct" }, {
-    instanceId: 1,
-    username: "root",
-    auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
-    knownHosts: null,
-    readyTimeoutMs: 5_000,
-    keepaliveIntervalMs: 60_000,
-    keepaliveCountMax: 3,
-    algorithms,
-  });
-}
+const connect = connectTestSshd;
 
 /** Rekeys and resolves with what the new key exchange negotiated. */
 function rekey(client: Client): Promise<NegotiatedAlgorithms> {
