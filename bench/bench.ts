@@ -206,14 +206,19 @@ const CHAT_BODY = JSON.stringify({
   max_tokens: 8,
 });
 
+/** The request of S1 and S2 (and S1W, S2W), whichever client sends it. */
+const CHAT_REQUEST = {
+  method: "POST",
+  path: "/v1/chat/completions",
+  body: CHAT_BODY,
+  headers: { "content-type": "application/json" },
+} as const;
+
 function requestsJob(targets: string[], concurrency: number, durationMs: number): Job {
   return {
     kind: "requests",
     targets,
-    method: "POST",
-    path: "/v1/chat/completions",
-    body: CHAT_BODY,
-    headers: { "content-type": "application/json" },
+    ...CHAT_REQUEST,
     concurrency,
     durationMs,
     maxRequests: 200_000,
@@ -317,16 +322,7 @@ function wrkJob(
   durationMs: number,
   spread: number,
 ): WrkJob {
-  return {
-    targets,
-    method: "POST",
-    path: "/v1/chat/completions",
-    body: CHAT_BODY,
-    headers: { "content-type": "application/json" },
-    concurrency,
-    durationMs,
-    spread,
-  };
+  return { targets, ...CHAT_REQUEST, concurrency, durationMs, spread };
 }
 
 /** S1 with `wrk` as the client (the tool #14's numbers were taken with). */

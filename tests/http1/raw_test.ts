@@ -258,6 +258,17 @@ Deno.test("a body not yet buffered is read from the stream as before", async () 
 const settle = <T>(p: Promise<T>) => p.then((v) => v, (e) => `error ${(e as Error).name}`);
 
 const NOT_A_BODY_MODE = Symbol("not a body mode");
+/** The ways `readBodyAs` reads a body. */
+const BODY_MODES = [
+  "text",
+  "json",
+  "arrayBuffer",
+  "bytes",
+  "blob",
+  "formData",
+  "stream",
+  "textStream",
+];
 
 /**
  * What reading the body of `r` one way (`mode`: a Body member, the stream,
@@ -346,14 +357,7 @@ Deno.test("the server's Request answers every member as an ordinary Request does
     { method: "patch", head: "Content-Type: application/json", body: "[1]" },
   ];
   const modes = [
-    "text",
-    "json",
-    "arrayBuffer",
-    "bytes",
-    "blob",
-    "formData",
-    "stream",
-    "textStream",
+    ...BODY_MODES,
     "clone",
     "newRequest",
     "newRequestInit",
@@ -740,14 +744,7 @@ Deno.test("a bytes response answers every member as an ordinary Response does", 
     },
   ];
   const uses = [
-    "text",
-    "json",
-    "arrayBuffer",
-    "bytes",
-    "blob",
-    "formData",
-    "stream",
-    "textStream",
+    ...BODY_MODES,
     "clone",
     "newResponse",
     "editHeaders",
