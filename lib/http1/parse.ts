@@ -300,17 +300,26 @@ export function encodeRequest(
   if (!TOKEN.test(method) || target === "" || UNSAFE_TARGET.test(target)) {
     throw new Http1Error("invalid request line for the engine", { sent: false });
   }
-  let head = `${method} ${target} HTTP/1.1\r\n`;
+  // `Host` goes first when the caller has none (the relay never passes the
+  // client's): known before the loop, so the head is built in order, not
+  // searched and copied again to put it there.
   let hasHost = false;
+  for (let i = 0; i < headers.length; i++) {
+    if (headers[i][0] === "host") {
+      hasHost = true;
+      break;
+    }
+  }
+  let head = hasHost
+    ? `${method} ${target} HTTP/1.1\r\n`
+    : `${method} ${target} HTTP/1.1\r\nhost: ${host}\r\n`;
   for (const [name, value] of headers) {
     if (OWN_FIELDS.has(name)) continue;
     if (!TOKEN.test(name) || UNSAFE_TEXT.test(value)) {
       throw new Http1Error(`invalid request header ${JSON.stringify(name)}`, { sent: false });
     }
-    if (name === "host") hasHost = true;
     head += `${name}: ${value}\r\n`;
   }
-  if (!hasHost) head = head.replace("\r\n", `\r\nhost: ${host}\r\n`);
   if (upgrade) head += "connection: upgrade\r\n";
   // Bodyless POST-like requests carry an explicit zero length, as fetch does.
   const needsLength = body !== null || !(method === "GET" || method === "HEAD");
