@@ -132,14 +132,28 @@ export class Http1Client {
    * Rejects with `Http1Error` (its `sent` says whether the engine may have
    * seen the request) or, on abort (`signal` or `abort`), with its reason.
    */
-  async request(req: Http1Request): Promise<Http1Response> {
-    if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
-    const abort = abortOf(req.signal, req.abort);
-    if (abort?.aborted) throw abort.reason;
-    const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
-    const key = req.affinity ?? NO_AFFINITY;
-    const conn = this.#takeIdle(key) ?? await this.#connect(abort);
-    return this.#exchange(conn, key, req, payload, false, abort) as Promise<Http1Response>;
+  request(req: Http1Request): Promise<Http1Response> {
+    // Not `async`: on an idle channel (the usual case) the caller gets
+    // `#exchange`'s own promise. An async function returning it would
+    // resolve its own promise with it: three more microtask turns between
+    // the engine's answer and the relay. Whatever is thrown here still
+    // reaches the caller as a rejection, as from an async function.
+    try {
+      if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
+      const abort = abortOf(req.signal, req.abort);
+      if (abort?.aborted) throw abort.reason;
+      const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
+      const key = req.affinity ?? NO_AFFINITY;
+      const idle = this.#takeIdle(key);
+      if (idle !== null) {
+        return this.#exchange(idle, key, req, payload, false, abort) as Promise<Http1Response>;
+      }
+      return this.#connect(abort).then((conn) =>
+        this.#exchange(conn, key, req, payload, false, abort) as Promise<Http1Response>
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**

@@ -480,3 +480,22 @@ Deno.test("channel http: with both signal and abort, either one aborts", async (
     assert.equal(http.busyCount, 0);
   }
 });
+
+Deno.test("channel http: request() rejects, never throws, when it cannot send", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok("x")));
+  // Each failure must come back as a rejected promise: callers chain on it.
+  const bad = http.raw.request({ ...get(), method: "BAD METHOD" });
+  await assert.rejects(bad, (e: Error) => e instanceof Http1Error && !e.sent);
+  const reason = new Error("gone");
+  const abort = new RequestAbort();
+  abort.abort(reason);
+  const aborted = http.raw.request({ ...get(), abort });
+  await assert.rejects(aborted, (e: Error) => e === reason);
+  // An idle channel, then a closed client.
+  assert.equal((await http.raw.request(get())).status, 200);
+  assert.equal(http.idleCount, 1);
+  http.raw.close();
+  const closed = http.raw.request(get());
+  await assert.rejects(closed, (e: Error) => e instanceof Http1Error && !e.sent);
+  assert.equal(opened.length, 1);
+});
