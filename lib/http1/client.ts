@@ -84,6 +84,8 @@ export interface Http1ClientStats {
   idle: number;
   /** Streams carrying a request or an unread body now. */
   busy: number;
+  /** Affinities with a list in the idle pool (some may be empty while their channel is out). */
+  idleKeys: number;
 }
 
 /** A keep-alive HTTP/1.1 client over streams from `open`; see the module doc. */
@@ -121,6 +123,7 @@ export class Http1Client {
       requests: this.#requests,
       idle: this.#idleCount,
       busy: this.#busy.size,
+      idleKeys: this.#idle.size,
     };
   }
 
@@ -132,14 +135,28 @@ export class Http1Client {
    * Rejects with `Http1Error` (its `sent` says whether the engine may have
    * seen the request) or, on abort (`signal` or `abort`), with its reason.
    */
-  async request(req: Http1Request): Promise<Http1Response> {
-    if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
-    const abort = abortOf(req.signal, req.abort);
-    if (abort?.aborted) throw abort.reason;
-    const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
-    const key = req.affinity ?? NO_AFFINITY;
-    const conn = this.#takeIdle(key) ?? await this.#connect(abort);
-    return this.#exchange(conn, key, req, payload, false, abort) as Promise<Http1Response>;
+  request(req: Http1Request): Promise<Http1Response> {
+    // Not `async`: on an idle channel (the usual case) the caller gets
+    // `#exchange`'s own promise. An async function returning it would
+    // resolve its own promise with it: three more microtask turns between
+    // the engine's answer and the relay. Whatever is thrown here still
+    // reaches the caller as a rejection, as from an async function.
+    try {
+      if (this.#closing) throw new Http1Error("SSH connection is closing", { sent: false });
+      const abort = abortOf(req.signal, req.abort);
+      if (abort?.aborted) throw abort.reason;
+      const payload = encodeRequest(req.method, req.target, req.headers, req.body, this.#host);
+      const key = req.affinity ?? NO_AFFINITY;
+      const idle = this.#takeIdle(key);
+      if (idle !== null) {
+        return this.#exchange(idle, key, req, payload, false, abort) as Promise<Http1Response>;
+      }
+      return this.#connect(abort).then((conn) =>
+        this.#exchange(conn, key, req, payload, false, abort) as Promise<Http1Response>
+      );
+    } catch (err) {
+      return Promise.reject(err);
+    }
   }
 
   /**
@@ -203,7 +220,10 @@ export class Http1Client {
       c.onDead = null;
       c.idle = false;
       if (c.clean && now - c.idleSince < c.idleTtlMs) {
-        if (list.length === 0) this.#idle.delete(key);
+        // An emptied list stays for `#release` to put `c` back in (it
+        // removes the list if it does not): at one request at a time per
+        // client connection, deleting and re-adding it cost a Map delete,
+        // a new array and a Map set per request.
         return c;
       }
       c.destroy();
@@ -215,14 +235,17 @@ export class Http1Client {
   #release(conn: Conn, key: string, reuse: boolean): void {
     this.#busy.delete(conn);
     if (this.#busy.size === 0) this.#drained?.();
-    const list = this.#idle.get(key) ?? [];
+    const kept = this.#idle.get(key);
     if (
       !reuse || this.#closing || !conn.clean || conn.idleTtlMs <= 0 ||
-      this.#idleCount >= this.#maxIdle || list.length >= this.#maxPerKey
+      this.#idleCount >= this.#maxIdle || (kept?.length ?? 0) >= this.#maxPerKey
     ) {
       conn.destroy();
+      // No empty list outlives the request that left it (see #takeIdle).
+      if (kept !== undefined && kept.length === 0) this.#idle.delete(key);
       return;
     }
+    const list = kept ?? [];
     conn.idleSince = this.#now();
     conn.idle = true;
     conn.onDead = () => {
@@ -234,7 +257,7 @@ export class Http1Client {
       }
     };
     list.push(conn);
-    this.#idle.set(key, list);
+    if (kept === undefined) this.#idle.set(key, list);
     this.#idleCount++;
     this.#scheduleSweep();
   }

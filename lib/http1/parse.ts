@@ -58,7 +58,6 @@ export interface ResponseHead {
   keepAliveTimeout: number | null;
 }
 
-const STATUS_LINE = /^HTTP\/1\.([01]) ([1-5][0-9]{2})(?:[ \t](.*))?$/;
 const TOKEN = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$/;
 const CL_DIGITS = /^[0-9]{1,15}$/;
 
@@ -78,43 +77,66 @@ export function trimOws(s: string): string {
  * or a fold with nothing before it.
  */
 export function parseHead(bytes: Uint8Array): ResponseHead {
+  // One pass over the text by index (as parseRequestHead does): no array of
+  // lines, no per-line copies, no regex run per line; every answer from an
+  // engine goes through here.
   const text = bytesToLatin1(bytes);
-  const lines = text.split("\n");
-  const first = lines[0].endsWith("\r") ? lines[0].slice(0, -1) : lines[0];
-  const m = STATUS_LINE.exec(first);
-  if (!m) {
+  const n = text.length;
+  let nl = text.indexOf("\n");
+  let end = nl === -1 ? n : nl;
+  if (end > 0 && text.charCodeAt(end - 1) === CR) end--;
+  if (!isStatusLine(text, end)) {
     throw new Http1Error(
-      `malformed status line from the engine: ${JSON.stringify(first.slice(0, 80))}`,
+      `malformed status line from the engine: ${JSON.stringify(text.slice(0, end).slice(0, 80))}`,
       { sent: true },
     );
   }
+  const minor = text.charCodeAt(7) - 0x30;
+  const status = (text.charCodeAt(9) - 0x30) * 100 + (text.charCodeAt(10) - 0x30) * 10 +
+    text.charCodeAt(11) - 0x30;
+  const statusText = end > 12 ? text.slice(13, end) : "";
   const headers: HeaderPairs = [];
-  for (let i = 1; i < lines.length; i++) {
-    let line = lines[i];
-    if (line.endsWith("\r")) line = line.slice(0, -1);
-    if (line === "") continue;
-    const c0 = line.charCodeAt(0);
+  let at = nl + 1;
+  while (nl !== -1) {
+    const s = at;
+    nl = text.indexOf("\n", s);
+    let e = nl === -1 ? n : nl;
+    at = e + 1;
+    if (e > s && text.charCodeAt(e - 1) === CR) e--;
+    if (e === s) continue;
+    const c0 = text.charCodeAt(s);
     if (c0 === 0x20 || c0 === 0x09) {
       // obs-fold (RFC 9112 §5.2): a recipient replaces it with a space.
       const last = headers.at(-1);
       if (!last) {
         throw new Http1Error("malformed response head: fold before any field", { sent: true });
       }
-      const more = trimOws(line);
+      const more = trimmedSlice(text, s, e);
       last[1] = last[1] === "" ? more : more === "" ? last[1] : `${last[1]} ${more}`;
       continue;
     }
     if (headers.length >= MAX_HEADER_FIELDS) {
       throw new Http1Error(`response head with over ${MAX_HEADER_FIELDS} fields`, { sent: true });
     }
-    const colon = line.indexOf(":");
-    if (colon <= 0) throw new Http1Error("malformed response header line", { sent: true });
+    const colon = text.indexOf(":", s);
+    if (colon <= s || colon >= e) {
+      throw new Http1Error("malformed response header line", { sent: true });
+    }
     // Whitespace before the colon is not allowed; a proxy removes it (§5.1).
-    const name = trimOws(line.slice(0, colon)).toLowerCase();
-    if (!TOKEN.test(name)) throw new Http1Error("malformed response header name", { sent: true });
-    headers.push([name, trimOws(line.slice(colon + 1))]);
+    let ne = colon;
+    while (ne > s && (text.charCodeAt(ne - 1) === 0x20 || text.charCodeAt(ne - 1) === 0x09)) ne--;
+    // Token check and "any upper case?" in one pass: engines send lower-case
+    // names, which then need no lowercased copy.
+    let upper = false;
+    for (let k = s; k < ne; k++) {
+      const c = text.charCodeAt(k);
+      const kind = c < 0x80 ? NAME_CHAR[c] : 0;
+      if (kind === 0) throw new Http1Error("malformed response header name", { sent: true });
+      if (kind === 2) upper = true;
+    }
+    const name = upper ? text.slice(s, ne).toLowerCase() : text.slice(s, ne);
+    headers.push([name, trimmedSlice(text, colon + 1, e)]);
   }
-  const minor = Number(m[1]);
   let close = false;
   let keepAliveToken = false;
   let keepAliveTimeout: number | null = null;
@@ -130,13 +152,48 @@ export function parseHead(bytes: Uint8Array): ResponseHead {
   }
   return {
     minor,
-    status: Number(m[2]),
-    statusText: m[3] ?? "",
+    status,
+    statusText,
     headers,
     keepAlive: !close && (minor === 1 || keepAliveToken),
     keepAliveTimeout,
   };
 }
+
+/**
+ * Whether `text.slice(0, end)` matches
+ * `^HTTP/1\.[01] [1-5][0-9]{2}(?:[ \t].*)?$`, where `.` excludes CR (no LF
+ * can occur before `end`).
+ */
+function isStatusLine(text: string, end: number): boolean {
+  if (end < 12 || !text.startsWith("HTTP/1.")) return false;
+  const minor = text.charCodeAt(7);
+  if ((minor !== 0x30 && minor !== 0x31) || text.charCodeAt(8) !== 0x20) return false;
+  const d0 = text.charCodeAt(9);
+  const d1 = text.charCodeAt(10);
+  const d2 = text.charCodeAt(11);
+  if (d0 < 0x31 || d0 > 0x35 || d1 < 0x30 || d1 > 0x39 || d2 < 0x30 || d2 > 0x39) return false;
+  if (end === 12) return true;
+  const sep = text.charCodeAt(12);
+  if (sep !== 0x20 && sep !== 0x09) return false;
+  for (let k = 13; k < end; k++) if (text.charCodeAt(k) === CR) return false;
+  return true;
+}
+
+/** `trimOws(text.slice(from, to))` with one slice. */
+function trimmedSlice(text: string, from: number, to: number): string {
+  while (from < to && (text.charCodeAt(from) === 0x20 || text.charCodeAt(from) === 0x09)) from++;
+  while (to > from && (text.charCodeAt(to - 1) === 0x20 || text.charCodeAt(to - 1) === 0x09)) to--;
+  return text.slice(from, to);
+}
+
+/** Field-name bytes below 0x80: 0 not a token char, 1 a token char, 2 an upper-case letter. */
+const NAME_CHAR = (() => {
+  const t = new Uint8Array(128);
+  for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") t[c.charCodeAt(0)] = 1;
+  for (let c = 0x41; c <= 0x5a; c++) t[c] = 2;
+  return t;
+})();
 
 /** The `close` and `keep-alive` options of one `Connection` field value (requests and responses). */
 export function connectionOptions(value: string): { close: boolean; keepAlive: boolean } {
@@ -243,17 +300,26 @@ export function encodeRequest(
   if (!TOKEN.test(method) || target === "" || UNSAFE_TARGET.test(target)) {
     throw new Http1Error("invalid request line for the engine", { sent: false });
   }
-  let head = `${method} ${target} HTTP/1.1\r\n`;
+  // `Host` goes first when the caller has none (the relay never passes the
+  // client's): known before the loop, so the head is built in order, not
+  // searched and copied again to put it there.
   let hasHost = false;
+  for (let i = 0; i < headers.length; i++) {
+    if (headers[i][0] === "host") {
+      hasHost = true;
+      break;
+    }
+  }
+  let head = hasHost
+    ? `${method} ${target} HTTP/1.1\r\n`
+    : `${method} ${target} HTTP/1.1\r\nhost: ${host}\r\n`;
   for (const [name, value] of headers) {
     if (OWN_FIELDS.has(name)) continue;
     if (!TOKEN.test(name) || UNSAFE_TEXT.test(value)) {
       throw new Http1Error(`invalid request header ${JSON.stringify(name)}`, { sent: false });
     }
-    if (name === "host") hasHost = true;
     head += `${name}: ${value}\r\n`;
   }
-  if (!hasHost) head = head.replace("\r\n", `\r\nhost: ${host}\r\n`);
   if (upgrade) head += "connection: upgrade\r\n";
   // Bodyless POST-like requests carry an explicit zero length, as fetch does.
   const needsLength = body !== null || !(method === "GET" || method === "HEAD");

@@ -97,10 +97,13 @@ export function llmObserverFor(
       break;
     }
   }
-  const type = mediaTypeOf(contentType);
+  // The exact values engines send need no parse of the media type.
+  const type = contentType === "application/json" || contentType === "text/event-stream"
+    ? contentType
+    : mediaTypeOf(contentType);
   const mode = type === "text/event-stream" ? "sse" : type === "application/json" ? "json" : null;
   if (!mode) return null;
-  return new LlmObserver({ mode, model: req.model, ...clock });
+  return new LlmObserver({ mode, model: req.model, startedAt: clock.startedAt, now: clock.now });
 }
 
 /** `path.replace(/\/+$/, "")` without a regex run per request. */
@@ -126,6 +129,8 @@ export class LlmObserver {
   #lastAt: number | null = null;
   #events = 0;
   #usageTokens: number | null = null;
+  // A JSON body given to whole(), decoded.
+  #text: string | null = null;
   // Made at the second content event: most responses observed are JSON bodies.
   #itl: LatencyHistogram | null = null;
 
@@ -149,10 +154,31 @@ export class LlmObserver {
     }
   }
 
+  /**
+   * Feeds a whole body at once, instead of `chunk()` (a small answer that
+   * came with its head). A JSON body is decoded now instead of copied for
+   * `finish()`: the text is immutable, so it needs no copy, and decoding a
+   * few hundred bytes costs a fraction of allocating the copy, on the
+   * response's path.
+   */
+  whole(bytes: Uint8Array): void {
+    if (
+      this.#mode !== "json" || this.#text !== null || this.#pendingBytes !== 0 || this.#oversize
+    ) {
+      return this.chunk(bytes);
+    }
+    try {
+      if (bytes.byteLength > MAX_JSON_BYTES) this.#oversize = true;
+      else this.#text = decoder.decode(bytes);
+    } catch {
+      // As for chunk(): best effort.
+    }
+  }
+
   /** What the response showed, or null when it held no completion at all. */
   finish(): LlmSample | null {
     if (this.#mode === "json") {
-      const body = this.#oversize ? null : this.#joined();
+      const body = this.#oversize ? null : this.#text ?? this.#joined();
       this.#usageTokens = body ? usageTokens(body) : null;
       if (this.#usageTokens === null) return null;
       return {

@@ -492,7 +492,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     // the pool; the server writes the bytes with the head, with no stream on
     // either side.
     bytes = source.byteLength;
-    observer?.chunk(source);
+    observer?.whole(source);
     // The log line says what the client got, so the attempt settles once the
     // server has written the answer (or failed to). That also keeps the
     // settling work off the response's path.

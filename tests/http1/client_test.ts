@@ -446,7 +446,7 @@ Deno.test("channel http: req.abort while the channel opens rejects at once; the 
   await new Promise((r) => setTimeout(r, 5));
   assert.ok(late.destroyedByClient, "a channel that opened after the abort is closed");
   assert.equal(late.written, "", "and never carried the request");
-  assert.deepEqual(raw.stats(), { opened: 0, requests: 0, idle: 0, busy: 0 });
+  assert.deepEqual(raw.stats(), { opened: 0, requests: 0, idle: 0, busy: 0, idleKeys: 0 });
 });
 
 Deno.test("channel http: a finished exchange stops listening to req.abort", async () => {
@@ -479,4 +479,74 @@ Deno.test("channel http: with both signal and abort, either one aborts", async (
     assert.ok(opened[0].destroyedByClient, which);
     assert.equal(http.busyCount, 0);
   }
+});
+
+Deno.test("channel http: request() rejects, never throws, when it cannot send", async () => {
+  const { http, opened } = client((ch) => void ch.reply(ok("x")));
+  // Each failure must come back as a rejected promise: callers chain on it.
+  const bad = http.raw.request({ ...get(), method: "BAD METHOD" });
+  await assert.rejects(bad, (e: Error) => e instanceof Http1Error && !e.sent);
+  const reason = new Error("gone");
+  const abort = new RequestAbort();
+  abort.abort(reason);
+  const aborted = http.raw.request({ ...get(), abort });
+  await assert.rejects(aborted, (e: Error) => e === reason);
+  // An idle channel, then a closed client.
+  assert.equal((await http.raw.request(get())).status, 200);
+  assert.equal(http.idleCount, 1);
+  http.raw.close();
+  const closed = http.raw.request(get());
+  await assert.rejects(closed, (e: Error) => e instanceof Http1Error && !e.sent);
+  assert.equal(opened.length, 1);
+});
+
+Deno.test("channel http: a pooled channel that cannot go back leaves its affinity's pool empty, not broken", async () => {
+  let answer = ok("a");
+  const { http, opened } = client((ch) => void ch.reply(answer));
+  const k = { ...get(), affinity: "k" };
+  await (await http.request(k)).text();
+  assert.equal(http.idleCount, 1);
+  // Taken from the pool, then answered with Connection: close: destroyed.
+  answer = ok("b", "connection: close\r\n");
+  assert.equal(await (await http.request(k)).text(), "b");
+  assert.equal(http.idleCount, 0);
+  assert.ok(opened[0].destroyedByClient);
+  assert.equal(http.raw.stats().idleKeys, 0, "no empty list left behind");
+  // The affinity starts over on a new channel, which is pooled and reused.
+  answer = ok("c");
+  assert.equal(await (await http.request(k)).text(), "c");
+  assert.equal(await (await http.request(k)).text(), "c");
+  assert.equal(opened.length, 2);
+  assert.equal(http.idleCount, 1);
+  // While the pooled channel is out, a second request on the same affinity
+  // opens its own; both come back, up to the per-affinity bound.
+  const both = await Promise.all([http.request(k), http.request(k)]);
+  await Promise.all(both.map((r) => r.text()));
+  assert.equal(opened.length, 3);
+  assert.equal(http.idleCount, 2);
+  await (await http.request(k)).text();
+  await (await http.request(k)).text();
+  assert.equal(opened.length, 3, "both pooled channels are reused");
+  // Many client connections, each taking its channel back out and losing it.
+  for (let i = 0; i < 20; i++) {
+    answer = ok("d");
+    await (await http.request({ ...get(), affinity: `gone${i}` })).text();
+    answer = ok("e", "connection: close\r\n");
+    await (await http.request({ ...get(), affinity: `gone${i}` })).text();
+  }
+  assert.equal(http.raw.stats().idleKeys, 1, "only k's list is left");
+});
+
+Deno.test("channel http: maxIdlePerAffinity 0 pools nothing", async () => {
+  const opened: FakeChannel[] = [];
+  const raw = new Http1Client(() => {
+    const ch = new FakeChannel();
+    ch.onRequest = (c) => void c.reply(ok("x"));
+    opened.push(ch);
+    return Promise.resolve(ch);
+  }, { host: "127.0.0.1:8000", maxIdlePerAffinity: 0 });
+  for (let i = 0; i < 3; i++) await raw.request({ ...get(), affinity: "k" });
+  assert.equal(raw.stats().idle, 0);
+  assert.equal(opened.length, 3);
+  assert.ok(opened.every((c) => c.destroyedByClient));
 });

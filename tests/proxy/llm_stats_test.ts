@@ -8,6 +8,7 @@ import {
   MAX_MODEL_LABELS,
   usageTokens,
 } from "../../lib/proxy/llm_stats.ts";
+import { LlmObserver as OldLlmObserver } from "./_before/llm_stats.ts";
 import { LatencyHistogram } from "../../lib/proxy/histogram.ts";
 
 const enc = new TextEncoder();
@@ -223,4 +224,42 @@ Deno.test("usageTokens() reads only the usage object yet agrees with a full pars
   ) {
     assert.equal(usageTokens(text), usageByFullParse(text), text);
   }
+});
+
+Deno.test("LlmObserver.whole() reports what chunk() and the observer before it did", () => {
+  const bytes = fc.oneof(
+    fc.uint8Array({ maxLength: 80 }),
+    fc.tuple(fc.jsonValue(), fc.jsonValue(), fc.boolean()).map(([a, u, last]) =>
+      enc.encode(JSON.stringify(last ? { a, usage: { completion_tokens: u } } : { usage: u, a }))
+    ),
+    fc.tuple(fc.string(), fc.nat(), fc.constantFrom(0, 1, 2, 3)).map(([text, n, cut]) => {
+      // A usual body, then cut inside a multi-byte character or given a BOM.
+      const b = enc.encode(`{"c":"${text}é😀","usage":{"completion_tokens":${n}}}`);
+      if (cut === 1) return b.subarray(0, b.length - 40);
+      if (cut === 2) return Uint8Array.from([0xef, 0xbb, 0xbf, ...b]);
+      if (cut === 3) return enc.encode(`{"usage":{"completion_tokens":${n}},"c":"${text}"}`);
+      return b;
+    }),
+  );
+  fc.assert(
+    fc.property(bytes, fc.constantFrom("json" as const, "sse" as const), (b, mode) => {
+      const opts = { mode, model: "m", startedAt: 0, now: () => 1 };
+      const viaWhole = new LlmObserver(opts);
+      const viaChunk = new LlmObserver(opts);
+      const before = new OldLlmObserver(opts);
+      viaWhole.whole(b);
+      viaChunk.chunk(b);
+      before.chunk(b);
+      const got = viaWhole.finish();
+      assert.deepEqual(got, viaChunk.finish());
+      assert.deepEqual(got, before.finish());
+    }),
+    { numRuns: 3000 },
+  );
+  // The bytes are not kept: changing them afterwards changes nothing.
+  const b = enc.encode('{"usage":{"completion_tokens":42}}');
+  const o = new LlmObserver({ mode: "json", model: null, startedAt: 0, now: () => 1 });
+  o.whole(b);
+  b.fill(0x20);
+  assert.equal(o.finish()?.outputTokens, 42);
 });
