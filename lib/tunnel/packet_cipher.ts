@@ -19,7 +19,8 @@
  * write. The output is RFC 5647 / OpenSSH AES-GCM and byte-for-byte what
  * ssh2's own classes produce (tests/tunnel/packet_cipher_test.ts).
  *
- * `installPacketCipher()` patches the `encrypt`/`decrypt` methods on the
+ * `installPacketCipher()` patches the `encrypt`/`decrypt` methods (and the
+ * cipher's `allocPacket`, for pooled padding bytes) on the
  * prototypes of ssh2's AES-GCM cipher classes (the objects ssh2's
  * `createCipher`/`createDecipher` return, which a connection swaps for new
  * ones at every NEWKEYS), keeping their fields: sequence numbers, the IV
@@ -28,7 +29,7 @@
  */
 
 import { Buffer } from "node:buffer";
-import { createCipheriv, createDecipheriv } from "node:crypto";
+import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import * as ssh2CryptoModule from "ssh2/lib/protocol/crypto.js";
 
 // ---------------------------------------------------------------- AES tables
@@ -427,6 +428,37 @@ function encrypt(this: Ssh2GcmCipher, packet: Buffer): void {
   this.outSeqno = (this.outSeqno + 1) >>> 0;
 }
 
+/**
+ * Random bytes for packet padding, filled in bulk and each handed out once.
+ * ssh2's `allocPacket` calls `randomFillSync` for the 4 to 19 padding bytes
+ * of every packet; one call per ~300 packets draws from the same generator.
+ */
+const PAD_POOL = Buffer.allocUnsafe(4096);
+let padAt = PAD_POOL.length;
+
+/**
+ * ssh2's AES-GCM `allocPacket` (length, padding length, room for the
+ * payload, random padding to a multiple of 16 bytes, length field excluded),
+ * with the padding from `PAD_POOL`.
+ */
+function allocPacket(payloadLen: number): Buffer {
+  let pktLen = 4 + 1 + payloadLen;
+  let padLen = 16 - ((pktLen - 4) & 15);
+  if (padLen < 4) padLen += 16;
+  pktLen += padLen;
+  const packet = Buffer.allocUnsafe(pktLen);
+  put32(packet, 0, pktLen - 4);
+  packet[4] = padLen;
+  if (padAt + padLen > PAD_POOL.length) {
+    randomFillSync(PAD_POOL);
+    padAt = 0;
+  }
+  const o = 5 + payloadLen;
+  for (let i = 0; i < padLen; i++) packet[o + i] = PAD_POOL[padAt + i];
+  padAt += padLen;
+  return packet;
+}
+
 function checkLength(len: number): void {
   if (len + 20 > MAX_PACKET_SIZE || len < 16 || (len & 15) !== 0) {
     throw new Error("Bad packet length");
@@ -545,18 +577,21 @@ const CLASSES = ssh2GcmClasses();
 
 /** The methods the replacement swaps. */
 export interface GcmMethods {
+  allocPacket: (this: object, payloadLen: number) => Buffer;
   encrypt: (this: object, packet: Buffer) => void;
   decrypt: (this: object, data: Buffer, p: number, dataLen: number) => unknown;
 }
 
-/** ssh2's own `encrypt`/`decrypt`, as they were when this module loaded. */
+/** ssh2's own `allocPacket`/`encrypt`/`decrypt`, as they were when this module loaded. */
 export const SSH2_GCM: GcmMethods = {
+  allocPacket: CLASSES.cipher.prototype.allocPacket as GcmMethods["allocPacket"],
   encrypt: CLASSES.cipher.prototype.encrypt as GcmMethods["encrypt"],
   decrypt: CLASSES.decipher.prototype.decrypt as GcmMethods["decrypt"],
 };
 
-/** This module's `encrypt`/`decrypt` (tests and the benchmark call both on one class). */
+/** This module's `allocPacket`/`encrypt`/`decrypt` (tests and the benchmark call both on one class). */
 export const OWN_GCM: GcmMethods = {
+  allocPacket: allocPacket as GcmMethods["allocPacket"],
   encrypt: encrypt as GcmMethods["encrypt"],
   decrypt: decrypt as GcmMethods["decrypt"],
 };
@@ -569,19 +604,21 @@ export const replaceable = CLASSES.cipher.name === "AESGCMCipherNative" &&
   CLASSES.decipher.name === "AESGCMDecipherNative";
 
 /**
- * Replaces `encrypt`/`decrypt` on ssh2's AES-GCM classes with the ones here,
+ * Replaces `allocPacket`/`encrypt`/`decrypt` on ssh2's AES-GCM classes with the ones here,
  * for every connection in this process (idempotent). Returns false, and
  * changes nothing, if ssh2 runs other classes (its native binding).
  */
 export function installPacketCipher(): boolean {
   if (!replaceable) return false;
+  CLASSES.cipher.prototype.allocPacket = OWN_GCM.allocPacket;
   CLASSES.cipher.prototype.encrypt = OWN_GCM.encrypt;
   CLASSES.decipher.prototype.decrypt = OWN_GCM.decrypt;
   return true;
 }
 
-/** Puts ssh2's own `encrypt`/`decrypt` back. */
+/** Puts ssh2's own `allocPacket`/`encrypt`/`decrypt` back. */
 export function uninstallPacketCipher(): void {
+  CLASSES.cipher.prototype.allocPacket = SSH2_GCM.allocPacket;
   CLASSES.cipher.prototype.encrypt = SSH2_GCM.encrypt;
   CLASSES.decipher.prototype.decrypt = SSH2_GCM.decrypt;
 }

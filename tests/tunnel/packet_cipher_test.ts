@@ -417,6 +417,44 @@ Deno.test("free() stops encrypt; onPayload's return value stops decrypt like ssh
   }
 });
 
+Deno.test("allocPacket lays packets out as ssh2's does, with padding from the pool", () => {
+  const c = cipherOf(16, Buffer.alloc(16), Buffer.alloc(12), 0, true, []);
+  const own = (n: number) => OWN_GCM.allocPacket.call(c, n);
+  const theirs = (n: number) => SSH2_GCM.allocPacket.call(c, n);
+  fc.assert(
+    fc.property(
+      fc.oneof(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 35_000 })),
+      (n) => {
+        const a = own(n), b = theirs(n);
+        // Same length, same length field and padding length; the payload room
+        // is left for the caller in both.
+        assert.equal(a.length, b.length);
+        assert.ok(a.subarray(0, 5).equals(b.subarray(0, 5)), `header for ${n}`);
+        assert.equal(a.readUInt32BE(0), a.length - 4);
+        assert.equal((a.length - 4) % 16, 0);
+        assert.ok(a[4] >= 4 && a[4] < 20);
+      },
+    ),
+    { numRuns: 1000 },
+  );
+  // Padding is fresh random bytes per packet, across pool refills (4 KiB).
+  const seen = new Set<string>();
+  let bytes = 0, ones = 0;
+  for (let i = 0; i < 3000; i++) {
+    const p = own(i % 40);
+    const pad = p.subarray(p.length - p[4]);
+    assert.equal(pad.length, p[4]);
+    seen.add(pad.toString("hex"));
+    for (const b of pad) {
+      bytes++;
+      for (let x = b; x; x >>= 1) ones += x & 1;
+    }
+  }
+  assert.ok(seen.size > 2990, `only ${seen.size} distinct paddings in 3000`);
+  const share = ones / (bytes * 8);
+  assert.ok(share > 0.45 && share < 0.55, `share of 1 bits ${share}`);
+});
+
 Deno.test("install/uninstall swap the methods on ssh2's classes", () => {
   const was = packetCipherInstalled();
   try {
@@ -432,9 +470,11 @@ Deno.test("install/uninstall swap the methods on ssh2's classes", () => {
       },
     }) as unknown as Cipher;
     assert.equal(c.encrypt, OWN_GCM.encrypt);
+    assert.equal(c.allocPacket, OWN_GCM.allocPacket);
     uninstallPacketCipher();
     assert.equal(packetCipherInstalled(), false);
     assert.equal(c.encrypt, SSH2_GCM.encrypt);
+    assert.equal(c.allocPacket, SSH2_GCM.allocPacket);
   } finally {
     if (was) installPacketCipher();
   }
