@@ -180,6 +180,85 @@ Deno.test("AES block function equals node:crypto AES-128/256-ECB", () => {
   );
 });
 
+/**
+ * The four-T-table AES block function `aesBlock` used before it was
+ * rewritten over one table and rotations: the oracle for the rewrite.
+ */
+const OLD_T = (() => {
+  const sbox = new Uint8Array(256);
+  const t = [0, 1, 2, 3].map(() => new Int32Array(256));
+  const xtime = (x: number) => ((x << 1) ^ (x & 0x80 ? 0x1b : 0)) & 0xff;
+  const exp = new Uint8Array(256), log = new Uint8Array(256);
+  for (let i = 0, x = 1; i < 255; i++) {
+    exp[i] = x;
+    log[x] = i;
+    x ^= xtime(x);
+  }
+  const rotl8 = (x: number, n: number) => ((x << n) | (x >>> (8 - n))) & 0xff;
+  for (let a = 0; a < 256; a++) {
+    const inv = a === 0 ? 0 : exp[(255 - log[a]) % 255];
+    const s = inv ^ rotl8(inv, 1) ^ rotl8(inv, 2) ^ rotl8(inv, 3) ^ rotl8(inv, 4) ^ 0x63;
+    sbox[a] = s;
+    const s2 = xtime(s), s3 = s2 ^ s;
+    const w = (s2 << 24) | (s << 16) | (s << 8) | s3;
+    t[0][a] = w;
+    t[1][a] = (w >>> 8) | (w << 24);
+    t[2][a] = (w >>> 16) | (w << 16);
+    t[3][a] = (w >>> 24) | (w << 8);
+  }
+  return { sbox, t };
+})();
+
+function oldAesBlock(rk: Int32Array, a0: number, a1: number, a2: number, a3: number): number[] {
+  const { sbox: S, t: [T0, T1, T2, T3] } = OLD_T;
+  let s0 = a0 ^ rk[0], s1 = a1 ^ rk[1], s2 = a2 ^ rk[2], s3 = a3 ^ rk[3];
+  const last = rk.length - 4;
+  let k = 4;
+  for (; k < last; k += 4) {
+    const t0 = T0[s0 >>> 24] ^ T1[(s1 >>> 16) & 255] ^ T2[(s2 >>> 8) & 255] ^ T3[s3 & 255] ^ rk[k];
+    const t1 = T0[s1 >>> 24] ^ T1[(s2 >>> 16) & 255] ^ T2[(s3 >>> 8) & 255] ^ T3[s0 & 255] ^
+      rk[k + 1];
+    const t2 = T0[s2 >>> 24] ^ T1[(s3 >>> 16) & 255] ^ T2[(s0 >>> 8) & 255] ^ T3[s1 & 255] ^
+      rk[k + 2];
+    s3 = T0[s3 >>> 24] ^ T1[(s0 >>> 16) & 255] ^ T2[(s1 >>> 8) & 255] ^ T3[s2 & 255] ^ rk[k + 3];
+    s0 = t0;
+    s1 = t1;
+    s2 = t2;
+  }
+  return [
+    ((S[s0 >>> 24] << 24) | (S[(s1 >>> 16) & 255] << 16) | (S[(s2 >>> 8) & 255] << 8) |
+      S[s3 & 255]) ^ rk[k],
+    ((S[s1 >>> 24] << 24) | (S[(s2 >>> 16) & 255] << 16) | (S[(s3 >>> 8) & 255] << 8) |
+      S[s0 & 255]) ^ rk[k + 1],
+    ((S[s2 >>> 24] << 24) | (S[(s3 >>> 16) & 255] << 16) | (S[(s0 >>> 8) & 255] << 8) |
+      S[s1 & 255]) ^ rk[k + 2],
+    ((S[s3 >>> 24] << 24) | (S[(s0 >>> 16) & 255] << 16) | (S[(s1 >>> 8) & 255] << 8) |
+      S[s2 & 255]) ^ rk[k + 3],
+  ];
+}
+
+Deno.test("AES block function equals the four-table version it replaced", () => {
+  // Words from anywhere in the int32 range, and blocks that are mostly 0x00
+  // or 0xff bytes (the table ends), for both key sizes.
+  const word = fc.oneof(
+    fc.integer({ min: -0x80000000, max: 0x7fffffff }),
+    fc.constantFrom(0, -1, 0x7fffffff, -0x80000000, 0xff, 0xff000000 | 0),
+  );
+  fc.assert(
+    fc.property(
+      keyLenArb,
+      fc.uint8Array({ minLength: 32, maxLength: 32 }),
+      fc.tuple(word, word, word, word),
+      (kl, k, [a0, a1, a2, a3]) => {
+        const rk = expandKey(k.subarray(0, kl));
+        const got = [...aesBlock(rk, a0, a1, a2, a3)];
+        assert.deepEqual(got, oldAesBlock(rk, a0, a1, a2, a3));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
 Deno.test("sealPacket equals node:crypto AES-GCM with the length as AAD", () => {
   for (const kl of [16, 32] as const) {
     for (const n of [16, 32, 48, 336, JS_MAX_BYTES, JS_MAX_BYTES + 16, 16_384]) {
@@ -338,6 +417,44 @@ Deno.test("free() stops encrypt; onPayload's return value stops decrypt like ssh
   }
 });
 
+Deno.test("allocPacket lays packets out as ssh2's does, with padding from the pool", () => {
+  const c = cipherOf(16, Buffer.alloc(16), Buffer.alloc(12), 0, true, []);
+  const own = (n: number) => OWN_GCM.allocPacket.call(c, n);
+  const theirs = (n: number) => SSH2_GCM.allocPacket.call(c, n);
+  fc.assert(
+    fc.property(
+      fc.oneof(fc.integer({ min: 0, max: 64 }), fc.integer({ min: 0, max: 35_000 })),
+      (n) => {
+        const a = own(n), b = theirs(n);
+        // Same length, same length field and padding length; the payload room
+        // is left for the caller in both.
+        assert.equal(a.length, b.length);
+        assert.ok(a.subarray(0, 5).equals(b.subarray(0, 5)), `header for ${n}`);
+        assert.equal(a.readUInt32BE(0), a.length - 4);
+        assert.equal((a.length - 4) % 16, 0);
+        assert.ok(a[4] >= 4 && a[4] < 20);
+      },
+    ),
+    { numRuns: 1000 },
+  );
+  // Padding is fresh random bytes per packet, across pool refills (4 KiB).
+  const seen = new Set<string>();
+  let bytes = 0, ones = 0;
+  for (let i = 0; i < 3000; i++) {
+    const p = own(i % 40);
+    const pad = p.subarray(p.length - p[4]);
+    assert.equal(pad.length, p[4]);
+    seen.add(pad.toString("hex"));
+    for (const b of pad) {
+      bytes++;
+      for (let x = b; x; x >>= 1) ones += x & 1;
+    }
+  }
+  assert.ok(seen.size > 2990, `only ${seen.size} distinct paddings in 3000`);
+  const share = ones / (bytes * 8);
+  assert.ok(share > 0.45 && share < 0.55, `share of 1 bits ${share}`);
+});
+
 Deno.test("install/uninstall swap the methods on ssh2's classes", () => {
   const was = packetCipherInstalled();
   try {
@@ -353,9 +470,11 @@ Deno.test("install/uninstall swap the methods on ssh2's classes", () => {
       },
     }) as unknown as Cipher;
     assert.equal(c.encrypt, OWN_GCM.encrypt);
+    assert.equal(c.allocPacket, OWN_GCM.allocPacket);
     uninstallPacketCipher();
     assert.equal(packetCipherInstalled(), false);
     assert.equal(c.encrypt, SSH2_GCM.encrypt);
+    assert.equal(c.allocPacket, SSH2_GCM.allocPacket);
   } finally {
     if (was) installPacketCipher();
   }
