@@ -44,6 +44,7 @@ export interface ServerConnOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+const DONE = Promise.resolve();
 /** Read size while waiting for a head: small, since thousands of idle connections each hold one. */
 const HEAD_READ = 4 * 1024;
 /** Read size inside a request body. */
@@ -145,6 +146,7 @@ export class ServerConn {
   #buf: Uint8Array = EMPTY;
   #pos = 0;
   #reading: Promise<void> | null = null;
+  #readEnded = false;
   #readSize = HEAD_READ;
   // A head-size read buffer whose bytes were copied out after the last read,
   // so the next read can use it again (it is never handed out as a view).
@@ -207,29 +209,46 @@ export class ServerConn {
 
   /** Reads once from the socket into the buffer; concurrent callers share one read. */
   #fill(): Promise<void> {
-    this.#reading ??= this.#readOnce().finally(() => (this.#reading = null));
-    return this.#reading;
-  }
-
-  async #readOnce(): Promise<void> {
+    if (this.#reading !== null) return this.#reading;
     if (this.#eof || this.#closed) {
       this.#eof = true;
-      return;
+      return DONE;
     }
-    const reuse = this.#scratch !== null && this.#scratch.length === this.#readSize;
-    const scratch = reuse ? this.#scratch! : new Uint8Array(this.#readSize);
-    this.#scratch = null;
-    let n: number | null;
+    // #readOnce clears #reading itself as it ends, so a read costs no
+    // `.finally` (two more promises and turns). One that ended before it
+    // returned (the socket threw at once) is not pending.
+    this.#readEnded = false;
+    const p = this.#readOnce();
+    if (!this.#readEnded) this.#reading = p;
+    return p;
+  }
+
+  /** One socket read into the buffer; only from #fill, which saw the connection open and idle. */
+  async #readOnce(): Promise<void> {
     try {
-      n = await this.#conn.read(scratch);
-    } catch {
-      n = null;
+      const reuse = this.#scratch !== null && this.#scratch.length === this.#readSize;
+      const scratch = reuse ? this.#scratch! : new Uint8Array(this.#readSize);
+      this.#scratch = null;
+      let n: number | null;
+      try {
+        n = await this.#conn.read(scratch);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        this.#eof = true;
+        this.#onPeerGone?.();
+        return;
+      }
+      this.#keep(scratch, n);
+    } finally {
+      this.#reading = null;
+      this.#readEnded = true;
     }
-    if (n === null) {
-      this.#eof = true;
-      this.#onPeerGone?.();
-      return;
-    }
+  }
+
+  /** Appends the `n` bytes read into `scratch` to the unread ones. */
+  #keep(scratch: Uint8Array, n: number): void {
     // Keep small reads compact: thousands of connections may each hold one.
     // A compacted read leaves the scratch unreferenced, so the next read
     // takes it instead of a fresh allocation; only head-size ones are kept,
@@ -614,16 +633,18 @@ export class ServerConn {
   #watchPeer(): void {
     if (this.#watching) return;
     this.#watching = true;
-    void (async () => {
-      try {
-        while (this.#onPeerGone !== null && !this.#eof && !this.#closed) {
-          if (this.#available() >= this.#opts.maxHeadBytes) return;
-          await this.#fill();
-        }
-      } finally {
-        this.#watching = false;
+    void this.#watchLoop();
+  }
+
+  async #watchLoop(): Promise<void> {
+    try {
+      while (this.#onPeerGone !== null && !this.#eof && !this.#closed) {
+        if (this.#available() >= this.#opts.maxHeadBytes) return;
+        await this.#fill();
       }
-    })();
+    } finally {
+      this.#watching = false;
+    }
   }
 
   // --- writing -----------------------------------------------------------------
