@@ -18,9 +18,9 @@ import {
 } from "./request_head.ts";
 import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
-import { headerValue } from "./types.ts";
+import { type HeaderPairs, headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { responseBytesOf, serverRequest } from "./raw.ts";
+import { type RawRequest, responseBytesOf, serverRequest } from "./raw.ts";
 import { RequestAbort } from "./request_abort.ts";
 import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
 
@@ -56,12 +56,50 @@ const CONTINUE = latin1ToBytes("HTTP/1.1 100 Continue\r\n\r\n");
 /** Where the connection is: waiting between requests, reading a head, or serving one. */
 type Phase = "idle" | "head" | "active";
 
-/** The request body's progress, shared by the body stream and the connection. */
-interface BodyState {
+/**
+ * One request while it is served: the body's progress (shared by the body
+ * stream and the connection), the handler's side channel (`RawRequest`),
+ * and what a disconnect must stop. One object per request where there were
+ * a small object and four closures.
+ */
+class Exchange implements RawRequest {
+  readonly headers: HeaderPairs;
+  readonly abort = new RequestAbort();
   /** All of the body was read (or there is none). */
   done: boolean;
   /** The handler started reading it. */
-  started: boolean;
+  started = false;
+  /** Answered or given up: a disconnect from now on aborts nothing. */
+  finished = false;
+  peerGone = false;
+  responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** The declared length `takeBody` may take whole, or -1. */
+  readonly #length: number;
+  readonly #take: (ex: Exchange, length: number) => Uint8Array | null;
+
+  constructor(
+    headers: HeaderPairs,
+    done: boolean,
+    length: number,
+    take: (ex: Exchange, length: number) => Uint8Array | null,
+  ) {
+    this.headers = headers;
+    this.done = done;
+    this.#length = length;
+    this.#take = take;
+  }
+
+  takeBody(): Uint8Array | null {
+    return this.#take(this, this.#length);
+  }
+
+  /** The client left while this was served: abort the handler's work, once. */
+  peerLeft(): void {
+    if (this.finished || this.peerGone) return;
+    this.peerGone = true;
+    this.abort.abort(new DOMException("client disconnected", "AbortError"));
+    this.responseReader?.cancel().catch(() => {});
+  }
 }
 
 /** Methods the `Request` normalises to GET or HEAD. */
@@ -160,8 +198,8 @@ export class ServerConn {
   #timerAt = Infinity;
   #deadline = Infinity;
   #onExpire: (() => void) | null = null;
-  // While a request is served: what to do when the client goes away.
-  #onPeerGone: (() => void) | null = null;
+  // The request being served, told when the client goes away.
+  #current: Exchange | null = null;
   #watching = false;
 
   constructor(conn: Deno.TcpConn, opts: ServerConnOptions) {
@@ -195,7 +233,7 @@ export class ServerConn {
     this.#disarm();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#onPeerGone?.();
+    this.#current?.peerLeft();
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -237,7 +275,7 @@ export class ServerConn {
       }
       if (n === null) {
         this.#eof = true;
-        this.#onPeerGone?.();
+        this.#current?.peerLeft();
         return;
       }
       this.#keep(scratch, n);
@@ -389,21 +427,23 @@ export class ServerConn {
       return false;
     }
 
-    const abort = new RequestAbort();
-    const body: BodyState = { done: framing.kind === "none", started: false };
-    let finished = false;
-    let peerGone = false;
-    let responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
-    this.#onPeerGone = () => {
-      if (finished || peerGone) return;
-      peerGone = true;
-      abort.abort(new DOMException("client disconnected", "AbortError"));
-      responseReader?.cancel().catch(() => {});
-    };
+    // fetch refuses a GET or HEAD with a body; such a body stays unread and
+    // the connection closes after the answer. `get` and `head` in any case
+    // are the Request's GET and HEAD (it upper-cases them), so they too.
+    const method = head.method;
+    const bodyless = framing.kind === "none" ||
+      ((method.length === 3 || method.length === 4) && GET_OR_HEAD.test(method));
+    const ex = new Exchange(
+      head.headers,
+      framing.kind === "none",
+      framing.kind === "length" && !bodyless ? framing.length : -1,
+      this.#takeBodyOf,
+    );
+    this.#current = ex;
 
-    const req = this.#buildRequest(head, framing, body, abort);
+    const req = this.#buildRequest(head, framing, bodyless, ex);
     if (req === null) {
-      this.#onPeerGone = null;
+      this.#current = null;
       await this.#writeQuietly(simpleResponse(400));
       return false;
     }
@@ -418,42 +458,41 @@ export class ServerConn {
     }
     const plan = upgradePlanOf(res);
     if (plan) {
-      finished = true;
-      if (peerGone) {
+      ex.finished = true;
+      if (ex.peerGone) {
         plan.onAbandon();
-        this.#onPeerGone = null;
+        this.#current = null;
         return false;
       }
       return await this.#switchProtocols(plan);
     }
-    if (peerGone) {
-      finished = true;
+    if (ex.peerGone) {
+      ex.finished = true;
       res.body?.cancel().catch(() => {});
       completion.fail(new Deno.errors.Interrupted("client disconnected"));
-      this.#onPeerGone = null;
+      this.#current = null;
       return false;
     }
     // A body the handler did not read (an early 401 or 413, or a refused
     // 100-continue) leaves the connection out of step: close after answering.
-    const keepAlive = head.keepAlive && body.done && !this.#opts.stopping();
+    const keepAlive = head.keepAlive && ex.done && !this.#opts.stopping();
     let ok: boolean;
     let close = true;
     try {
-      const out = await this.#writeResponse(res, head, keepAlive, (r) => (responseReader = r));
-      ok = out.ok && !peerGone;
+      const out = await this.#writeResponse(res, head, keepAlive, ex);
+      ok = out.ok && !ex.peerGone;
       close = out.close;
     } catch {
       ok = false;
     }
-    finished = true;
-    this.#onPeerGone = null;
+    ex.finished = true;
+    this.#current = null;
     if (ok) completion.succeed();
     else {
-      this.#onPeerGone = null;
-      if (!peerGone) abort.abort(new DOMException("response not delivered", "AbortError"));
+      if (!ex.peerGone) ex.abort.abort(new DOMException("response not delivered", "AbortError"));
       completion.fail(new Deno.errors.Interrupted("response not delivered"));
     }
-    return ok && !close && body.done;
+    return ok && !close && ex.done;
   }
 
   /**
@@ -463,7 +502,7 @@ export class ServerConn {
    * watch) delivers the client's first bytes as `initial`.
    */
   async #switchProtocols(plan: UpgradePlan): Promise<boolean> {
-    this.#onPeerGone = null;
+    this.#current = null;
     let head = `HTTP/1.1 101 ${plan.statusText || "Switching Protocols"}\r\n`;
     for (const [n, v] of plan.headers) head += `${n}: ${v}\r\n`;
     try {
@@ -500,8 +539,8 @@ export class ServerConn {
   #buildRequest(
     head: RequestHead,
     framing: RequestFraming,
-    body: BodyState,
-    abort: RequestAbort,
+    bodyless: boolean,
+    ex: Exchange,
   ): Request | null {
     let url: string;
     if (head.target.startsWith("/")) {
@@ -512,23 +551,15 @@ export class ServerConn {
       return null;
     }
     try {
-      // fetch refuses a GET or HEAD with a body; such a body stays unread and
-      // the connection closes after the answer. `get` and `head` in any case
-      // are the Request's GET and HEAD (it upper-cases them), so they too.
-      const bodyless = framing.kind === "none" || GET_OR_HEAD.test(head.method);
       // No fields and no stream here: `req.headers` and `req.body` are made
       // only when someone uses them (raw.ts); the relay takes the parsed
       // pairs and, when it is already buffered, the body itself.
-      const length = framing.kind === "length" && !bodyless ? framing.length : -1;
       return serverRequest({
         url,
         method: head.method,
-        body: bodyless ? null : () => this.#bodyStream(framing, head.expectContinue, body),
-        abort,
-      }, {
-        headers: head.headers,
-        takeBody: () => this.#takeBody(length, body),
-      });
+        body: bodyless ? null : () => this.#bodyStream(framing, head.expectContinue, ex),
+        abort: ex.abort,
+      }, ex);
     } catch {
       return null;
     }
@@ -538,7 +569,9 @@ export class ServerConn {
    * The whole declared-length body when it is already buffered and the
    * stream was not read: a copy of it, consumed from the buffer. Else null.
    */
-  #takeBody(length: number, body: BodyState): Uint8Array | null {
+  #takeBodyOf = (body: Exchange, length: number): Uint8Array | null => this.#takeBody(length, body);
+
+  #takeBody(length: number, body: Exchange): Uint8Array | null {
     if (length <= 0 || body.started || body.done || this.#available() < length) return null;
     body.started = true;
     body.done = true;
@@ -553,7 +586,7 @@ export class ServerConn {
   #bodyStream(
     framing: RequestFraming,
     expectContinue: boolean,
-    body: BodyState,
+    body: Exchange,
   ): ReadableStream<Uint8Array> {
     let remaining = framing.kind === "length" ? framing.length : 0;
     const decoder = framing.kind === "chunked" ? new ChunkedDecoder() : null;
@@ -605,7 +638,7 @@ export class ServerConn {
     }, { highWaterMark: 0 });
   }
 
-  #bodyDone(body: BodyState, ctrl: ReadableStreamDefaultController<Uint8Array>): void {
+  #bodyDone(body: Exchange, ctrl: ReadableStreamDefaultController<Uint8Array>): void {
     body.done = true;
     this.#readSize = HEAD_READ;
     ctrl.close();
@@ -638,7 +671,7 @@ export class ServerConn {
 
   async #watchLoop(): Promise<void> {
     try {
-      while (this.#onPeerGone !== null && !this.#eof && !this.#closed) {
+      while (this.#current !== null && !this.#eof && !this.#closed) {
         if (this.#available() >= this.#opts.maxHeadBytes) return;
         await this.#fill();
       }
@@ -670,7 +703,7 @@ export class ServerConn {
     res: Response,
     head: RequestHead,
     keepAlive: boolean,
-    onReader: (r: ReadableStreamDefaultReader<Uint8Array>) => void,
+    ex: Exchange,
   ): Promise<{ ok: boolean; close: boolean }> {
     const noBody = head.method === "HEAD" || res.status === 204 || res.status === 304;
     // Before `res.body`, whose first read makes the stream this avoids.
@@ -689,7 +722,7 @@ export class ServerConn {
         });
       } catch (err) {
         const fallback = await this.#fallback(err);
-        return await this.#writeResponse(fallback, head, keepAlive, onReader);
+        return await this.#writeResponse(fallback, head, keepAlive, ex);
       }
       // The first write inline: it nearly always takes everything, and an
       // async #writeAll per response is a promise and a turn more.
@@ -710,7 +743,7 @@ export class ServerConn {
       return { ok: true, close: enc.close };
     }
     const reader = res.body.getReader();
-    onReader(reader);
+    ex.responseReader = reader;
     try {
       let next = reader.read();
       const ready: Uint8Array[] = [];
@@ -739,7 +772,7 @@ export class ServerConn {
         // A header value that is not a byte string: nothing was sent yet.
         reader.cancel().catch(() => {});
         const fallback = await this.#fallback(err);
-        return await this.#writeResponse(fallback, head, keepAlive, onReader);
+        return await this.#writeResponse(fallback, head, keepAlive, ex);
       }
       const framer = new Framer(enc.framing);
       await this.#writeAll(concat([enc.bytes, ...framer.frame(ready, ended)]));

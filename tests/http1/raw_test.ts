@@ -662,29 +662,43 @@ Deno.test("the server's Request refuses exactly the URLs the Request constructor
   );
   const targets = fc.constantFrom("/", "/v1/x?q=1", "//x", "/a/../b", "/%zz", "/\u00ff");
   const abort = new RequestAbort();
+  const check = (url: string, note: string) => {
+    let want: string;
+    try {
+      want = new Request(url).url === "" ? "?" : "ok";
+    } catch (e) {
+      want = (e as Error).name;
+    }
+    let got: string;
+    try {
+      const req = serverRequest({ url, method: "GET", body: null, abort }, {
+        headers: [],
+        takeBody: () => null,
+      });
+      got = req.url === url && req instanceof Request ? "ok" : "?";
+    } catch (e) {
+      got = (e as Error).name;
+    }
+    assert.equal(got, want, `${JSON.stringify(url)} (${note})`);
+  };
   // Twice per case: the second answer comes from the host cache.
   fc.assert(
     fc.property(hosts, targets, (host, target) => {
       const url = `http://${host}${target}`;
-      let want: string;
-      try {
-        want = new Request(url).url === "" ? "?" : "ok";
-      } catch (e) {
-        want = (e as Error).name;
-      }
-      for (let i = 0; i < 2; i++) {
-        let got: string;
-        try {
-          const req = serverRequest({ url, method: "GET", body: null, abort }, {
-            headers: [],
-            takeBody: () => null,
-          });
-          got = req.url === url && req instanceof Request ? "ok" : "?";
-        } catch (e) {
-          got = (e as Error).name;
-        }
-        assert.equal(got, want, `${JSON.stringify(url)} (call ${i + 1})`);
-      }
+      for (let i = 0; i < 2; i++) check(url, `call ${i + 1}`);
+    }),
+    { numRuns: 500 },
+  );
+  // In sequences: each URL after others, some sharing the start of the last good one.
+  const url = fc.oneof(
+    fc.tuple(hosts, targets).map(([h, t]) => `http://${h}${t}`),
+    fc.tuple(hosts, fc.constantFrom("@x/", ":1@x/", "/", ".evil/", "[/")).map(([h, t]) =>
+      `http://h${h}${t}`
+    ),
+  );
+  fc.assert(
+    fc.property(fc.array(url, { minLength: 1, maxLength: 6 }), (urls) => {
+      for (const [i, u] of urls.entries()) check(u, `#${i + 1} of ${JSON.stringify(urls)}`);
     }),
     { numRuns: 500 },
   );
