@@ -282,6 +282,7 @@ export class ServerConn {
     } finally {
       this.#reading = null;
       this.#readEnded = true;
+      if (this.#watching) this.#watchStep();
     }
   }
 
@@ -666,18 +667,24 @@ export class ServerConn {
   #watchPeer(): void {
     if (this.#watching) return;
     this.#watching = true;
-    void this.#watchLoop();
+    this.#watchStep();
   }
 
-  async #watchLoop(): Promise<void> {
-    try {
-      while (this.#current !== null && !this.#eof && !this.#closed) {
-        if (this.#available() >= this.#opts.maxHeadBytes) return;
-        await this.#fill();
-      }
-    } finally {
-      this.#watching = false;
+  /**
+   * The watch goes on with another read (or the one pending) while a
+   * request is served and the buffer has room, else it ends. It runs when
+   * the watch starts and again as each read ends (#readOnce), rather than
+   * as an async loop woken after every read.
+   */
+  #watchStep(): void {
+    if (
+      this.#current !== null && !this.#eof && !this.#closed &&
+      this.#available() < this.#opts.maxHeadBytes
+    ) {
+      void this.#fill();
+      return;
     }
+    this.#watching = false;
   }
 
   // --- writing -----------------------------------------------------------------

@@ -338,6 +338,35 @@ Deno.test("serveHttp1() aborts request.signal when the client leaves, never afte
   assert(signals[1].aborted, "client disconnect aborts the request");
 });
 
+Deno.test("serveHttp1() still sees the client leave after more bytes came while the handler ran", async () => {
+  let signal: AbortSignal | undefined;
+  let started!: () => void;
+  const handlerStarted = new Promise<void>((r) => (started = r));
+  await withServer((req) => {
+    signal = req.signal;
+    started();
+    // Reads nothing: the rest of the body arrives and is only buffered.
+    return new Promise<Response>((resolve) => {
+      req.signal.addEventListener("abort", () => resolve(new Response("late")));
+    });
+  }, async (port) => {
+    const c = await RawClient.open(port);
+    await c.send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nhi");
+    await handlerStarted;
+    // One read of the watch ends with these bytes; the next must still see the close.
+    await c.send("yo");
+    await new Promise((r) => setTimeout(r, 50));
+    await c.send("!!");
+    c.close();
+    const deadline = Date.now() + 3_000;
+    while (!signal!.aborted && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // Before the server shuts down, which would abort it too.
+    assert(signal!.aborted, "client disconnect aborts the request");
+  });
+});
+
 Deno.test("serveHttp1() turns a handler exception into onError's response", async () => {
   const server = serveHttp1({
     hostname: "127.0.0.1",
