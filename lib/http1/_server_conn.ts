@@ -47,6 +47,8 @@ const EMPTY = new Uint8Array(0);
 const DONE = Promise.resolve();
 /** Read size while waiting for a head: small, since thousands of idle connections each hold one. */
 const HEAD_READ = 4 * 1024;
+/** Most bytes besides the body a taken body may keep alive (the head it came with, mostly). */
+const VIEW_SPARE = 1024;
 /** Read size inside a request body. */
 const BODY_READ = 64 * 1024;
 /** Response bytes gathered before a write, when more are ready at once. */
@@ -576,8 +578,15 @@ export class ServerConn {
     if (length <= 0 || body.started || body.done || this.#available() < length) return null;
     body.started = true;
     body.done = true;
-    const bytes = this.#buf.slice(this.#pos, this.#pos + length);
-    this.#pos += length;
+    // #buf is never written, so a view of it stays the body for good; a copy
+    // (a fresh buffer: the costliest allocation of a small request) only when
+    // the view would keep much more than the body alive.
+    const buf = this.#buf;
+    const end = this.#pos + length;
+    const bytes = buf.buffer.byteLength - length <= VIEW_SPARE
+      ? buf.subarray(this.#pos, end)
+      : buf.slice(this.#pos, end);
+    this.#pos = end;
     this.#readSize = HEAD_READ;
     this.#watchPeer(); // room in the buffer again
     return bytes;
