@@ -54,6 +54,9 @@ const BODY_READ = 64 * 1024;
 /** Response bytes gathered before a write, when more are ready at once. */
 const WRITE_BATCH = 64 * 1024;
 const CONTINUE = latin1ToBytes("HTTP/1.1 100 Continue\r\n\r\n");
+/** What `#scanHead` says besides a head: it needs another read, or it is over the limit. */
+const MORE = 1;
+const TOO_LARGE = 2;
 
 /** Where the connection is: waiting between requests, reading a head, or serving one. */
 type Phase = "idle" | "head" | "active";
@@ -194,6 +197,8 @@ export class ServerConn {
   #eof = false;
   #closed = false;
   #phase: Phase = "head";
+  // Where the search for the end of the head resumes after another read.
+  #headFrom = 0;
   // One lazy timer per connection (see #arm): the deadline moves, the timer
   // is only re-made when it would fire too late.
   #timer: ReturnType<typeof setTimeout> | undefined;
@@ -369,9 +374,10 @@ export class ServerConn {
     }
   }
 
-  /** Reads a complete head; null when the connection ended or was answered and must close. */
-  async #readHead(first: boolean): Promise<Uint8Array | null> {
+  /** Starts on the next head: the wait's timer when nothing of it is buffered yet. */
+  #beginHead(first: boolean): void {
     this.#readSize = HEAD_READ;
+    this.#headFrom = 0;
     this.#skipBlank();
     if (this.#available() === 0) {
       // The first head must arrive within the header timeout of the accept;
@@ -379,44 +385,53 @@ export class ServerConn {
       this.#phase = first ? "head" : "idle";
       if (first) this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
       else this.#arm(this.#opts.idleTimeoutMs, this.#idleTimedOut);
-      while (this.#available() === 0) {
-        await this.#fill();
-        if (this.#eof) return null;
-        this.#skipBlank();
-      }
     }
-    let from = 0;
-    for (;;) {
-      const view = this.#buf.subarray(this.#pos);
-      const end = findHeadEnd(view, from);
-      if (end !== -1 && end <= this.#opts.maxHeadBytes) {
-        this.#pos += end;
-        return view.subarray(0, end);
-      }
-      if (end !== -1 || view.length > this.#opts.maxHeadBytes) {
-        this.#disarm();
-        this.#phase = "active";
-        await this.#writeQuietly(simpleResponse(431));
-        return null;
-      }
-      // The header timeout runs from the first byte of the head, but is armed
-      // only once the head needs another read: a head that came whole (the
-      // usual case) is served before any timer could see the phase, so
-      // arming and disarming it would be a clock read for nothing.
-      if (this.#phase !== "head") {
-        this.#phase = "head";
-        this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
-      }
-      from = resumeFrom(view.length);
-      await this.#fill();
-      if (this.#eof) return null;
+  }
+
+  /**
+   * The head, when the buffer holds all of it (and consumes it); MORE when
+   * it needs another read; TOO_LARGE past the head limit. Blank lines before
+   * a head are skipped (once the head started, its first byte is not blank).
+   */
+  #scanHead(): Uint8Array | typeof MORE | typeof TOO_LARGE {
+    this.#skipBlank();
+    if (this.#available() === 0) return MORE;
+    const view = this.#buf.subarray(this.#pos);
+    const end = findHeadEnd(view, this.#headFrom);
+    if (end !== -1 && end <= this.#opts.maxHeadBytes) {
+      this.#pos += end;
+      return view.subarray(0, end);
     }
+    if (end !== -1 || view.length > this.#opts.maxHeadBytes) return TOO_LARGE;
+    // The header timeout runs from the first byte of the head, but is armed
+    // only once the head needs another read: a head that came whole (the
+    // usual case) is served before any timer could see the phase, so
+    // arming and disarming it would be a clock read for nothing.
+    if (this.#phase !== "head") {
+      this.#phase = "head";
+      this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
+    }
+    this.#headFrom = resumeFrom(view.length);
+    return MORE;
   }
 
   /** Serves one request; false when the connection must close afterwards. */
   async #serveOne(first: boolean): Promise<boolean> {
-    const headBytes = await this.#readHead(first);
-    if (headBytes === null) return false;
+    // The head is awaited here, not in an async helper of its own: that
+    // was one more promise and turn between the bytes and the handler.
+    this.#beginHead(first);
+    let headBytes = this.#scanHead();
+    while (headBytes === MORE) {
+      await this.#fill();
+      if (this.#eof) return false;
+      headBytes = this.#scanHead();
+    }
+    if (headBytes === TOO_LARGE) {
+      this.#disarm();
+      this.#phase = "active";
+      await this.#writeQuietly(simpleResponse(431));
+      return false;
+    }
     this.#disarm();
     this.#phase = "active";
     let head: RequestHead;
