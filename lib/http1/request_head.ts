@@ -118,7 +118,13 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
   if (!allOf(text, sp1 + 1, sp2, VCHAR)) {
     throw new BadRequestError(400, "malformed request target");
   }
-  const method = text.slice(start, sp1);
+  // The usual two as constants: no copy, and later lookups and comparisons
+  // of an internalized string are cheaper.
+  const method = sp1 - start === 4 && text.startsWith("POST", start)
+    ? "POST"
+    : sp1 - start === 3 && text.startsWith("GET", start)
+    ? "GET"
+    : text.slice(start, sp1);
   const target = text.slice(sp1 + 1, sp2);
   const headers: HeaderPairs = [];
   let close = false;
