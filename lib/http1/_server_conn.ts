@@ -18,9 +18,9 @@ import {
 } from "./request_head.ts";
 import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
-import { headerValue } from "./types.ts";
+import { type HeaderPairs, headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { responseBytesOf, serverRequest } from "./raw.ts";
+import { type RawRequest, responseBytesOf, serverRequest } from "./raw.ts";
 import { RequestAbort } from "./request_abort.ts";
 import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
 
@@ -44,23 +44,67 @@ export interface ServerConnOptions {
 }
 
 const EMPTY = new Uint8Array(0);
+const DONE = Promise.resolve();
 /** Read size while waiting for a head: small, since thousands of idle connections each hold one. */
 const HEAD_READ = 4 * 1024;
+/** Most bytes besides the body a taken body may keep alive (the head it came with, mostly). */
+const VIEW_SPARE = 1024;
 /** Read size inside a request body. */
 const BODY_READ = 64 * 1024;
 /** Response bytes gathered before a write, when more are ready at once. */
 const WRITE_BATCH = 64 * 1024;
 const CONTINUE = latin1ToBytes("HTTP/1.1 100 Continue\r\n\r\n");
+/** What `#scanHead` says besides a head: it needs another read, or it is over the limit. */
+const MORE = 1;
+const TOO_LARGE = 2;
 
 /** Where the connection is: waiting between requests, reading a head, or serving one. */
 type Phase = "idle" | "head" | "active";
 
-/** The request body's progress, shared by the body stream and the connection. */
-interface BodyState {
+/**
+ * One request while it is served: the body's progress (shared by the body
+ * stream and the connection), the handler's side channel (`RawRequest`),
+ * and what a disconnect must stop. One object per request where there were
+ * a small object and four closures.
+ */
+class Exchange implements RawRequest {
+  readonly headers: HeaderPairs;
+  readonly abort = new RequestAbort();
   /** All of the body was read (or there is none). */
   done: boolean;
   /** The handler started reading it. */
-  started: boolean;
+  started = false;
+  /** Answered or given up: a disconnect from now on aborts nothing. */
+  finished = false;
+  peerGone = false;
+  responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** The declared length `takeBody` may take whole, or -1. */
+  readonly #length: number;
+  readonly #take: (ex: Exchange, length: number) => Uint8Array | null;
+
+  constructor(
+    headers: HeaderPairs,
+    done: boolean,
+    length: number,
+    take: (ex: Exchange, length: number) => Uint8Array | null,
+  ) {
+    this.headers = headers;
+    this.done = done;
+    this.#length = length;
+    this.#take = take;
+  }
+
+  takeBody(): Uint8Array | null {
+    return this.#take(this, this.#length);
+  }
+
+  /** The client left while this was served: abort the handler's work, once. */
+  peerLeft(): void {
+    if (this.finished || this.peerGone) return;
+    this.peerGone = true;
+    this.abort.abort(new DOMException("client disconnected", "AbortError"));
+    this.responseReader?.cancel().catch(() => {});
+  }
 }
 
 /** Methods the `Request` normalises to GET or HEAD. */
@@ -145,6 +189,7 @@ export class ServerConn {
   #buf: Uint8Array = EMPTY;
   #pos = 0;
   #reading: Promise<void> | null = null;
+  #readEnded = false;
   #readSize = HEAD_READ;
   // A head-size read buffer whose bytes were copied out after the last read,
   // so the next read can use it again (it is never handed out as a view).
@@ -152,14 +197,16 @@ export class ServerConn {
   #eof = false;
   #closed = false;
   #phase: Phase = "head";
+  // Where the search for the end of the head resumes after another read.
+  #headFrom = 0;
   // One lazy timer per connection (see #arm): the deadline moves, the timer
   // is only re-made when it would fire too late.
   #timer: ReturnType<typeof setTimeout> | undefined;
   #timerAt = Infinity;
   #deadline = Infinity;
   #onExpire: (() => void) | null = null;
-  // While a request is served: what to do when the client goes away.
-  #onPeerGone: (() => void) | null = null;
+  // The request being served, told when the client goes away.
+  #current: Exchange | null = null;
   #watching = false;
 
   constructor(conn: Deno.TcpConn, opts: ServerConnOptions) {
@@ -193,7 +240,7 @@ export class ServerConn {
     this.#disarm();
     if (this.#timer !== undefined) clearTimeout(this.#timer);
     this.#timer = undefined;
-    this.#onPeerGone?.();
+    this.#current?.peerLeft();
     try {
       this.#conn.close();
     } catch { /* already closed */ }
@@ -207,29 +254,47 @@ export class ServerConn {
 
   /** Reads once from the socket into the buffer; concurrent callers share one read. */
   #fill(): Promise<void> {
-    this.#reading ??= this.#readOnce().finally(() => (this.#reading = null));
-    return this.#reading;
-  }
-
-  async #readOnce(): Promise<void> {
+    if (this.#reading !== null) return this.#reading;
     if (this.#eof || this.#closed) {
       this.#eof = true;
-      return;
+      return DONE;
     }
-    const reuse = this.#scratch !== null && this.#scratch.length === this.#readSize;
-    const scratch = reuse ? this.#scratch! : new Uint8Array(this.#readSize);
-    this.#scratch = null;
-    let n: number | null;
+    // #readOnce clears #reading itself as it ends, so a read costs no
+    // `.finally` (two more promises and turns). One that ended before it
+    // returned (the socket threw at once) is not pending.
+    this.#readEnded = false;
+    const p = this.#readOnce();
+    if (!this.#readEnded) this.#reading = p;
+    return p;
+  }
+
+  /** One socket read into the buffer; only from #fill, which saw the connection open and idle. */
+  async #readOnce(): Promise<void> {
     try {
-      n = await this.#conn.read(scratch);
-    } catch {
-      n = null;
+      const reuse = this.#scratch !== null && this.#scratch.length === this.#readSize;
+      const scratch = reuse ? this.#scratch! : new Uint8Array(this.#readSize);
+      this.#scratch = null;
+      let n: number | null;
+      try {
+        n = await this.#conn.read(scratch);
+      } catch {
+        n = null;
+      }
+      if (n === null) {
+        this.#eof = true;
+        this.#current?.peerLeft();
+        return;
+      }
+      this.#keep(scratch, n);
+    } finally {
+      this.#reading = null;
+      this.#readEnded = true;
+      if (this.#watching) this.#watchStep();
     }
-    if (n === null) {
-      this.#eof = true;
-      this.#onPeerGone?.();
-      return;
-    }
+  }
+
+  /** Appends the `n` bytes read into `scratch` to the unread ones. */
+  #keep(scratch: Uint8Array, n: number): void {
     // Keep small reads compact: thousands of connections may each hold one.
     // A compacted read leaves the scratch unreferenced, so the next read
     // takes it instead of a fresh allocation; only head-size ones are kept,
@@ -309,9 +374,10 @@ export class ServerConn {
     }
   }
 
-  /** Reads a complete head; null when the connection ended or was answered and must close. */
-  async #readHead(first: boolean): Promise<Uint8Array | null> {
+  /** Starts on the next head: the wait's timer when nothing of it is buffered yet. */
+  #beginHead(first: boolean): void {
     this.#readSize = HEAD_READ;
+    this.#headFrom = 0;
     this.#skipBlank();
     if (this.#available() === 0) {
       // The first head must arrive within the header timeout of the accept;
@@ -319,44 +385,53 @@ export class ServerConn {
       this.#phase = first ? "head" : "idle";
       if (first) this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
       else this.#arm(this.#opts.idleTimeoutMs, this.#idleTimedOut);
-      while (this.#available() === 0) {
-        await this.#fill();
-        if (this.#eof) return null;
-        this.#skipBlank();
-      }
     }
-    let from = 0;
-    for (;;) {
-      const view = this.#buf.subarray(this.#pos);
-      const end = findHeadEnd(view, from);
-      if (end !== -1 && end <= this.#opts.maxHeadBytes) {
-        this.#pos += end;
-        return view.subarray(0, end);
-      }
-      if (end !== -1 || view.length > this.#opts.maxHeadBytes) {
-        this.#disarm();
-        this.#phase = "active";
-        await this.#writeQuietly(simpleResponse(431));
-        return null;
-      }
-      // The header timeout runs from the first byte of the head, but is armed
-      // only once the head needs another read: a head that came whole (the
-      // usual case) is served before any timer could see the phase, so
-      // arming and disarming it would be a clock read for nothing.
-      if (this.#phase !== "head") {
-        this.#phase = "head";
-        this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
-      }
-      from = resumeFrom(view.length);
-      await this.#fill();
-      if (this.#eof) return null;
+  }
+
+  /**
+   * The head, when the buffer holds all of it (and consumes it); MORE when
+   * it needs another read; TOO_LARGE past the head limit. Blank lines before
+   * a head are skipped (once the head started, its first byte is not blank).
+   */
+  #scanHead(): Uint8Array | typeof MORE | typeof TOO_LARGE {
+    this.#skipBlank();
+    if (this.#available() === 0) return MORE;
+    const view = this.#buf.subarray(this.#pos);
+    const end = findHeadEnd(view, this.#headFrom);
+    if (end !== -1 && end <= this.#opts.maxHeadBytes) {
+      this.#pos += end;
+      return view.subarray(0, end);
     }
+    if (end !== -1 || view.length > this.#opts.maxHeadBytes) return TOO_LARGE;
+    // The header timeout runs from the first byte of the head, but is armed
+    // only once the head needs another read: a head that came whole (the
+    // usual case) is served before any timer could see the phase, so
+    // arming and disarming it would be a clock read for nothing.
+    if (this.#phase !== "head") {
+      this.#phase = "head";
+      this.#arm(this.#opts.headerTimeoutMs, this.#headerTimedOut);
+    }
+    this.#headFrom = resumeFrom(view.length);
+    return MORE;
   }
 
   /** Serves one request; false when the connection must close afterwards. */
   async #serveOne(first: boolean): Promise<boolean> {
-    const headBytes = await this.#readHead(first);
-    if (headBytes === null) return false;
+    // The head is awaited here, not in an async helper of its own: that
+    // was one more promise and turn between the bytes and the handler.
+    this.#beginHead(first);
+    let headBytes = this.#scanHead();
+    while (headBytes === MORE) {
+      await this.#fill();
+      if (this.#eof) return false;
+      headBytes = this.#scanHead();
+    }
+    if (headBytes === TOO_LARGE) {
+      this.#disarm();
+      this.#phase = "active";
+      await this.#writeQuietly(simpleResponse(431));
+      return false;
+    }
     this.#disarm();
     this.#phase = "active";
     let head: RequestHead;
@@ -370,21 +445,23 @@ export class ServerConn {
       return false;
     }
 
-    const abort = new RequestAbort();
-    const body: BodyState = { done: framing.kind === "none", started: false };
-    let finished = false;
-    let peerGone = false;
-    let responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
-    this.#onPeerGone = () => {
-      if (finished || peerGone) return;
-      peerGone = true;
-      abort.abort(new DOMException("client disconnected", "AbortError"));
-      responseReader?.cancel().catch(() => {});
-    };
+    // fetch refuses a GET or HEAD with a body; such a body stays unread and
+    // the connection closes after the answer. `get` and `head` in any case
+    // are the Request's GET and HEAD (it upper-cases them), so they too.
+    const method = head.method;
+    const bodyless = framing.kind === "none" ||
+      ((method.length === 3 || method.length === 4) && GET_OR_HEAD.test(method));
+    const ex = new Exchange(
+      head.headers,
+      framing.kind === "none",
+      framing.kind === "length" && !bodyless ? framing.length : -1,
+      this.#takeBodyOf,
+    );
+    this.#current = ex;
 
-    const req = this.#buildRequest(head, framing, body, abort);
+    const req = this.#buildRequest(head, framing, bodyless, ex);
     if (req === null) {
-      this.#onPeerGone = null;
+      this.#current = null;
       await this.#writeQuietly(simpleResponse(400));
       return false;
     }
@@ -399,42 +476,41 @@ export class ServerConn {
     }
     const plan = upgradePlanOf(res);
     if (plan) {
-      finished = true;
-      if (peerGone) {
+      ex.finished = true;
+      if (ex.peerGone) {
         plan.onAbandon();
-        this.#onPeerGone = null;
+        this.#current = null;
         return false;
       }
       return await this.#switchProtocols(plan);
     }
-    if (peerGone) {
-      finished = true;
+    if (ex.peerGone) {
+      ex.finished = true;
       res.body?.cancel().catch(() => {});
       completion.fail(new Deno.errors.Interrupted("client disconnected"));
-      this.#onPeerGone = null;
+      this.#current = null;
       return false;
     }
     // A body the handler did not read (an early 401 or 413, or a refused
     // 100-continue) leaves the connection out of step: close after answering.
-    const keepAlive = head.keepAlive && body.done && !this.#opts.stopping();
+    const keepAlive = head.keepAlive && ex.done && !this.#opts.stopping();
     let ok: boolean;
     let close = true;
     try {
-      const out = await this.#writeResponse(res, head, keepAlive, (r) => (responseReader = r));
-      ok = out.ok && !peerGone;
+      const out = await this.#writeResponse(res, head, keepAlive, ex);
+      ok = out.ok && !ex.peerGone;
       close = out.close;
     } catch {
       ok = false;
     }
-    finished = true;
-    this.#onPeerGone = null;
+    ex.finished = true;
+    this.#current = null;
     if (ok) completion.succeed();
     else {
-      this.#onPeerGone = null;
-      if (!peerGone) abort.abort(new DOMException("response not delivered", "AbortError"));
+      if (!ex.peerGone) ex.abort.abort(new DOMException("response not delivered", "AbortError"));
       completion.fail(new Deno.errors.Interrupted("response not delivered"));
     }
-    return ok && !close && body.done;
+    return ok && !close && ex.done;
   }
 
   /**
@@ -444,7 +520,7 @@ export class ServerConn {
    * watch) delivers the client's first bytes as `initial`.
    */
   async #switchProtocols(plan: UpgradePlan): Promise<boolean> {
-    this.#onPeerGone = null;
+    this.#current = null;
     let head = `HTTP/1.1 101 ${plan.statusText || "Switching Protocols"}\r\n`;
     for (const [n, v] of plan.headers) head += `${n}: ${v}\r\n`;
     try {
@@ -481,8 +557,8 @@ export class ServerConn {
   #buildRequest(
     head: RequestHead,
     framing: RequestFraming,
-    body: BodyState,
-    abort: RequestAbort,
+    bodyless: boolean,
+    ex: Exchange,
   ): Request | null {
     let url: string;
     if (head.target.startsWith("/")) {
@@ -493,23 +569,15 @@ export class ServerConn {
       return null;
     }
     try {
-      // fetch refuses a GET or HEAD with a body; such a body stays unread and
-      // the connection closes after the answer. `get` and `head` in any case
-      // are the Request's GET and HEAD (it upper-cases them), so they too.
-      const bodyless = framing.kind === "none" || GET_OR_HEAD.test(head.method);
       // No fields and no stream here: `req.headers` and `req.body` are made
       // only when someone uses them (raw.ts); the relay takes the parsed
       // pairs and, when it is already buffered, the body itself.
-      const length = framing.kind === "length" && !bodyless ? framing.length : -1;
       return serverRequest({
         url,
         method: head.method,
-        body: bodyless ? null : () => this.#bodyStream(framing, head.expectContinue, body),
-        abort,
-      }, {
-        headers: head.headers,
-        takeBody: () => this.#takeBody(length, body),
-      });
+        body: bodyless ? null : () => this.#bodyStream(framing, head.expectContinue, ex),
+        abort: ex.abort,
+      }, ex);
     } catch {
       return null;
     }
@@ -519,12 +587,21 @@ export class ServerConn {
    * The whole declared-length body when it is already buffered and the
    * stream was not read: a copy of it, consumed from the buffer. Else null.
    */
-  #takeBody(length: number, body: BodyState): Uint8Array | null {
+  #takeBodyOf = (body: Exchange, length: number): Uint8Array | null => this.#takeBody(length, body);
+
+  #takeBody(length: number, body: Exchange): Uint8Array | null {
     if (length <= 0 || body.started || body.done || this.#available() < length) return null;
     body.started = true;
     body.done = true;
-    const bytes = this.#buf.slice(this.#pos, this.#pos + length);
-    this.#pos += length;
+    // #buf is never written, so a view of it stays the body for good; a copy
+    // (a fresh buffer: the costliest allocation of a small request) only when
+    // the view would keep much more than the body alive.
+    const buf = this.#buf;
+    const end = this.#pos + length;
+    const bytes = buf.buffer.byteLength - length <= VIEW_SPARE
+      ? buf.subarray(this.#pos, end)
+      : buf.slice(this.#pos, end);
+    this.#pos = end;
     this.#readSize = HEAD_READ;
     this.#watchPeer(); // room in the buffer again
     return bytes;
@@ -534,7 +611,7 @@ export class ServerConn {
   #bodyStream(
     framing: RequestFraming,
     expectContinue: boolean,
-    body: BodyState,
+    body: Exchange,
   ): ReadableStream<Uint8Array> {
     let remaining = framing.kind === "length" ? framing.length : 0;
     const decoder = framing.kind === "chunked" ? new ChunkedDecoder() : null;
@@ -586,7 +663,7 @@ export class ServerConn {
     }, { highWaterMark: 0 });
   }
 
-  #bodyDone(body: BodyState, ctrl: ReadableStreamDefaultController<Uint8Array>): void {
+  #bodyDone(body: Exchange, ctrl: ReadableStreamDefaultController<Uint8Array>): void {
     body.done = true;
     this.#readSize = HEAD_READ;
     ctrl.close();
@@ -614,16 +691,24 @@ export class ServerConn {
   #watchPeer(): void {
     if (this.#watching) return;
     this.#watching = true;
-    void (async () => {
-      try {
-        while (this.#onPeerGone !== null && !this.#eof && !this.#closed) {
-          if (this.#available() >= this.#opts.maxHeadBytes) return;
-          await this.#fill();
-        }
-      } finally {
-        this.#watching = false;
-      }
-    })();
+    this.#watchStep();
+  }
+
+  /**
+   * The watch goes on with another read (or the one pending) while a
+   * request is served and the buffer has room, else it ends. It runs when
+   * the watch starts and again as each read ends (#readOnce), rather than
+   * as an async loop woken after every read.
+   */
+  #watchStep(): void {
+    if (
+      this.#current !== null && !this.#eof && !this.#closed &&
+      this.#available() < this.#opts.maxHeadBytes
+    ) {
+      void this.#fill();
+      return;
+    }
+    this.#watching = false;
   }
 
   // --- writing -----------------------------------------------------------------
@@ -649,7 +734,7 @@ export class ServerConn {
     res: Response,
     head: RequestHead,
     keepAlive: boolean,
-    onReader: (r: ReadableStreamDefaultReader<Uint8Array>) => void,
+    ex: Exchange,
   ): Promise<{ ok: boolean; close: boolean }> {
     const noBody = head.method === "HEAD" || res.status === 204 || res.status === 304;
     // Before `res.body`, whose first read makes the stream this avoids.
@@ -668,7 +753,7 @@ export class ServerConn {
         });
       } catch (err) {
         const fallback = await this.#fallback(err);
-        return await this.#writeResponse(fallback, head, keepAlive, onReader);
+        return await this.#writeResponse(fallback, head, keepAlive, ex);
       }
       // The first write inline: it nearly always takes everything, and an
       // async #writeAll per response is a promise and a turn more.
@@ -689,7 +774,7 @@ export class ServerConn {
       return { ok: true, close: enc.close };
     }
     const reader = res.body.getReader();
-    onReader(reader);
+    ex.responseReader = reader;
     try {
       let next = reader.read();
       const ready: Uint8Array[] = [];
@@ -718,7 +803,7 @@ export class ServerConn {
         // A header value that is not a byte string: nothing was sent yet.
         reader.cancel().catch(() => {});
         const fallback = await this.#fallback(err);
-        return await this.#writeResponse(fallback, head, keepAlive, onReader);
+        return await this.#writeResponse(fallback, head, keepAlive, ex);
       }
       const framer = new Framer(enc.framing);
       await this.#writeAll(concat([enc.bytes, ...framer.frame(ready, ended)]));

@@ -307,6 +307,8 @@ Object.defineProperty(ServerRequest.prototype, "bodyUsed", {
  * costs no URL parse. Anything else is checked whole each time.
  */
 function checkUrl(url: string): void {
+  // Most requests name the host the last one did: its answer without a lookup.
+  if (lastHost !== "" && url.startsWith(lastHost)) return;
   const end = url.indexOf("/", 7);
   const host = url.startsWith("http://") && end > 7 ? url.slice(7, end) : null;
   if (host === null || !PLAIN_HOST.test(host)) {
@@ -325,8 +327,12 @@ function checkUrl(url: string): void {
     hosts.set(host, ok);
   }
   if (!ok) new Request(url); // throws the constructor's own error
+  // `http://host/`: a URL starting so has exactly this host (it holds no `/`).
+  lastHost = `http://${host}/`;
 }
 const hosts = new Map<string, boolean>();
+/** The last host found fine, as the start of its URLs; "" before the first. */
+let lastHost = "";
 /** Names, IPv4, bracketed IPv6 and a port: nothing that can end the authority early or hold credentials. */
 const PLAIN_HOST = /^[A-Za-z0-9.\-_:[\]]+$/;
 

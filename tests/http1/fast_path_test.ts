@@ -16,6 +16,7 @@ import {
 } from "../../lib/http1/latin1.ts";
 import {
   encodeRequest,
+  findHeadEnd,
   type Framing,
   framingOf,
   type ResponseHead,
@@ -329,4 +330,36 @@ Deno.test("bytesToLatin1 and latin1ToBytes: one code unit per byte, both ways, A
     }),
     { numRuns: 1000 },
   );
+});
+
+// findHeadEnd as it was (commit 8093f80): a `Uint8Array.indexOf` per line.
+function referenceFindHeadEnd(buf: Uint8Array, from: number): number {
+  let i = buf.indexOf(10, Math.max(0, from));
+  while (i !== -1) {
+    if (buf[i + 1] === 10) return i + 2;
+    if (buf[i + 1] === 13 && buf[i + 2] === 10) return i + 3;
+    i = buf.indexOf(10, i + 1);
+  }
+  return -1;
+}
+
+Deno.test("findHeadEnd finds the same end as the indexOf scan, from any offset", () => {
+  // Mostly CR, LF and a letter, so line ends of every shape (and none) turn up.
+  const bytes = fc.array(
+    fc.oneof(fc.constantFrom(10, 13, 13, 10, 65), fc.integer({ min: 0, max: 255 })),
+    { maxLength: 48 },
+  ).map((a) => new Uint8Array(a));
+  fc.assert(
+    fc.property(bytes, fc.integer({ min: -4, max: 52 }), fc.nat(8), (buf, from, cut) => {
+      // Also on a view that ends early: bytes past it must not count.
+      const view = new Uint8Array([...buf, 10, 10]).subarray(0, Math.max(0, buf.length - cut));
+      assert.equal(findHeadEnd(buf, from), referenceFindHeadEnd(buf, from));
+      assert.equal(findHeadEnd(view, from), referenceFindHeadEnd(view, from));
+    }),
+    { numRuns: 20_000 },
+  );
+  const head = latin1ToBytes("POST / HTTP/1.1\r\nHost: h\r\n\r\nbody\n\n");
+  assert.equal(findHeadEnd(head, 0), 28);
+  assert.equal(findHeadEnd(head, 30), 34);
+  assert.equal(findHeadEnd(head.subarray(0, 27), 0), -1);
 });

@@ -26,7 +26,7 @@ import { CorsPolicy } from "../../lib/proxy/cors.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { upstreamRequestHeaders } from "../../lib/proxy/headers.ts";
 import { BodyBudget, BodyReader } from "../../lib/proxy/body.ts";
-import { RawClient } from "../_helpers/raw_http.ts";
+import { countResponses, RawClient } from "../_helpers/raw_http.ts";
 
 const NAMES = ["a", "b", "set-cookie", "vary", "x-y", "content-type", "connection", "te", "host"];
 const pairArb = fc.array(
@@ -228,6 +228,41 @@ Deno.test("the server's Request: raw url, lazy headers equal to the head, body t
     ["content-length", "5"],
     ["host", "h"],
     ["x-m", "1, 2"],
+  ]);
+});
+
+Deno.test("a body taken whole stays as it was while the connection reads on", async () => {
+  // Kept, not decoded, until every request was served: the bytes must not
+  // change as later reads (pipelined, later packets, a large head) arrive.
+  const taken: Uint8Array[] = [];
+  const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, (req) => {
+    const bytes = rawRequestOf(req)!.takeBody();
+    if (bytes !== null) taken.push(bytes);
+    return new Response("END");
+  });
+  const post = (body: string, extra = "") =>
+    `POST / HTTP/1.1\r\nHost: h\r\n${extra}Content-Length: ${body.length}\r\n\r\n${body}`;
+  try {
+    const c = await RawClient.open(server.addr.port);
+    try {
+      await c.send(post("one") + post("two"));
+      await c.until((s) => countResponses(s) === 2);
+      await c.send(post("three", `X-Big: ${"b".repeat(3000)}\r\n`));
+      await c.until((s) => countResponses(s) === 3);
+      await c.send(post("four") + post("five"));
+      await c.until((s) => countResponses(s) === 5);
+    } finally {
+      c.close();
+    }
+  } finally {
+    await server.closeAll();
+  }
+  assert.deepEqual(taken.map((b) => new TextDecoder().decode(b)), [
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
   ]);
 });
 
@@ -662,29 +697,43 @@ Deno.test("the server's Request refuses exactly the URLs the Request constructor
   );
   const targets = fc.constantFrom("/", "/v1/x?q=1", "//x", "/a/../b", "/%zz", "/\u00ff");
   const abort = new RequestAbort();
+  const check = (url: string, note: string) => {
+    let want: string;
+    try {
+      want = new Request(url).url === "" ? "?" : "ok";
+    } catch (e) {
+      want = (e as Error).name;
+    }
+    let got: string;
+    try {
+      const req = serverRequest({ url, method: "GET", body: null, abort }, {
+        headers: [],
+        takeBody: () => null,
+      });
+      got = req.url === url && req instanceof Request ? "ok" : "?";
+    } catch (e) {
+      got = (e as Error).name;
+    }
+    assert.equal(got, want, `${JSON.stringify(url)} (${note})`);
+  };
   // Twice per case: the second answer comes from the host cache.
   fc.assert(
     fc.property(hosts, targets, (host, target) => {
       const url = `http://${host}${target}`;
-      let want: string;
-      try {
-        want = new Request(url).url === "" ? "?" : "ok";
-      } catch (e) {
-        want = (e as Error).name;
-      }
-      for (let i = 0; i < 2; i++) {
-        let got: string;
-        try {
-          const req = serverRequest({ url, method: "GET", body: null, abort }, {
-            headers: [],
-            takeBody: () => null,
-          });
-          got = req.url === url && req instanceof Request ? "ok" : "?";
-        } catch (e) {
-          got = (e as Error).name;
-        }
-        assert.equal(got, want, `${JSON.stringify(url)} (call ${i + 1})`);
-      }
+      for (let i = 0; i < 2; i++) check(url, `call ${i + 1}`);
+    }),
+    { numRuns: 500 },
+  );
+  // In sequences: each URL after others, some sharing the start of the last good one.
+  const url = fc.oneof(
+    fc.tuple(hosts, targets).map(([h, t]) => `http://${h}${t}`),
+    fc.tuple(hosts, fc.constantFrom("@x/", ":1@x/", "/", ".evil/", "[/")).map(([h, t]) =>
+      `http://h${h}${t}`
+    ),
+  );
+  fc.assert(
+    fc.property(fc.array(url, { minLength: 1, maxLength: 6 }), (urls) => {
+      for (const [i, u] of urls.entries()) check(u, `#${i + 1} of ${JSON.stringify(urls)}`);
     }),
     { numRuns: 500 },
   );

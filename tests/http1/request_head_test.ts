@@ -168,6 +168,58 @@ Deno.test("parseRequestHead agrees with the line-splitting parser on random head
   fc.assert(fc.property(head, agree), { numRuns: 30_000 });
 });
 
+// Heads built from the bytes the parser treats specially (delimiters, the
+// edges of each byte class it checks by table) and any other byte, so that
+// every class check, the request-line split and the version test meet
+// inputs the structured generator above does not make.
+const SPECIAL = [
+  " ",
+  "\t",
+  "\r",
+  "\n",
+  ":",
+  "/",
+  "\x00",
+  "\x1f",
+  "\x20",
+  "\x7e",
+  "\x7f",
+  "\x80",
+  "\xff",
+  "@",
+  "[",
+  "{",
+  "A",
+  "Z",
+  "a",
+  "z",
+  "0",
+  "9",
+  "HTTP/1.1",
+  "HTTP/1.0",
+  "HTTP/1.",
+  "HTTP/2.0",
+  "HTTP/1.10",
+  "Host: h",
+  "host:",
+  "Connection: close",
+  "Expect: 100-continue",
+];
+const anyByte = fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c));
+const noisyHead = fc.tuple(
+  fc.constantFrom("GET", "POST", "get", "G\x80T", "", "M:"),
+  fc.array(fc.oneof(fc.constantFrom(...SPECIAL), anyByte), { maxLength: 12 }),
+  fc.array(fc.oneof(fc.constantFrom(...SPECIAL), anyByte), { maxLength: 40 }),
+).map(([m, line, rest]) => `${m} ${line.join("")}${rest.join("")}`);
+
+Deno.test("parseRequestHead agrees with the line-splitting parser on noisy bytes", () => {
+  fc.assert(fc.property(noisyHead, agree), { numRuns: 30_000 });
+  fc.assert(
+    fc.property(fc.array(anyByte, { maxLength: 64 }).map((a) => a.join("")), agree),
+    { numRuns: 10_000 },
+  );
+});
+
 Deno.test("parseRequestHead agrees with the line-splitting parser on edge heads", () => {
   for (
     const h of [
@@ -185,6 +237,17 @@ Deno.test("parseRequestHead agrees with the line-splitting parser on edge heads"
       "GET / HTTP/1.1\r\nHost: h\r\nA:b:c",
       "GET / HTTP/1.1\r\nHost: bad/h\r\nX Y: 1",
       "GET / HTTP/1.1\r\nHost: h\r\r\n",
+      "GET / HTTP/1.1 \r\nHost: h",
+      "GET / HTTP/1.10\r\nHost: h",
+      "GET / HTTP/1.\r\nHost: h",
+      "GET /  HTTP/1.1\r\nHost: h",
+      "GET /\tHTTP/1.1\r\nHost: h",
+      "GET / HTTP/1.1\nHost: h\nX-Up: A\x7f",
+      "GET / HTTP/1.1\nHost: h\nX-UP:\t a \t",
+      "GET / HTTP/1.1\nHost: h\nX\x80: a",
+      "GET / HTTP/1.1\nHost: h\n: a",
+      "GET / HTTP/1.1\nHost: h\nX-A",
+      "GET / HTTP/1.1\nHost:\x00h",
     ]
   ) {
     agree(h);

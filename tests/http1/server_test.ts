@@ -192,6 +192,50 @@ Deno.test("serveHttp1() answers 431 to a head over 64 KiB", async () => {
   });
 });
 
+Deno.test("serveHttp1() reads heads that come in pieces, after blank lines, and refuses one that grows too large", async () => {
+  const pause = () => new Promise((r) => setTimeout(r, 20));
+  await withServer(echo, async (port) => {
+    const c = await RawClient.open(port);
+    try {
+      // Blank lines before the first head, each in its own packet.
+      for (const piece of ["\r\n", "\n", "\r\n"]) {
+        await c.send(piece);
+        await pause();
+      }
+      // The end of the head split inside "\r\n\r\n", then the body apart.
+      for (
+        const piece of ["POST /a HTTP/1.1\r\nHo", "st: x\r\nContent-Length: 2\r\n\r", "\n", "hi"]
+      ) {
+        await c.send(piece);
+        await pause();
+      }
+      await c.until((s) => s.endsWith("POST http://x/a 2 hi"));
+      c.received = "";
+      // A stray CRLF after the body, then the next head a byte at a time at its end.
+      await c.send("\r\nGET /b HTTP/1.1\r\nHost: x\r\n");
+      await pause();
+      await c.send("\r");
+      await pause();
+      await c.send("\nGET /c HTTP/1.1\nHost: x\n\n");
+      await c.until((s) => countResponses(s) === 2 && s.endsWith("GET http://x/c 0 "));
+      assert.ok(c.received.includes("GET http://x/b 0 "), c.received);
+    } finally {
+      c.close();
+    }
+    const big = await RawClient.open(port);
+    try {
+      await big.send("GET / HTTP/1.1\r\nHost: x\r\nX-Big: ");
+      for (let i = 0; i < 9; i++) {
+        await big.send("a".repeat(8 * 1024)).catch(() => {});
+        await pause();
+      }
+      assert.match(await big.untilClosed(), /^HTTP\/1\.1 431 /);
+    } finally {
+      big.close();
+    }
+  });
+});
+
 Deno.test("serveHttp1() keeps a HEAD answer's framing headers and sends no body", async () => {
   await withServer(
     (req) =>
@@ -336,6 +380,35 @@ Deno.test("serveHttp1() aborts request.signal when the client leaves, never afte
   assert.deepEqual(signals.length, 2);
   assert.deepEqual(signals[0].aborted, false, "a finished answer's signal stays quiet");
   assert(signals[1].aborted, "client disconnect aborts the request");
+});
+
+Deno.test("serveHttp1() still sees the client leave after more bytes came while the handler ran", async () => {
+  let signal: AbortSignal | undefined;
+  let started!: () => void;
+  const handlerStarted = new Promise<void>((r) => (started = r));
+  await withServer((req) => {
+    signal = req.signal;
+    started();
+    // Reads nothing: the rest of the body arrives and is only buffered.
+    return new Promise<Response>((resolve) => {
+      req.signal.addEventListener("abort", () => resolve(new Response("late")));
+    });
+  }, async (port) => {
+    const c = await RawClient.open(port);
+    await c.send("POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 6\r\n\r\nhi");
+    await handlerStarted;
+    // One read of the watch ends with these bytes; the next must still see the close.
+    await c.send("yo");
+    await new Promise((r) => setTimeout(r, 50));
+    await c.send("!!");
+    c.close();
+    const deadline = Date.now() + 3_000;
+    while (!signal!.aborted && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    // Before the server shuts down, which would abort it too.
+    assert(signal!.aborted, "client disconnect aborts the request");
+  });
 });
 
 Deno.test("serveHttp1() turns a handler exception into onError's response", async () => {
