@@ -12,6 +12,8 @@ import { Http1Error, type Http1Request, type Http1Response } from "../../lib/htt
 import type { Upgraded } from "../../lib/http1/upgrade.ts";
 import { portOf, tcpHttp1Client } from "./tcp_client.ts";
 import type { ModelEntry } from "../../lib/proxy/models.ts";
+import { createHandler, type Handler, type RelayDeps } from "../../lib/proxy/relay.ts";
+import { createPolicy } from "../../lib/proxy/policies.ts";
 
 /** Options of a fake target. */
 export interface FakeTargetOptions {
@@ -240,6 +242,22 @@ export function statusSnapshot(backends: BackendSnapshot[]): StatusSnapshot {
     apiError: null,
     backends,
   };
+}
+
+/**
+ * The relay over `targets` as the engine-facing tests run it: least-inflight,
+ * no sticky header, no auth token, 1 MiB bodies. `extra` adds deps (a log
+ * sink) or overrides these.
+ */
+export function relayOver(targets: FakeTarget[], extra: Partial<RelayDeps> = {}): Handler {
+  return createHandler({
+    pool: new FakePool(targets),
+    policy: createPolicy("least-inflight"),
+    stickyHeader: null,
+    authToken: null,
+    maxBodyBytes: 1 << 20,
+    ...extra,
+  });
 }
 
 /** A base URL on 127.0.0.1 where nothing listens (bound, then closed). */

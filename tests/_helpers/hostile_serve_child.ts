@@ -6,11 +6,9 @@
  * Deno.serve panic exits this process, which the parent detects; otherwise
  * it prints a JSON summary of what each client received.
  */
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { bytesToLatin1, latin1ToBytes } from "../../lib/http1/latin1.ts";
-import { FakePool, FakeTarget } from "./fake_pool.ts";
+import { FakeTarget, relayOver } from "./fake_pool.ts";
 import { startRawEngine } from "./raw_engine.ts";
 
 /** Where the byte goes; `b` is one byte as a byte string. */
@@ -42,13 +40,7 @@ const engine = startRawEngine((r) => {
   return reply === undefined ? null : { parts: [reply], close: true };
 });
 const target = new FakeTarget(1, { baseUrl: engine.url });
-const h = createHandler({
-  pool: new FakePool([target]),
-  policy: createPolicy("least-inflight"),
-  stickyHeader: null,
-  authToken: null,
-  maxBodyBytes: 1 << 20,
-});
+const h = relayOver([target]);
 const server = Deno.serve(
   { hostname: "127.0.0.1", port: 0, onListen: () => {} },
   async (r, info) => guardResponse(await h(r, info)),

@@ -5,11 +5,10 @@
  * one request-log line, and no release happens twice.
  */
 import assert from "node:assert/strict";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type RequestLogLine } from "../../lib/proxy/relay.ts";
+import type { RequestLogLine } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { latin1ToBytes } from "../../lib/http1/latin1.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { startRawEngine } from "../_helpers/raw_engine.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -41,14 +40,7 @@ Deno.test("clients hanging up at every moment leave no in-flight slot and one lo
   });
   const target = new FakeTarget(1, { baseUrl: engine.url });
   const logs: RequestLogLine[] = [];
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("least-inflight"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1 << 20,
-    onRequestLog: (l) => logs.push(l),
-  });
+  const h = relayOver([target], { onRequestLog: (l) => logs.push(l) });
   const server = Deno.serve(
     { hostname: "127.0.0.1", port: 0, onListen: () => {} },
     async (r, info) => guardResponse(await h(r, info)),

@@ -6,11 +6,10 @@
  * through a real Deno.serve read with a raw socket.
  */
 import assert from "node:assert/strict";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type Handler } from "../../lib/proxy/relay.ts";
+import type { Handler } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { bytesToLatin1, latin1ToBytes } from "../../lib/http1/latin1.ts";
-import { closedPortUrl, FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { closedPortUrl, FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { ok, type RawEngine, type RawReply, startRawEngine, utf8 } from "../_helpers/raw_engine.ts";
 import { tcpHttp1Client } from "../_helpers/tcp_client.ts";
 import type { RawRequest } from "../_helpers/raw_engine.ts";
@@ -38,13 +37,7 @@ async function withRelay(
     new FakeTarget(1, { baseUrl: opts.refuse ? closedPortUrl() : a.url }),
     new FakeTarget(2, { baseUrl: b.url, inFlight: 5 }),
   ];
-  const h = createHandler({
-    pool: new FakePool(t),
-    policy: createPolicy("least-inflight"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1 << 20,
-  });
+  const h = relayOver(t);
   try {
     await fn({ h, a, b, t });
     for (const x of t) assert.equal(x.doubleReleases, 0);

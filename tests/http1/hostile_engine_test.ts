@@ -13,10 +13,9 @@ import { Duplex } from "node:stream";
 import { Http1Client } from "../../lib/http1/client.ts";
 import { ChunkedDecoder, MAX_HEADER_FIELDS } from "../../lib/http1/parse.ts";
 import { Http1Error, readAll } from "../../lib/http1/types.ts";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type Handler, type RequestLogLine } from "../../lib/proxy/relay.ts";
+import type { Handler, RequestLogLine } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { ok, type RawEngine, type RawReply, startRawEngine } from "../_helpers/raw_engine.ts";
 import type { RawRequest } from "../_helpers/raw_engine.ts";
 import { tcpHttp1Client } from "../_helpers/tcp_client.ts";
@@ -180,14 +179,7 @@ async function withRelay(
     new FakeTarget(2, { baseUrl: b.url, inFlight: 5 }),
   ];
   const logs: RequestLogLine[] = [];
-  const h = createHandler({
-    pool: new FakePool(t),
-    policy: createPolicy("least-inflight"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1 << 20,
-    onRequestLog: (l) => logs.push(l),
-  });
+  const h = relayOver(t, { onRequestLog: (l) => logs.push(l) });
   try {
     await fn({ h, a, b, t, logs });
     for (const x of t) {

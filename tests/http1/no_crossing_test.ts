@@ -8,11 +8,9 @@
  * tagged request exactly once.
  */
 import assert from "node:assert/strict";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { bytesToLatin1, latin1ToBytes } from "../../lib/http1/latin1.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { ok, type RawReply, startRawEngine } from "../_helpers/raw_engine.ts";
 
 const CLIENTS = 50;
@@ -128,13 +126,7 @@ Deno.test({
       return { parts: [ok(tag), stray], partDelayMs: 1 + Math.floor(rand() * 8) }; // a few ms later
     });
     const target = new FakeTarget(1, { baseUrl: engine.url });
-    const h = createHandler({
-      pool: new FakePool([target]),
-      policy: createPolicy("least-inflight"),
-      stickyHeader: null,
-      authToken: null,
-      maxBodyBytes: 1 << 20,
-    });
+    const h = relayOver([target]);
     const server = Deno.serve(
       { hostname: "127.0.0.1", port: 0, onListen: () => {} },
       async (r, info) => guardResponse(await h(r, info)),

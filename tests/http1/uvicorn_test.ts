@@ -6,9 +6,8 @@
  * CI=true, where it must run.
  */
 import assert from "node:assert/strict";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type Handler } from "../../lib/proxy/relay.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import type { Handler } from "../../lib/proxy/relay.ts";
+import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 
 const PYTHON = "/usr/bin/python3";
 
@@ -117,13 +116,7 @@ async function withUvicorn(fn: (h: Handler, url: string) => Promise<void>): Prom
         await sleep(100);
       }
     }
-    const h = createHandler({
-      pool: new FakePool([target]),
-      policy: createPolicy("least-inflight"),
-      stickyHeader: null,
-      authToken: null,
-      maxBodyBytes: 1 << 20,
-    });
+    const h = relayOver([target]);
     await fn(h, `http://127.0.0.1:${port}`);
   } finally {
     target.close();

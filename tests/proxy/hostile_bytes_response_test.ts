@@ -6,11 +6,9 @@
  * them (or as a 502), never crash the server, and never keep a slot.
  */
 import assert from "node:assert/strict";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { serveHttp1 } from "../../lib/http1/server.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { startRawEngine } from "../_helpers/raw_engine.ts";
 import { RawClient } from "../_helpers/raw_http.ts";
 
@@ -52,13 +50,7 @@ Deno.test("hostile statuses, reasons and fields on bytes answers never crash the
     ANSWERS[r.target] ?? "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
   );
   const target = new FakeTarget(1, { baseUrl: engine.url });
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("least-inflight"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1 << 20,
-  });
+  const h = relayOver([target]);
   const errors: unknown[] = [];
   const server = serveHttp1({
     hostname: "127.0.0.1",
