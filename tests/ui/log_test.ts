@@ -146,8 +146,8 @@ Deno.test("LineLogger drops lines past MAX_QUEUED_LINES for a stalled writer, th
   assert.match(written.at(-1)!, /INFO {2}after/);
 });
 
-/** A logger batching for `batchMs`, and the text of each write it made. */
-function batchedLogger(batchMs: number) {
+/** A logger batching for `batchMs` (in `format`), and the text of each write it made. */
+function batchedLogger(batchMs: number, format?: "text" | "json") {
   const writes: string[] = [];
   const decoder = new TextDecoder();
   const log = new LineLogger({
@@ -157,6 +157,7 @@ function batchedLogger(batchMs: number) {
         return p.length;
       },
     },
+    format,
     now: () => 0,
     batchMs,
   });
@@ -223,19 +224,7 @@ Deno.test("LineLogger with batchMs: a field it cannot format loses no other line
   // the drain (an unhandled rejection ends the process) nor take the rest
   // of the batch with it.
   for (const format of ["text", "json"] as const) {
-    const writes: string[] = [];
-    const decoder = new TextDecoder();
-    const log = new LineLogger({
-      writer: {
-        write(p: Uint8Array) {
-          writes.push(decoder.decode(p));
-          return p.length;
-        },
-      },
-      format,
-      now: () => 0,
-      batchMs: 5,
-    });
+    const { log, writes } = batchedLogger(5, format);
     log.log("info", "before");
     const odd = format === "text" ? Symbol("s") : 10n;
     try {
