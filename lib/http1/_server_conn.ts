@@ -426,14 +426,12 @@ export class ServerConn {
       if (this.#eof) return false;
       headBytes = this.#scanHead();
     }
+    this.#disarm();
+    this.#phase = "active";
     if (headBytes === TOO_LARGE) {
-      this.#disarm();
-      this.#phase = "active";
       await this.#writeQuietly(simpleResponse(431));
       return false;
     }
-    this.#disarm();
-    this.#phase = "active";
     let head: RequestHead;
     let framing: RequestFraming;
     try {
@@ -455,7 +453,7 @@ export class ServerConn {
       head.headers,
       framing.kind === "none",
       framing.kind === "length" && !bodyless ? framing.length : -1,
-      this.#takeBodyOf,
+      this.#takeBody,
     );
     this.#current = ex;
 
@@ -585,11 +583,10 @@ export class ServerConn {
 
   /**
    * The whole declared-length body when it is already buffered and the
-   * stream was not read: a copy of it, consumed from the buffer. Else null.
+   * stream was not read, consumed from the buffer. Else null. A field, so
+   * each Exchange holds it bound without a closure of its own.
    */
-  #takeBodyOf = (body: Exchange, length: number): Uint8Array | null => this.#takeBody(length, body);
-
-  #takeBody(length: number, body: Exchange): Uint8Array | null {
+  #takeBody = (body: Exchange, length: number): Uint8Array | null => {
     if (length <= 0 || body.started || body.done || this.#available() < length) return null;
     body.started = true;
     body.done = true;
@@ -605,7 +602,7 @@ export class ServerConn {
     this.#readSize = HEAD_READ;
     this.#watchPeer(); // room in the buffer again
     return bytes;
-  }
+  };
 
   /** The request body as a stream read from the socket only when the handler pulls. */
   #bodyStream(
