@@ -133,9 +133,11 @@ export function parseHead(bytes: Uint8Array): ResponseHead {
     let upper = false;
     for (let k = s; k < ne; k++) {
       const c = text.charCodeAt(k);
-      const kind = c < 0x80 ? NAME_CHAR[c] : 0;
-      if (kind === 0) throw new Http1Error("malformed response header name", { sent: true });
-      if (kind === 2) upper = true;
+      const kind = BYTE_CLASS[c];
+      if ((kind & TCHAR) === 0) {
+        throw new Http1Error("malformed response header name", { sent: true });
+      }
+      if ((kind & UPPER) !== 0) upper = true;
     }
     const name = upper ? text.slice(s, ne).toLowerCase() : text.slice(s, ne);
     headers.push([name, trimmedSlice(text, colon + 1, e)]);
@@ -184,19 +186,37 @@ function isStatusLine(text: string, end: number): boolean {
 }
 
 /** `trimOws(text.slice(from, to))` with one slice. */
-function trimmedSlice(text: string, from: number, to: number): string {
+export function trimmedSlice(text: string, from: number, to: number): string {
   while (from < to && (text.charCodeAt(from) === 0x20 || text.charCodeAt(from) === 0x09)) from++;
   while (to > from && (text.charCodeAt(to - 1) === 0x20 || text.charCodeAt(to - 1) === 0x09)) to--;
   return text.slice(from, to);
 }
 
-/** Field-name bytes below 0x80: 0 not a token char, 1 a token char, 2 an upper-case letter. */
-const NAME_CHAR = (() => {
-  const t = new Uint8Array(128);
-  for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyz") t[c.charCodeAt(0)] = 1;
-  for (let c = 0x41; c <= 0x5a; c++) t[c] = 2;
-  return t;
-})();
+/**
+ * One entry per byte: what it may be in a head. The head parsers (requests
+ * in request_head.ts, responses here) check names, values and the request
+ * line with one loop per piece over this table rather than a regex, a slice
+ * and a trim each (the checks are those of the regexes the reference
+ * parsers in tests/http1/request_head_test.ts and _before/parse_head.ts use).
+ */
+export const BYTE_CLASS = new Uint8Array(256);
+const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
+/** tchar (RFC 9110 §5.6.2): method and field-name bytes. */
+export const TCHAR = 1;
+/** An upper-case letter: a name holding one needs `toLowerCase`. */
+export const UPPER = 2;
+/** A byte not allowed in a field value: control bytes except HTAB, and DEL. */
+export const CTL = 4;
+/** A byte allowed in a request target: visible ASCII and obs-text. */
+export const VCHAR = 8;
+for (let c = 0; c < 256; c++) {
+  let k = 0;
+  if (TCHARS.includes(String.fromCharCode(c))) k |= TCHAR;
+  if (c >= 0x41 && c <= 0x5a) k |= UPPER;
+  if ((c < 0x20 && c !== 0x09) || c === 0x7f) k |= CTL;
+  if ((c >= 0x21 && c <= 0x7e) || c >= 0x80) k |= VCHAR;
+  BYTE_CLASS[c] = k;
+}
 
 /** The `close` and `keep-alive` options of one `Connection` field value (requests and responses). */
 export function connectionOptions(value: string): { close: boolean; keepAlive: boolean } {

@@ -7,7 +7,16 @@
  * malformed length are all refused rather than repaired.
  */
 import { bytesToLatin1 } from "./latin1.ts";
-import { connectionOptions, trimOws } from "./parse.ts";
+import {
+  BYTE_CLASS,
+  connectionOptions,
+  CTL,
+  TCHAR,
+  trimmedSlice,
+  trimOws,
+  UPPER,
+  VCHAR,
+} from "./parse.ts";
 import type { HeaderPairs } from "./types.ts";
 
 /** A parsed request head. */
@@ -46,35 +55,10 @@ const DIGITS = /^[0-9]{1,15}$/;
 // `#`, `@`, `\`): reg-name, IPv4, [IPv6] and an optional port.
 const HOST = /^(?:[A-Za-z0-9\-._~!$&'()*+,;=%]+|\[[0-9A-Fa-f:.]+\])(?::[0-9]{0,5})?$/;
 
-/**
- * One entry per byte: what it may be in a head. The parser checks names,
- * values and the request line with one loop per piece over this table
- * rather than a regex, a slice and a trim each (the checks are those of
- * the regexes the reference parser in tests/http1/request_head_test.ts uses).
- */
-const CLASS = new Uint8Array(256);
-const TCHARS = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz";
-/** tchar (RFC 9110 §5.6.2): method and field-name bytes. */
-const TCHAR = 1;
-/** An upper-case letter: a name holding one needs `toLowerCase`. */
-const UPPER = 2;
-/** A byte not allowed in a field value: control bytes except HTAB, and DEL. */
-const CTL = 4;
-/** A byte allowed in a request target: visible ASCII and obs-text. */
-const VCHAR = 8;
-for (let c = 0; c < 256; c++) {
-  let k = 0;
-  if (TCHARS.includes(String.fromCharCode(c))) k |= TCHAR;
-  if (c >= 0x41 && c <= 0x5a) k |= UPPER;
-  if ((c < 0x20 && c !== 0x09) || c === 0x7f) k |= CTL;
-  if ((c >= 0x21 && c <= 0x7e) || c >= 0x80) k |= VCHAR;
-  CLASS[c] = k;
-}
-
 /** True when every code unit of `text[from, to)` is of class `k` (and there is one). */
 function allOf(text: string, from: number, to: number, k: number): boolean {
   if (from >= to) return false;
-  for (let i = from; i < to; i++) if ((CLASS[text.charCodeAt(i)] & k) === 0) return false;
+  for (let i = from; i < to; i++) if ((BYTE_CLASS[text.charCodeAt(i)] & k) === 0) return false;
   return true;
 }
 
@@ -146,7 +130,7 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
     let colon = s;
     let upper = 0;
     for (; colon < e; colon++) {
-      const k = CLASS[text.charCodeAt(colon)];
+      const k = BYTE_CLASS[text.charCodeAt(colon)];
       if ((k & TCHAR) === 0) break;
       upper |= k;
     }
@@ -154,16 +138,12 @@ export function parseRequestHead(bytes: Uint8Array): RequestHead {
       throw new BadRequestError(400, "malformed header field");
     }
     // The value without surrounding SP / HTAB (as `trimOws`), checked whole.
-    let a = colon + 1;
-    let b = e;
-    while (a < b && (text.charCodeAt(a) === 0x20 || text.charCodeAt(a) === 0x09)) a++;
-    while (b > a && (text.charCodeAt(b - 1) === 0x20 || text.charCodeAt(b - 1) === 0x09)) b--;
-    for (let i = a; i < b; i++) {
-      if ((CLASS[text.charCodeAt(i)] & CTL) !== 0) {
+    const value = trimmedSlice(text, colon + 1, e);
+    for (let i = 0; i < value.length; i++) {
+      if ((BYTE_CLASS[value.charCodeAt(i)] & CTL) !== 0) {
         throw new BadRequestError(400, "control character in a header value");
       }
     }
-    const value = text.slice(a, b);
     const lower = (upper & UPPER) === 0 ? text.slice(s, colon) : text.slice(s, colon).toLowerCase();
     headers.push([lower, value]);
     if (lower === "connection") {
