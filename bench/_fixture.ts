@@ -389,3 +389,64 @@ export async function startGoCore(
   }
   return { ...proc, url: `http://127.0.0.1:${port}` };
 }
+
+/** How long a floor relay may live; the bench stops it long before. */
+const RELAY_MAX_SECONDS = 3_600;
+
+/**
+ * Builds the C byte relay of path (f) with the system's C compiler into
+ * bench/.cache, or returns null (with a message) where there is none.
+ */
+export async function buildCRelay(): Promise<string | null> {
+  const out = `${BENCH_DIR}.cache/floor_relay`;
+  await Deno.mkdir(`${BENCH_DIR}.cache`, { recursive: true });
+  let res: Deno.CommandOutput;
+  try {
+    res = await new Deno.Command("cc", {
+      args: ["-O2", "-o", out, `${BENCH_DIR}floor/relay.c`],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (err) {
+    const why = err instanceof Deno.errors.NotFound
+      ? "no C compiler `cc` (apt install gcc)"
+      : `cannot run cc: ${err}`;
+    console.error(`bench: path (f) C relay skipped: ${why}`);
+    return null;
+  }
+  if (!res.success) {
+    const text = new TextDecoder().decode(res.stderr).trim().split("\n").slice(0, 3).join(" | ");
+    console.error(`bench: path (f) C relay skipped: cc failed: ${text}`);
+    return null;
+  }
+  return out;
+}
+
+/**
+ * A floor relay in front of `upstreamPort` (an `ssh -L` port): the C one
+ * (path f) when `cBin` is given, else the Deno one (path g).
+ */
+export async function startRelay(
+  world: World,
+  upstreamPort: number,
+  cBin: string | null,
+  tag: string,
+): Promise<Proc & { url: string }> {
+  const port = freePort();
+  const args = [String(port), String(upstreamPort), String(RELAY_MAX_SECONDS)];
+  const kind = cBin ? "c" : "deno";
+  const log = `${world.dir}/relay_${kind}_${tag}.log`;
+  const proc = cBin ? spawnLogged(cBin, args, log) : spawnLogged(
+    Deno.execPath(),
+    ["run", "--allow-net", `${BENCH_DIR}floor/relay.ts`, ...args],
+    log,
+  );
+  try {
+    await waitPort(port, 30_000);
+  } catch (err) {
+    await proc.stop();
+    const text = await Deno.readTextFile(log).catch(() => "");
+    throw new Error(`${kind} relay did not start: ${err}\n${text.slice(-2000)}`);
+  }
+  return { ...proc, url: `http://127.0.0.1:${port}` };
+}

@@ -5,7 +5,10 @@
  * (a) direct, (b) OpenSSH `ssh -N -L`, (c) `vastproxy serve`, (d) another
  * checkout's proxy when BENCH_BASELINE_ROOT is set, (e) the Go original's
  * core (bench/go_core) when Go builds it — and prints one table of medians
- * over the rounds; the raw rounds go to bench/results.json. S1W and S2W
+ * over the rounds; the raw rounds go to bench/results.json. S1 and S1W also
+ * measure the floor under any relay at concurrency 1: (f) a byte relay in C
+ * (bench/floor/relay.c, where `cc` builds it) and (g) the same relay in
+ * Deno (bench/floor/relay.ts), each in front of (b)'s `ssh -L`. S1W and S2W
  * repeat S1 and S2 with `wrk` as the client (bench/wrk.ts; skipped where
  * wrk is not installed). `--profile`
  * writes a V8 CPU profile of each proxy process (c, d) per scenario; see
@@ -19,12 +22,14 @@
 import { startFakeEngine } from "../lib/sim/fake_engine.ts";
 import {
   BENCH_MODEL,
+  buildCRelay,
   buildGoCore,
   type Proc,
   procStatusMiB,
   type ProxyProc,
   startGoCore,
   startProxyProc,
+  startRelay,
   startSshForwards,
   startWorld,
   type World,
@@ -33,7 +38,7 @@ import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
 import { findWrk, type WrkJob, WrkRunner } from "./wrk.ts";
 import { median } from "./_stats.ts";
 
-type PathName = "a" | "b" | "c" | "d" | "e";
+type PathName = "a" | "b" | "c" | "d" | "e" | "f" | "g";
 /**
  * With `BENCH_BASELINE_ROOT=<another checkout>`, a fourth path (d) runs that
  * checkout's proxy in the same interleaved rounds: before/after in one run.
@@ -47,7 +52,17 @@ const PATH_LABEL: Record<PathName, string> = {
   c: "vastproxy",
   d: "baseline",
   e: "go core",
+  f: "C relay",
+  g: "Deno relay",
 };
+/**
+ * The relay floor's paths (S1 and S1W only): (f) once the C relay builds,
+ * and (g). Each is a plain byte relay in front of an `ssh -L` port, so
+ * (f) − (b) is the cost of one process hop and (g) − (f) the runtime's share.
+ */
+const FLOOR_PATHS: PathName[] = [];
+/** The built C relay of path (f), or null. */
+let cRelayBin: string | null = null;
 /** The built Go core (path e), or null when it is not part of this run. */
 let goCoreBin: string | null = null;
 
@@ -140,7 +155,13 @@ function profileFlags(s: Settings, tag: string): string[] {
 }
 
 /** Engines, ssh forwards and the proxies for `n` backends; torn down by `close()`. */
-async function setup(world: World, s: Settings, n: number, tag: string): Promise<Setup> {
+async function setup(
+  world: World,
+  s: Settings,
+  n: number,
+  tag: string,
+  floor = false,
+): Promise<Setup> {
   const engines = await Promise.all(
     Array.from({ length: n }, () => startFakeEngine({ model: BENCH_MODEL, engine: "vllm" })),
   );
@@ -149,6 +170,7 @@ async function setup(world: World, s: Settings, n: number, tag: string): Promise
   let proxy: ProxyProc | undefined;
   let baseline: ProxyProc | undefined;
   let goCore: (Proc & { url: string }) | undefined;
+  const relays: Partial<Record<PathName, Proc & { url: string }>> = {};
   try {
     proxy = await startProxyProc(world, ports, { tag, runtimeFlags: profileFlags(s, tag) });
     if (BASELINE_ROOT) {
@@ -159,7 +181,14 @@ async function setup(world: World, s: Settings, n: number, tag: string): Promise
       });
     }
     if (goCoreBin) goCore = await startGoCore(world, goCoreBin, ports, tag);
+    if (floor) {
+      for (const p of FLOOR_PATHS) {
+        relays[p] = await startRelay(world, ssh.ports[0], p === "f" ? cRelayBin : null, tag);
+      }
+    }
   } catch (err) {
+    await Promise.all(Object.values(relays).map((r) => r.stop()));
+    await goCore?.stop();
     await proxy?.close();
     await baseline?.close();
     await ssh.stop();
@@ -174,11 +203,14 @@ async function setup(world: World, s: Settings, n: number, tag: string): Promise
       c: [started.url],
       d: baseline ? [baseline.url] : [],
       e: goCore ? [goCore.url] : [],
+      f: relays.f ? [relays.f.url] : [],
+      g: relays.g ? [relays.g.url] : [],
     },
     proxy: started,
     goCore,
     sshPids: ssh.procs.map((p) => p.pid),
     async close() {
+      await Promise.all(Object.values(relays).map((r) => r.stop()));
       await started.close();
       await baseline?.close();
       await goCore?.stop();
@@ -233,9 +265,10 @@ async function interleave<R, J = Job>(
   res: ScenarioResult,
   job: (p: PathName) => J,
   pick: (r: R, p: PathName) => Metrics,
+  paths: PathName[] = PATHS,
 ): Promise<void> {
   for (let round = 1; round <= s.rounds; round++) {
-    for (const p of PATHS) {
+    for (const p of paths) {
       const r = await load.run(job(p)) as R;
       const m = pick(r, p);
       res.rounds[p].push(m);
@@ -252,7 +285,13 @@ async function interleave<R, J = Job>(
 }
 
 function emptyResult(id: string, title: string, setupText: string): ScenarioResult {
-  return { id, title, setup: setupText, rounds: { a: [], b: [], c: [], d: [], e: [] }, notes: [] };
+  return {
+    id,
+    title,
+    setup: setupText,
+    rounds: { a: [], b: [], c: [], d: [], e: [], f: [], g: [] },
+    notes: [],
+  };
 }
 
 /**
@@ -263,18 +302,27 @@ async function requestScenario<J>(
   world: World,
   s: Settings,
   runner: { run(job: J): Promise<unknown> },
-  what: { id: string; title: string; setup: string; backends: number; rateFirst: boolean },
+  what: {
+    id: string;
+    title: string;
+    setup: string;
+    backends: number;
+    rateFirst: boolean;
+    /** Also measure the relay floor, paths (f) and (g). */
+    floor?: boolean;
+  },
   job: (targets: string[]) => J,
   warm: (targets: string[]) => J,
 ): Promise<ScenarioResult> {
   const res = emptyResult(what.id, what.title, what.setup);
-  const env = await setup(world, s, what.backends, what.id.toLowerCase());
+  const env = await setup(world, s, what.backends, what.id.toLowerCase(), what.floor);
+  const paths = what.floor ? [...PATHS, ...FLOOR_PATHS] : PATHS;
   try {
     // Every path first serves the same unmeasured burst. V8 keeps tiering
     // the proxy's code up for ~20k requests (c=1 p50 fell ~40 µs over the
     // first 10 s of a fresh proxy), and a proxy in use has long since done
     // so; the burst costs the other paths nothing but time.
-    for (const p of PATHS) {
+    for (const p of paths) {
       if (env.targets[p].length > 0) await runner.run(warm(env.targets[p]));
     }
     await interleave<RequestsResult, J>(
@@ -287,6 +335,7 @@ async function requestScenario<J>(
         what.rateFirst
           ? { rps: r.rps, p50Ms: r.p50Ms, p99Ms: r.p99Ms, errors: r.errors }
           : { p50Ms: r.p50Ms, p99Ms: r.p99Ms, rps: r.rps, errors: r.errors },
+      paths,
     );
   } finally {
     await env.close();
@@ -300,6 +349,7 @@ const S1 = {
   setup: "POST /v1/chat/completions (non-streaming, ~300 B each way)",
   backends: 1,
   rateFirst: false,
+  floor: true,
 };
 const S2 = {
   id: "S2",
@@ -581,16 +631,41 @@ function table(rows: string[][]): string {
   ].join("\n");
 }
 
+/** The paths of this run's table: PATHS, then floor paths some scenario measured. */
+function columns(all: ScenarioResult[]): PathName[] {
+  return [...PATHS, ...FLOOR_PATHS.filter((p) => all.some((r) => r.rounds[p].length > 0))];
+}
+
+/**
+ * What a relay costs at concurrency 1 over (b), beside what vastproxy adds:
+ * the floor the S1 targets sit on. Not a target, so not in `verdicts`.
+ */
+function floorLines(all: ScenarioResult[]): string[] {
+  const out: string[] = [];
+  for (const r of all) {
+    if (r.rounds.g.length === 0 && r.rounds.f.length === 0) continue;
+    const over = (p: PathName) => fmt(med(r, p, "p50Ms") - med(r, "b", "p50Ms"));
+    out.push(
+      `  ${r.id}: p50 over (b) ssh -L: (f) C relay +${over("f")} ms, ` +
+        `(g) Deno relay +${over("g")} ms, (c) vastproxy +${over("c")} ms`,
+    );
+  }
+  return out.length
+    ? ["", "relay floor at concurrency 1 (a byte relay in front of ssh -L; not a target):", ...out]
+    : [];
+}
+
 function report(all: ScenarioResult[], s: Settings): string {
+  const cols = columns(all);
   const rows: string[][] = [[
     "scenario",
     "metric",
-    ...PATHS.map((p) => `(${p}) ${PATH_LABEL[p]}`),
+    ...cols.map((p) => `(${p}) ${PATH_LABEL[p]}`),
   ]];
   for (const r of all) {
-    const keys = [...new Set(PATHS.flatMap((p) => r.rounds[p].flatMap((m) => Object.keys(m))))];
+    const keys = [...new Set(cols.flatMap((p) => r.rounds[p].flatMap((m) => Object.keys(m))))];
     for (const k of keys) {
-      rows.push([`${r.id} ${r.title}`, k, ...PATHS.map((p) => fmt(med(r, p, k)))]);
+      rows.push([`${r.id} ${r.title}`, k, ...cols.map((p) => fmt(med(r, p, k)))]);
     }
   }
   const v = verdicts(all);
@@ -605,6 +680,7 @@ function report(all: ScenarioResult[], s: Settings): string {
     table(rows),
     "",
     table(vrows),
+    ...floorLines(all),
     ...(notes.length ? ["", "notes:", ...notes.slice(0, 30).map((n) => `  ${n}`)] : []),
   ].join("\n");
 }
@@ -629,6 +705,11 @@ async function main(): Promise<number> {
   const started = Date.now();
   goCoreBin = await buildGoCore();
   if (goCoreBin) PATHS.push("e");
+  if (want("S1") || want("S1W")) {
+    cRelayBin = await buildCRelay();
+    if (cRelayBin) FLOOR_PATHS.push("f");
+    FLOOR_PATHS.push("g");
+  }
   const world = await startWorld();
   const load = new LoadGen();
   const all: ScenarioResult[] = [];
@@ -664,7 +745,7 @@ async function main(): Promise<number> {
     scenarios: all.map((r) => ({
       ...r,
       median: Object.fromEntries(
-        PATHS.map((p) => [
+        columns(all).map((p) => [
           p,
           Object.fromEntries(
             [...new Set(r.rounds[p].flatMap((m) => Object.keys(m)))].map((k) => [k, med(r, p, k)]),

@@ -1,0 +1,70 @@
+import assert from "node:assert/strict";
+import { echoServer } from "../_helpers/echo_server.ts";
+import { freePort } from "../_helpers/sshd.ts";
+import { waitPort } from "../../bench/_fixture.ts";
+
+const RELAY = new URL("../../bench/floor/relay.ts", import.meta.url).pathname;
+
+async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
+  const out = new Uint8Array(n);
+  let at = 0;
+  while (at < n) {
+    const got = await conn.read(out.subarray(at));
+    if (got === null) throw new Error(`connection ended after ${at} of ${n} bytes`);
+    at += got;
+  }
+  return out;
+}
+
+Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it exits by itself", async () => {
+  const echo = echoServer();
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", RELAY, String(port), String(echo.port), "2"],
+    stdout: "null",
+    stderr: "piped",
+  }).spawn();
+  try {
+    await waitPort(port, 20_000);
+    // Several connections at once, each with its own upstream, and a payload
+    // far larger than one read, so a mixed-up or truncated relay shows.
+    const sizes = [1, 300, 200_000];
+    await Promise.all(sizes.map(async (size, k) => {
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        const sent = new Uint8Array(size).map((_, i) => (i * 31 + k * 7) & 0xff);
+        const [, back] = await Promise.all([
+          (async () => {
+            for (let at = 0; at < size;) at += await conn.write(sent.subarray(at));
+          })(),
+          readExactly(conn, size),
+        ]);
+        assert.deepEqual(back, sent);
+      } finally {
+        conn.close();
+      }
+    }));
+    const status = await Promise.race([
+      child.status,
+      new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
+    ]);
+    assert.notEqual(status, null, "the relay should exit after MAX_SECONDS");
+    assert.equal(status!.code, 0, new TextDecoder().decode((await child.output()).stderr));
+  } finally {
+    try {
+      child.kill();
+    } catch { /* exited */ }
+    await child.status;
+    await echo.close();
+  }
+});
+
+Deno.test("bench floor relay: bad arguments are refused with a usage line", async () => {
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", RELAY, "0", "x"],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.equal(out.code, 2);
+  assert.match(new TextDecoder().decode(out.stderr), /usage: relay\.ts LISTEN_PORT UPSTREAM_PORT/);
+});
