@@ -30,6 +30,7 @@ import { guardResponse } from "../proxy/guard.ts";
 import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
 import type { QueueStatus, StatusSnapshot } from "../proxy/snapshot.ts";
 import { errorText } from "../core/errors.ts";
+import { DeferredWork } from "../core/deferred_work.ts";
 import { type Http1Server, serveHttp1 } from "../http1/server.ts";
 import { connectionCapFor, readOpenFilesLimit } from "./fd_limit.ts";
 
@@ -100,6 +101,13 @@ export class ApiKeyRejectedError extends Error {
 const SHUTDOWN_GRACE_MS = 1_000;
 /** How long clearing --mark-label marks may take on exit (the vast API may be down). */
 const MARKS_CLEAR_TIMEOUT_MS = 10_000;
+/**
+ * Longest a request's log line and LLM numbers wait to be worked out with
+ * others'. Well under the log's own batching (50 ms) and the table's refresh.
+ */
+const BOOKKEEPING_DELAY_MS = 20;
+/** Requests' bookkeeping held at most before a batch runs at once. */
+const BOOKKEEPING_MAX_QUEUED = 256;
 
 /** The queue's counters for status (the wait histogram goes to metrics only). */
 function queueStatus(s: { depth: number; rejected: number; timedOut: number }): QueueStatus {
@@ -221,8 +229,16 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
 
   let server: Http1Server | undefined;
   let listen = `${config.listen.hostname}:${config.listen.port}`;
-  const status = () =>
-    fleet.status({
+  // Request log lines and LLM numbers, batched (see DeferredWork); every
+  // reader of those numbers below flushes it first.
+  const deferred = new DeferredWork({
+    maxDelayMs: BOOKKEEPING_DELAY_MS,
+    maxQueued: BOOKKEEPING_MAX_QUEUED,
+    onError: (err) => logger.log("error", "request bookkeeping failed", { error: errorText(err) }),
+  });
+  const status = () => {
+    deferred.flush();
+    return fleet.status({
       version: VERSION,
       listen,
       policy: config.policy,
@@ -235,6 +251,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       },
       queue: admission ? queueStatus(admission.stats()) : undefined,
     });
+  };
 
   const bodyBudget = new BodyBudget({
     maxBytes: config.maxBufferedBytes,
@@ -271,13 +288,20 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     }),
     admin: createAdminHandler({
       status,
-      histograms: () => fleet.histograms(),
-      llm: () => fleet.llmData(),
+      histograms: () => {
+        deferred.flush();
+        return fleet.histograms();
+      },
+      llm: () => {
+        deferred.flush();
+        return fleet.llmData();
+      },
       ...(admission ? { queue: () => admission.stats() } : {}),
     }),
     clock,
     logger,
     onRequestLog,
+    deferred,
   });
   // Host check and CORS sit outside the relay: preflights are answered
   // before authentication, and proxy-made answers get the same CORS headers.
@@ -425,7 +449,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       if (marks && !(await raceTimeout(marks.clearAll(), MARKS_CLEAR_TIMEOUT_MS, clock))) {
         logger.log("warn", "could not clear --mark-label marks in time; some may remain", {});
       }
-      const left = status().counts.inFlight;
+      const left = status().counts.inFlight; // status() also flushes the bookkeeping
       if (left > 0) logger.log("warn", "drain timeout: closing with requests in flight", { left });
       logger.log("info", "stopped");
     })();

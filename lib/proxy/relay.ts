@@ -10,6 +10,7 @@
 import { type Clock, realClock } from "../core/clock.ts";
 import { errorText } from "../core/errors.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
+import type { DeferredWork } from "../core/deferred_work.ts";
 import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
@@ -82,6 +83,11 @@ export interface RelayDeps {
   maxRetries?: number;
   /** Holds requests while every eligible backend is saturated (default: none, never holds). */
   admission?: Admission;
+  /**
+   * Runs each request's log line and LLM numbers in batches (default: at
+   * once, after each response). Whoever reads those numbers flushes it first.
+   */
+  deferred?: DeferredWork;
 }
 
 /** A `Deno.serve`-compatible handler. */
@@ -97,8 +103,12 @@ export function createHandler(deps: RelayDeps): Handler {
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
   const maxRetries = deps.maxRetries ?? 2;
   const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
-  const emit = deps.onRequestLog ??
+  const emitNow = deps.onRequestLog ??
     ((l: RequestLogLine) => logger.log("info", "request", { ...l }));
+  const deferred = deps.deferred;
+  // The line's fields (its duration above all) are taken now; only handing
+  // it to the logger waits for the batch.
+  const emit = deferred ? (l: RequestLogLine) => deferred.defer(() => emitNow(l)) : emitNow;
   const dropped = new DroppedHeaderLog(logger);
 
   return async (req, info) => {
@@ -225,6 +235,7 @@ export function createHandler(deps: RelayDeps): Handler {
         delivered: () => (info as { completed?: Promise<void> } | undefined)?.completed,
         onDone: (d) => line(d.status, d.instance, d.bytes, attempt + 1, d.clientCancelled),
         onReleased: deps.admission?.wake,
+        deferred,
       });
       if ("response" in result) return result.response;
       if (result.clientCancelled) {
@@ -337,6 +348,8 @@ interface DispatchInput {
   delivered?: () => Promise<void> | undefined;
   /** Called once the backend's in-flight slot is released (admission re-routes held requests). */
   onReleased?: () => void;
+  /** Where the LLM numbers are worked out after the response (default: at once). */
+  deferred?: DeferredWork;
   /** Called once when the response body ended, with what to log. */
   onDone: (
     d: { instance: number; status: number; bytes: number; clientCancelled: boolean },
@@ -392,8 +405,16 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       clientCancelled,
       latencyMs: clock.now() - dispatchedAt,
     });
-    const sample = observer?.finish();
-    if (sample) backend.recordLlm?.(sample);
+    if (observer !== null && backend.recordLlm) {
+      // The usage count parses the body: bookkeeping nobody waits for.
+      const done = observer;
+      const record = () => {
+        const sample = done.finish();
+        if (sample) backend.recordLlm?.(sample);
+      };
+      if (input.deferred) input.deferred.defer(record);
+      else record();
+    }
     input.onReleased?.();
     if (status !== null) {
       // Headers already went out with this status; a client leaving during
