@@ -3,8 +3,8 @@
  * event loop with the proxy. It reads one JSON job per stdin line and
  * answers one JSON result per stdout line, so bench.ts starts it once and
  * reuses it for every round. Traffic is plain `fetch` with HTTP/1.1
- * keep-alive (Deno's pool opens one connection per concurrent request and
- * reuses it), the same client code for all three paths.
+ * keep-alive (each job's own pool opens one connection per concurrent
+ * request and reuses it), the same client code for every path.
  *
  * Every job is bounded: by count, by duration, and by a per-request timeout.
  */
@@ -85,11 +85,12 @@ export interface BulkResult {
 
 const errText = (e: unknown) => (e instanceof Error ? `${e.name}: ${e.message}` : String(e));
 
-async function runRequests(job: RequestsJob): Promise<RequestsResult> {
+async function runRequests(job: RequestsJob, client: Deno.HttpClient): Promise<RequestsResult> {
   const latencies: number[] = [];
   let errors = 0;
   let firstError: string | null = null;
-  const init = (): RequestInit => ({
+  const init = (): RequestInit & { client: Deno.HttpClient } => ({
+    client,
     method: job.method,
     headers: job.headers,
     body: job.body,
@@ -141,7 +142,7 @@ async function runRequests(job: RequestsJob): Promise<RequestsResult> {
 /** Wall-clock ms with sub-ms resolution, comparable with the engine's `Date.now()`. */
 const wallNow = () => performance.timeOrigin + performance.now();
 
-async function runSse(job: SseJob): Promise<SseResult> {
+async function runSse(job: SseJob, client: Deno.HttpClient): Promise<SseResult> {
   const delays: number[] = [];
   const ttfbs: number[] = [];
   let completed = 0;
@@ -155,7 +156,7 @@ async function runSse(job: SseJob): Promise<SseResult> {
   const one = async (url: string) => {
     const t0 = performance.now();
     try {
-      const res = await fetch(url, { signal: deadline });
+      const res = await fetch(url, { signal: deadline, client });
       if (res.status !== 200 || !res.body) throw new Error(`HTTP ${res.status}`);
       let buf = "";
       let next = 0;
@@ -217,13 +218,14 @@ async function runSse(job: SseJob): Promise<SseResult> {
   };
 }
 
-async function runBulk(job: BulkJob): Promise<BulkResult> {
+async function runBulk(job: BulkJob, client: Deno.HttpClient): Promise<BulkResult> {
   const t0 = performance.now();
   let bytes = 0;
   let error: string | null = null;
   try {
     const res = await fetch(`${job.target}/bytes?n=${job.bytes}`, {
       signal: AbortSignal.timeout(job.timeoutMs),
+      client,
     });
     for await (const chunk of res.body!) bytes += chunk.byteLength;
     if (bytes !== job.bytes) error = `got ${bytes} of ${job.bytes} bytes`;
@@ -234,14 +236,28 @@ async function runBulk(job: BulkJob): Promise<BulkResult> {
   return { bytes, seconds, mbPerSec: bytes / 1e6 / seconds, error };
 }
 
-function runJob(job: Job): Promise<unknown> {
-  switch (job.kind) {
-    case "requests":
-      return runRequests(job);
-    case "sse":
-      return runSse(job);
-    case "bulk":
-      return runBulk(job);
+/**
+ * Runs one job on a connection pool of its own, closed when the job ends,
+ * so no job inherits another's idle connections. That matters for (b):
+ * OpenSSH's client polls the socket of every open channel on each turn of
+ * its loop (poll() over 37 descriptors with 32 idle connections), and the
+ * idle connections left by earlier jobs (32 from each warm-up burst) slowed
+ * its concurrency-1 p50 from ~0.5 ms to 0.6–0.9 ms, which S1 is not meant
+ * to measure.
+ */
+async function runJob(job: Job): Promise<unknown> {
+  const client = Deno.createHttpClient({});
+  try {
+    switch (job.kind) {
+      case "requests":
+        return await runRequests(job, client);
+      case "sse":
+        return await runSse(job, client);
+      case "bulk":
+        return await runBulk(job, client);
+    }
+  } finally {
+    client.close();
   }
 }
 
