@@ -16,6 +16,9 @@ import { testServeConfig } from "../_helpers/config.ts";
 import { DeferredWork } from "../../lib/core/deferred_work.ts";
 import type { RequestLogLine } from "../../lib/proxy/relay.ts";
 import { rawExchange, randomToken, startLocalProxy, until } from "../faults/_local_proxy.ts";
+import { ApiKeyRejectedError, startProxy } from "../../lib/app/proxy_app.ts";
+import { MemoryLogger } from "../../lib/core/logger.ts";
+import { freePort } from "../_helpers/sshd.ts";
 
 const KEY = "review-vast-key-7f3a91";
 const ID = 5_100_001;
@@ -136,6 +139,40 @@ Deno.test("bookkeeping review: request lines keep the order the requests ended i
   } finally {
     await p.close();
   }
+});
+
+Deno.test("bookkeeping review: a start-up that ends in 'API key rejected' keeps its lines", async () => {
+  // The listener is up during the first listing; a request answered then
+  // (a load balancer's health check) has a line. When the listing says the
+  // key is bad, startProxy rejects and serve exits 2 at once (Deno.exit).
+  const port = freePort();
+  const url = `http://127.0.0.1:${port}`;
+  const lines: RequestLogLine[] = [];
+  const vastFetch: typeof fetch = async () => {
+    const res = await fetch(`${url}/vastproxy/healthz`);
+    await res.body?.cancel();
+    assert.equal(res.status, 503);
+    return new Response('{"error":"invalid key"}', { status: 401 });
+  };
+  const config = testServeConfig({
+    apiKey: KEY,
+    apiUrl: "http://127.0.0.1:9", // never asked: vastFetch answers
+    listen: { hostname: "127.0.0.1", port },
+  });
+  await assert.rejects(
+    startProxy(config, {
+      logger: new MemoryLogger(),
+      vastFetch,
+      onRequestLog: (l) => lines.push(l),
+    }),
+    ApiKeyRejectedError,
+  );
+  // Checked at once: this is all the process prints before it exits.
+  assert.deepEqual(
+    lines.map((l) => `${l.path} ${l.status}`),
+    ["/vastproxy/healthz 503"],
+    "the health check's line was lost when start-up failed",
+  );
 });
 
 Deno.test("bookkeeping review: DeferredWork takes an option given as undefined as its default", () => {
