@@ -198,3 +198,32 @@ async function untilAsync(what: string, check: () => Promise<boolean>, timeoutMs
     await new Promise((r) => setTimeout(r, 20));
   }
 }
+
+Deno.test("bookkeeping review: a failing log sink costs its line, never a response or the numbers", async () => {
+  const p = await startLocalProxy({
+    instances: 1,
+    onRequestLog: () => {
+      throw new Error("log sink down");
+    },
+  });
+  try {
+    await until("healthy", () => p.proxy.status().counts.healthy === 1);
+    for (let i = 0; i < 2; i++) {
+      const res = await fetch(`${p.proxy.url}/v1/chat/completions`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 5 }),
+      });
+      assert.equal(res.status, 200);
+      await res.json();
+    }
+    // Each line's task throws; the LLM numbers queued beside them still count.
+    assert.equal(p.proxy.status().backends[0].llm?.outputTokens, 10);
+    assert.ok(
+      p.logger.records.some((r) => r.msg === "request bookkeeping failed" && /sink down/.test(String(r.fields.error))),
+      p.logger.text(),
+    );
+  } finally {
+    await p.close();
+  }
+});
