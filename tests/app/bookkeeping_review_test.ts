@@ -15,7 +15,7 @@ import { type FakeTunnel, FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { testServeConfig } from "../_helpers/config.ts";
 import { DeferredWork } from "../../lib/core/deferred_work.ts";
 import type { RequestLogLine } from "../../lib/proxy/relay.ts";
-import { rawExchange, randomToken, startLocalProxy, until } from "../faults/_local_proxy.ts";
+import { randomToken, rawExchange, startLocalProxy, until } from "../faults/_local_proxy.ts";
 import { ApiKeyRejectedError, startProxy } from "../../lib/app/proxy_app.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { freePort } from "../_helpers/sshd.ts";
@@ -212,7 +212,11 @@ Deno.test("bookkeeping review: a failing log sink costs its line, never a respon
       const res = await fetch(`${p.proxy.url}/v1/chat/completions`, {
         method: "POST",
         headers: { "content-type": "application/json" },
-        body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }], max_tokens: 5 }),
+        body: JSON.stringify({
+          model: "m",
+          messages: [{ role: "user", content: "hi" }],
+          max_tokens: 5,
+        }),
       });
       assert.equal(res.status, 200);
       await res.json();
@@ -220,7 +224,9 @@ Deno.test("bookkeeping review: a failing log sink costs its line, never a respon
     // Each line's task throws; the LLM numbers queued beside them still count.
     assert.equal(p.proxy.status().backends[0].llm?.outputTokens, 10);
     assert.ok(
-      p.logger.records.some((r) => r.msg === "request bookkeeping failed" && /sink down/.test(String(r.fields.error))),
+      p.logger.records.some((r) =>
+        r.msg === "request bookkeeping failed" && /sink down/.test(String(r.fields.error))
+      ),
       p.logger.text(),
     );
   } finally {
