@@ -233,3 +233,71 @@ Deno.test("bookkeeping review: a failing log sink costs its line, never a respon
     await p.close();
   }
 });
+
+Deno.test({
+  name: "bookkeeping review (holds): SIGTERM writes the line of a client cut off after the drain",
+  async fn() {
+    const token = randomToken();
+    const engine = await startFakeEngine({ model: "m", token });
+    const api = startFakeVastApi({
+      apiKey: KEY,
+      instances: [makeInstanceRecord({ id: ID, label: null, jupyter_token: token })],
+    });
+    const tunnels = new FakeTunnelFactory({ now: Date.now });
+    const tunnelFactory: TunnelFactory = {
+      open(spec: BackendSpec, o?: TunnelOptions): FakeTunnel {
+        const t = tunnels.open(spec, o);
+        t.up({ baseUrl: engine.url });
+        return t;
+      },
+    };
+    const io = memoryIo();
+    let signal: ((count: number) => void) | undefined;
+    io.onSignal = (listener) => {
+      signal = listener;
+      return () => {
+        signal = undefined;
+      };
+    };
+    const ready = Promise.withResolvers<string>();
+    const run = runProxy(
+      testServeConfig({
+        apiKey: KEY,
+        apiUrl: api.url,
+        healthIntervalMs: 60_000,
+        drainTimeoutMs: 200,
+      }),
+      io,
+      { deps: { tunnelFactory }, onReady: (url) => ready.resolve(url) },
+    );
+    let conn: Deno.Conn | undefined;
+    try {
+      const url = await ready.promise;
+      await untilAsync("healthy", async () => {
+        const res = await fetch(`${url}/vastproxy/healthz`);
+        await res.body?.cancel();
+        return res.status === 200;
+      });
+      // A client that asks for a large body and never reads it: its
+      // response cannot finish, so the drain ends by closing it.
+      conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
+      await conn.write(
+        new TextEncoder().encode("GET /bytes?n=268435456 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"),
+      );
+      await untilAsync("the stalled request in flight", async () => {
+        const s = await (await fetch(`${url}/vastproxy/status`)).json();
+        return s.counts.inFlight === 1;
+      });
+      signal!(1);
+      assert.equal(await run, 0);
+      assert.match(io.stderr(), /request .*method=GET path=\/bytes instance=5100001 status=200/);
+    } finally {
+      try {
+        conn?.close();
+      } catch { /* closed */ }
+      await run.catch(() => {});
+      await api.close();
+      await engine.close();
+    }
+  },
+});
