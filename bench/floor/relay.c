@@ -23,6 +23,8 @@
 #define MAX_FD 8192
 
 static int peer[MAX_FD];
+/* Reading fd reached EOF and its peer's write side was shut down (half-close passed on). */
+static unsigned char ended[MAX_FD];
 
 static void no_delay(int fd) {
   int one = 1;
@@ -34,10 +36,12 @@ static void drop(int ep, int fd) {
   epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
   close(fd);
   peer[fd] = -1;
+  ended[fd] = 0;
   if (other >= 0) {
     epoll_ctl(ep, EPOLL_CTL_DEL, other, NULL);
     close(other);
     peer[other] = -1;
+    ended[other] = 0;
   }
 }
 
@@ -81,34 +85,48 @@ int main(int argc, char **argv) {
   struct epoll_event ready[64];
   while (time(NULL) < end) {
     int n = epoll_wait(ep, ready, 64, 1000);
+    /* Accepted after the batch: a descriptor closed in this batch must not be
+     * reused by a new connection while a stale event for it is still queued. */
+    int accept_ready = 0;
     for (int i = 0; i < n; i++) {
       int fd = ready[i].data.fd;
       if (fd == l) {
-        int c = accept(l, NULL, NULL);
-        if (c < 0) continue;
-        struct sockaddr_in up = addr;
-        up.sin_port = htons((unsigned short)upstream_port);
-        int u = socket(AF_INET, SOCK_STREAM, 0);
-        if (c >= MAX_FD || u < 0 || u >= MAX_FD ||
-            connect(u, (struct sockaddr *)&up, sizeof up) != 0) {
-          close(c);
-          if (u >= 0) close(u);
-          continue;
-        }
-        no_delay(c);
-        no_delay(u);
-        peer[c] = u;
-        peer[u] = c;
-        struct epoll_event ec = {.events = EPOLLIN, .data.fd = c};
-        struct epoll_event eu = {.events = EPOLLIN, .data.fd = u};
-        epoll_ctl(ep, EPOLL_CTL_ADD, c, &ec);
-        epoll_ctl(ep, EPOLL_CTL_ADD, u, &eu);
+        accept_ready = 1;
         continue;
       }
       if (peer[fd] < 0) continue; /* dropped earlier in this batch */
       ssize_t r = read(fd, buf, sizeof buf);
       if (r < 0 && errno == EINTR) continue;
-      if (r <= 0 || write_all(peer[fd], buf, r) != 0) drop(ep, fd);
+      if (r == 0) {
+        /* EOF: pass the half-close on; the pair closes once both sides ended. */
+        epoll_ctl(ep, EPOLL_CTL_DEL, fd, NULL);
+        shutdown(peer[fd], SHUT_WR);
+        ended[fd] = 1;
+        if (ended[peer[fd]]) drop(ep, fd);
+        continue;
+      }
+      if (r < 0 || write_all(peer[fd], buf, r) != 0) drop(ep, fd);
+    }
+    if (accept_ready) {
+      int c = accept(l, NULL, NULL);
+      if (c < 0) continue;
+      struct sockaddr_in up = addr;
+      up.sin_port = htons((unsigned short)upstream_port);
+      int u = socket(AF_INET, SOCK_STREAM, 0);
+      if (c >= MAX_FD || u < 0 || u >= MAX_FD ||
+          connect(u, (struct sockaddr *)&up, sizeof up) != 0) {
+        close(c);
+        if (u >= 0) close(u);
+        continue;
+      }
+      no_delay(c);
+      no_delay(u);
+      peer[c] = u;
+      peer[u] = c;
+      struct epoll_event ec = {.events = EPOLLIN, .data.fd = c};
+      struct epoll_event eu = {.events = EPOLLIN, .data.fd = u};
+      epoll_ctl(ep, EPOLL_CTL_ADD, c, &ec);
+      epoll_ctl(ep, EPOLL_CTL_ADD, u, &eu);
     }
   }
   return 0;

@@ -17,15 +17,25 @@ if (![listenPort, upstreamPort, maxSeconds].every((n) => Number.isInteger(n) && 
 
 const open = new Set<Deno.Conn>();
 
-async function pump(from: Deno.Conn, to: Deno.Conn): Promise<void> {
+/**
+ * Copies `from` to `to` until `from` ends, then passes the half-close on (as
+ * `ssh -L` does): the pair closes once both directions ended, or at once on
+ * an error.
+ */
+async function pump(from: Deno.Conn, to: Deno.Conn, pair: { ended: number }): Promise<void> {
   const buf = new Uint8Array(65536);
+  let failed = false;
   try {
     for (;;) {
       const n = await from.read(buf);
       if (n === null) break;
       for (let at = 0; at < n;) at += await to.write(buf.subarray(at, n));
     }
-  } catch { /* either side went away */ }
+    await to.closeWrite();
+  } catch {
+    failed = true; // either side went away
+  }
+  if (!failed && ++pair.ended < 2) return;
   for (const c of [from, to]) {
     if (open.delete(c)) c.close();
   }
@@ -51,7 +61,8 @@ try {
     upstream.setNoDelay(true);
     open.add(client);
     open.add(upstream);
-    pump(client, upstream);
-    pump(upstream, client);
+    const pair = { ended: 0 };
+    pump(client, upstream, pair);
+    pump(upstream, client, pair);
   }
 } catch { /* the listener closed at MAX_SECONDS */ }

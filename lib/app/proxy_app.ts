@@ -73,6 +73,11 @@ export interface RunningProxy {
   fleet: Fleet;
   /** A fresh status snapshot. */
   status(): StatusSnapshot;
+  /**
+   * Hands queued request log lines and LLM numbers to the logger and stats
+   * now (they are batched; see DeferredWork). For whoever is about to exit.
+   */
+  flushBookkeeping(): void;
   actions: ProxyActions;
   /**
    * Stops accepting, lets in-flight requests finish up to `drainTimeoutMs`,
@@ -268,6 +273,9 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       attempts: l.attempts,
       cancelled: l.clientCancelled || undefined,
     }));
+  // The browser guard's lines (refusals, preflights) wait in the same batch
+  // as the relay's, so the log keeps the order in which requests ended.
+  const deferredRequestLog = (l: RequestLogLine) => deferred.defer(() => onRequestLog(l));
   const policy = createPolicy(config.policy);
   // A policy that can tell saturation enables the admission queue.
   const admission = policy.saturated
@@ -310,7 +318,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     listenHostname: config.listen.hostname,
     allowedHosts: config.allowedHosts,
     corsOrigins: config.corsOrigins,
-    onRequestLog,
+    onRequestLog: deferredRequestLog,
     clock,
   });
   if (config.corsOrigins.includes("*") && !config.authToken) {
@@ -371,6 +379,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       life.abort();
       await http.closeAll();
       await fleet.drainAll(0);
+      // The caller exits at once: lines of requests answered meanwhile go out now.
+      deferred.flush();
       throw new ApiKeyRejectedError(err);
     }
     logger.log("warn", "vast.ai listing failed at start; retrying", { error: errorText(err) });
@@ -461,6 +471,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     listen,
     fleet,
     status,
+    flushBookkeeping: () => deferred.flush(),
     actions,
     shutdown,
     finished: http.finished,

@@ -42,10 +42,13 @@ export class DeferredWork {
   #running = false;
 
   constructor(opts: DeferredWorkOptions) {
+    // Not `{ ...defaults, ...opts }`: an option present but undefined
+    // (passed through from a caller's own optional field) means the default.
     this.#opts = {
-      onError: () => {},
-      schedule: realSchedule,
-      ...opts,
+      maxDelayMs: opts.maxDelayMs,
+      maxQueued: opts.maxQueued,
+      onError: opts.onError ?? (() => {}),
+      schedule: opts.schedule ?? realSchedule,
     };
   }
 
