@@ -30,7 +30,6 @@ import { guardResponse } from "../proxy/guard.ts";
 import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
 import type { QueueStatus, StatusSnapshot } from "../proxy/snapshot.ts";
 import { errorText } from "../core/errors.ts";
-import { DeferredWork } from "../core/deferred_work.ts";
 import { type Http1Server, serveHttp1 } from "../http1/server.ts";
 import { connectionCapFor, readOpenFilesLimit } from "./fd_limit.ts";
 
@@ -73,11 +72,6 @@ export interface RunningProxy {
   fleet: Fleet;
   /** A fresh status snapshot. */
   status(): StatusSnapshot;
-  /**
-   * Hands queued request log lines and LLM numbers to the logger and stats
-   * now (they are batched; see DeferredWork). For whoever is about to exit.
-   */
-  flushBookkeeping(): void;
   actions: ProxyActions;
   /**
    * Stops accepting, lets in-flight requests finish up to `drainTimeoutMs`,
@@ -106,13 +100,6 @@ export class ApiKeyRejectedError extends Error {
 const SHUTDOWN_GRACE_MS = 1_000;
 /** How long clearing --mark-label marks may take on exit (the vast API may be down). */
 const MARKS_CLEAR_TIMEOUT_MS = 10_000;
-/**
- * Longest a request's log line and LLM numbers wait to be worked out with
- * others'. Well under the log's own batching (50 ms) and the table's refresh.
- */
-const BOOKKEEPING_DELAY_MS = 20;
-/** Requests' bookkeeping held at most before a batch runs at once. */
-const BOOKKEEPING_MAX_QUEUED = 256;
 
 /** The queue's counters for status (the wait histogram goes to metrics only). */
 function queueStatus(s: { depth: number; rejected: number; timedOut: number }): QueueStatus {
@@ -234,16 +221,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
 
   let server: Http1Server | undefined;
   let listen = `${config.listen.hostname}:${config.listen.port}`;
-  // Request log lines and LLM numbers, batched (see DeferredWork); every
-  // reader of those numbers below flushes it first.
-  const deferred = new DeferredWork({
-    maxDelayMs: BOOKKEEPING_DELAY_MS,
-    maxQueued: BOOKKEEPING_MAX_QUEUED,
-    onError: (err) => logger.log("error", "request bookkeeping failed", { error: errorText(err) }),
-  });
-  const status = () => {
-    deferred.flush();
-    return fleet.status({
+  const status = () =>
+    fleet.status({
       version: VERSION,
       listen,
       policy: config.policy,
@@ -256,7 +235,6 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       },
       queue: admission ? queueStatus(admission.stats()) : undefined,
     });
-  };
 
   const bodyBudget = new BodyBudget({
     maxBytes: config.maxBufferedBytes,
@@ -273,9 +251,6 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       attempts: l.attempts,
       cancelled: l.clientCancelled || undefined,
     }));
-  // The browser guard's lines (refusals, preflights) wait in the same batch
-  // as the relay's, so the log keeps the order in which requests ended.
-  const deferredRequestLog = (l: RequestLogLine) => deferred.defer(() => onRequestLog(l));
   const policy = createPolicy(config.policy);
   // A policy that can tell saturation enables the admission queue.
   const admission = policy.saturated
@@ -296,20 +271,13 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     }),
     admin: createAdminHandler({
       status,
-      histograms: () => {
-        deferred.flush();
-        return fleet.histograms();
-      },
-      llm: () => {
-        deferred.flush();
-        return fleet.llmData();
-      },
+      histograms: () => fleet.histograms(),
+      llm: () => fleet.llmData(),
       ...(admission ? { queue: () => admission.stats() } : {}),
     }),
     clock,
     logger,
     onRequestLog,
-    deferred,
   });
   // Host check and CORS sit outside the relay: preflights are answered
   // before authentication, and proxy-made answers get the same CORS headers.
@@ -318,7 +286,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     listenHostname: config.listen.hostname,
     allowedHosts: config.allowedHosts,
     corsOrigins: config.corsOrigins,
-    onRequestLog: deferredRequestLog,
+    onRequestLog,
     clock,
   });
   if (config.corsOrigins.includes("*") && !config.authToken) {
@@ -379,8 +347,6 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       life.abort();
       await http.closeAll();
       await fleet.drainAll(0);
-      // The caller exits at once: lines of requests answered meanwhile go out now.
-      deferred.flush();
       throw new ApiKeyRejectedError(err);
     }
     logger.log("warn", "vast.ai listing failed at start; retrying", { error: errorText(err) });
@@ -459,7 +425,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       if (marks && !(await raceTimeout(marks.clearAll(), MARKS_CLEAR_TIMEOUT_MS, clock))) {
         logger.log("warn", "could not clear --mark-label marks in time; some may remain", {});
       }
-      const left = status().counts.inFlight; // status() also flushes the bookkeeping
+      const left = status().counts.inFlight;
       if (left > 0) logger.log("warn", "drain timeout: closing with requests in flight", { left });
       logger.log("info", "stopped");
     })();
@@ -471,7 +437,6 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     listen,
     fleet,
     status,
-    flushBookkeeping: () => deferred.flush(),
     actions,
     shutdown,
     finished: http.finished,

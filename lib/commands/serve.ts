@@ -87,10 +87,6 @@ export async function runProxy(
   } finally {
     ui.detach();
     unsubscribe?.();
-    // Request lines wait up to 20 ms for their batch on an unref'd timer, and
-    // main.ts exits right after this returns (at once on a second signal,
-    // with shutdown() still running): hand them to the log first.
-    proxy.flushBookkeeping();
     await ui.flush();
   }
   if (outcome === "forced") {

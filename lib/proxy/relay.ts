@@ -10,7 +10,6 @@
 import { type Clock, realClock } from "../core/clock.ts";
 import { errorText } from "../core/errors.ts";
 import { type Logger, nullLogger } from "../core/logger.ts";
-import type { DeferredWork } from "../core/deferred_work.ts";
 import type { Admission } from "./admission.ts";
 import { createTokenCheck } from "./auth.ts";
 import { BodyReader } from "./body.ts";
@@ -83,11 +82,6 @@ export interface RelayDeps {
   maxRetries?: number;
   /** Holds requests while every eligible backend is saturated (default: none, never holds). */
   admission?: Admission;
-  /**
-   * Runs each request's log line and LLM numbers in batches (default: at
-   * once, after each response). Whoever reads those numbers flushes it first.
-   */
-  deferred?: DeferredWork;
 }
 
 /** A `Deno.serve`-compatible handler. */
@@ -103,12 +97,20 @@ export function createHandler(deps: RelayDeps): Handler {
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
   const maxRetries = deps.maxRetries ?? 2;
   const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
-  const emitNow = deps.onRequestLog ??
+  const emitLine = deps.onRequestLog ??
     ((l: RequestLogLine) => logger.log("info", "request", { ...l }));
-  const deferred = deps.deferred;
-  // The line's fields (its duration above all) are taken now; only handing
-  // it to the logger waits for the batch.
-  const emit = deferred ? (l: RequestLogLine) => deferred.defer(() => emitNow(l)) : emitNow;
+  // A failing log sink costs its line, never the request: lines are also
+  // written from a `delivered.then`, where a throw would be an unhandled
+  // rejection and end the process.
+  const emit = (l: RequestLogLine) => {
+    try {
+      emitLine(l);
+    } catch (err) {
+      try {
+        logger.log("error", "request log line failed", { error: errorText(err) });
+      } catch { /* the logger itself is down: nothing left to tell */ }
+    }
+  };
   const dropped = new DroppedHeaderLog(logger);
 
   return async (req, info) => {
@@ -235,7 +237,6 @@ export function createHandler(deps: RelayDeps): Handler {
         delivered: () => (info as { completed?: Promise<void> } | undefined)?.completed,
         onDone: (d) => line(d.status, d.instance, d.bytes, attempt + 1, d.clientCancelled),
         onReleased: deps.admission?.wake,
-        deferred,
       });
       if ("response" in result) return result.response;
       if (result.clientCancelled) {
@@ -348,8 +349,6 @@ interface DispatchInput {
   delivered?: () => Promise<void> | undefined;
   /** Called once the backend's in-flight slot is released (admission re-routes held requests). */
   onReleased?: () => void;
-  /** Where the LLM numbers are worked out after the response (default: at once). */
-  deferred?: DeferredWork;
   /** Called once when the response body ended, with what to log. */
   onDone: (
     d: { instance: number; status: number; bytes: number; clientCancelled: boolean },
@@ -405,16 +404,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
       clientCancelled,
       latencyMs: clock.now() - dispatchedAt,
     });
-    if (observer !== null && backend.recordLlm) {
-      // The usage count parses the body: bookkeeping nobody waits for.
-      const done = observer;
-      const record = () => {
-        const sample = done.finish();
-        if (sample) backend.recordLlm?.(sample);
-      };
-      if (input.deferred) input.deferred.defer(record);
-      else record();
-    }
+    const sample = observer?.finish();
+    if (sample) backend.recordLlm?.(sample);
     input.onReleased?.();
     if (status !== null) {
       // Headers already went out with this status; a client leaving during

@@ -1,8 +1,10 @@
 /**
- * Review of the batched request bookkeeping (DeferredWork in the relay): a
- * request line queued for its batch must still reach the log when the
- * process leaves on its own paths (a second signal), and lines must keep the
- * order in which requests ended whichever layer answered them.
+ * The request log around the end of a request (from the hostile review of
+ * batched bookkeeping, kept after that change was reverted): a finished
+ * request's line reaches the log when the process leaves on its own paths
+ * (a second signal, a rejected API key, SIGTERM after the drain), lines keep
+ * the order in which requests ended whichever layer answered them, and a
+ * failing log sink costs its line, never a response or the process.
  */
 import assert from "node:assert/strict";
 import { runProxy } from "../../lib/commands/serve.ts";
@@ -13,7 +15,6 @@ import type { TunnelFactory, TunnelOptions } from "../../lib/tunnel/tunnel.ts";
 import type { BackendSpec } from "../../lib/core/backend_spec.ts";
 import { type FakeTunnel, FakeTunnelFactory } from "../_helpers/fake_tunnel.ts";
 import { testServeConfig } from "../_helpers/config.ts";
-import { DeferredWork } from "../../lib/core/deferred_work.ts";
 import type { RequestLogLine } from "../../lib/proxy/relay.ts";
 import { randomToken, rawExchange, startLocalProxy, until } from "../faults/_local_proxy.ts";
 import { ApiKeyRejectedError, startProxy } from "../../lib/app/proxy_app.ts";
@@ -24,8 +25,7 @@ const KEY = "review-vast-key-7f3a91";
 const ID = 5_100_001;
 
 Deno.test({
-  name:
-    "bookkeeping review: a second signal still writes the lines of requests that already finished",
+  name: "request log: a second signal still writes the lines of requests that already finished",
   async fn() {
     const token = randomToken();
     const engine = await startFakeEngine({ model: "m", token });
@@ -110,7 +110,7 @@ Deno.test({
   },
 });
 
-Deno.test("bookkeeping review: request lines keep the order the requests ended in", async () => {
+Deno.test("request log: request lines keep the order the requests ended in", async () => {
   const lines: RequestLogLine[] = [];
   const p = await startLocalProxy({ instances: 1, onRequestLog: (l) => lines.push(l) });
   try {
@@ -141,7 +141,7 @@ Deno.test("bookkeeping review: request lines keep the order the requests ended i
   }
 });
 
-Deno.test("bookkeeping review: a start-up that ends in 'API key rejected' keeps its lines", async () => {
+Deno.test("request log: a start-up that ends in 'API key rejected' keeps its lines", async () => {
   // The listener is up during the first listing; a request answered then
   // (a load balancer's health check) has a line. When the listing says the
   // key is bad, startProxy rejects and serve exits 2 at once (Deno.exit).
@@ -175,16 +175,6 @@ Deno.test("bookkeeping review: a start-up that ends in 'API key rejected' keeps 
   );
 });
 
-Deno.test("bookkeeping review: DeferredWork takes an option given as undefined as its default", () => {
-  // `schedule?:` is optional: `{ schedule: undefined }` (an optional field
-  // passed through from a caller's own options) must mean the default timer.
-  const ran: number[] = [];
-  const w = new DeferredWork({ maxDelayMs: 1, maxQueued: 10, schedule: undefined });
-  w.defer(() => ran.push(1));
-  w.flush();
-  assert.deepEqual(ran, [1]);
-});
-
 /** Like `until`, for an async check; each check is bounded by the overall timeout. */
 async function untilAsync(what: string, check: () => Promise<boolean>, timeoutMs = 10_000) {
   const deadline = Date.now() + timeoutMs;
@@ -199,7 +189,7 @@ async function untilAsync(what: string, check: () => Promise<boolean>, timeoutMs
   }
 }
 
-Deno.test("bookkeeping review: a failing log sink costs its line, never a response or the numbers", async () => {
+Deno.test("request log: a failing log sink costs its line, never a response or the numbers", async () => {
   const p = await startLocalProxy({
     instances: 1,
     onRequestLog: () => {
@@ -221,11 +211,11 @@ Deno.test("bookkeeping review: a failing log sink costs its line, never a respon
       assert.equal(res.status, 200);
       await res.json();
     }
-    // Each line's task throws; the LLM numbers queued beside them still count.
+    // Each line throws; the LLM numbers recorded beside them still count.
     assert.equal(p.proxy.status().backends[0].llm?.outputTokens, 10);
     assert.ok(
       p.logger.records.some((r) =>
-        r.msg === "request bookkeeping failed" && /sink down/.test(String(r.fields.error))
+        r.msg === "request log line failed" && /sink down/.test(String(r.fields.error))
       ),
       p.logger.text(),
     );
@@ -235,7 +225,7 @@ Deno.test("bookkeeping review: a failing log sink costs its line, never a respon
 });
 
 Deno.test({
-  name: "bookkeeping review (holds): SIGTERM writes the line of a client cut off after the drain",
+  name: "request log: SIGTERM writes the line of a client cut off after the drain",
   async fn() {
     const token = randomToken();
     const engine = await startFakeEngine({ model: "m", token });
