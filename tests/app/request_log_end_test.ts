@@ -24,52 +24,75 @@ import { freePort } from "../_helpers/sshd.ts";
 const KEY = "review-vast-key-7f3a91";
 const ID = 5_100_001;
 
+/**
+ * `runProxy` as `vastproxy serve` runs it, over one fake engine, with its
+ * signals in the test's hands: `signal(1)` is a first SIGTERM, `signal(2)`
+ * a second one. `url` resolves once it listens and its backend is healthy.
+ */
+async function serveOne(drainTimeoutMs: number) {
+  const token = randomToken();
+  const engine = await startFakeEngine({ model: "m", token });
+  const api = startFakeVastApi({
+    apiKey: KEY,
+    instances: [makeInstanceRecord({ id: ID, label: null, jupyter_token: token })],
+  });
+  const tunnels = new FakeTunnelFactory({ now: Date.now });
+  const tunnelFactory: TunnelFactory = {
+    open(spec: BackendSpec, o?: TunnelOptions): FakeTunnel {
+      const t = tunnels.open(spec, o);
+      t.up({ baseUrl: engine.url });
+      return t;
+    },
+  };
+  const io = memoryIo();
+  let listener: ((count: number) => void) | undefined;
+  io.onSignal = (l) => {
+    listener = l;
+    return () => {
+      listener = undefined;
+    };
+  };
+  const ready = Promise.withResolvers<string>();
+  const config = testServeConfig({
+    apiKey: KEY,
+    apiUrl: api.url,
+    healthIntervalMs: 60_000,
+    drainTimeoutMs,
+  });
+  const run = runProxy(config, io, {
+    deps: { tunnelFactory },
+    onReady: (url) => ready.resolve(url),
+  });
+  const url = ready.promise.then(async (url) => {
+    await untilAsync("healthy", async () => {
+      const res = await fetch(`${url}/vastproxy/healthz`);
+      await res.body?.cancel();
+      return res.status === 200;
+    });
+    return url;
+  });
+  return {
+    io,
+    run,
+    url,
+    signal: (count: number) => listener!(count),
+    async close() {
+      await run.catch(() => {});
+      await api.close();
+      await engine.close();
+    },
+  };
+}
+
 Deno.test({
   name: "request log: a second signal still writes the lines of requests that already finished",
   async fn() {
-    const token = randomToken();
-    const engine = await startFakeEngine({ model: "m", token });
-    const api = startFakeVastApi({
-      apiKey: KEY,
-      instances: [makeInstanceRecord({ id: ID, label: null, jupyter_token: token })],
-    });
-    const tunnels = new FakeTunnelFactory({ now: Date.now });
-    const tunnelFactory: TunnelFactory = {
-      open(spec: BackendSpec, o?: TunnelOptions): FakeTunnel {
-        const t = tunnels.open(spec, o);
-        t.up({ baseUrl: engine.url });
-        return t;
-      },
-    };
-    const io = memoryIo();
-    let signal: ((count: number) => void) | undefined;
-    io.onSignal = (listener) => {
-      signal = listener;
-      return () => {
-        signal = undefined;
-      };
-    };
-    const ready = Promise.withResolvers<string>();
-    const config = testServeConfig({
-      apiKey: KEY,
-      apiUrl: api.url,
-      healthIntervalMs: 60_000,
-      // Long enough that the drain is still running when the second signal comes.
-      drainTimeoutMs: 30_000,
-    });
-    const run = runProxy(config, io, {
-      deps: { tunnelFactory },
-      onReady: (url) => ready.resolve(url),
-    });
+    // Long enough that the drain is still running when the second signal comes.
+    const { io, run, signal, close, ...served } = await serveOne(30_000);
     const long = new AbortController();
     let longDone: Promise<unknown> = Promise.resolve();
     try {
-      const url = await ready.promise;
-      await untilAsync("healthy", async () => {
-        const res = await fetch(`${url}/vastproxy/healthz`);
-        await res.body?.cancel();
-        return res.status === 200;
-      });
+      const url = await served.url;
       // One request that outlives the drain, so the drain is still running
       // when the second signal arrives, and one that ends during it.
       longDone = fetch(`${url}/delay?ms=20000`, { signal: long.signal })
@@ -79,14 +102,14 @@ Deno.test({
         const s = await (await fetch(`${url}/vastproxy/status`)).json();
         return s.counts.inFlight === 2;
       });
-      signal!(1); // SIGTERM: drain
+      signal(1); // SIGTERM: drain
       const res = await short;
       assert.equal(res.status, 200);
       await res.text();
       // The short request is answered: its line exists. A second signal now
       // leaves without waiting for the long one, and the process exits
       // right after runProxy returns (main.ts calls Deno.exit).
-      signal!(2);
+      signal(2);
       const code = await run;
       assert.equal(code, 130);
       const printed = io.stderr(); // exactly what was written before the exit
@@ -103,9 +126,7 @@ Deno.test({
       // it finish before closing what it talks to.
       await until("the background shutdown", () => io.stderr().includes("stopped"), 10_000)
         .catch(() => {});
-      await run.catch(() => {});
-      await api.close();
-      await engine.close();
+      await close();
     }
   },
 });
@@ -227,47 +248,10 @@ Deno.test("request log: a failing log sink costs its line, never a response or t
 Deno.test({
   name: "request log: SIGTERM writes the line of a client cut off after the drain",
   async fn() {
-    const token = randomToken();
-    const engine = await startFakeEngine({ model: "m", token });
-    const api = startFakeVastApi({
-      apiKey: KEY,
-      instances: [makeInstanceRecord({ id: ID, label: null, jupyter_token: token })],
-    });
-    const tunnels = new FakeTunnelFactory({ now: Date.now });
-    const tunnelFactory: TunnelFactory = {
-      open(spec: BackendSpec, o?: TunnelOptions): FakeTunnel {
-        const t = tunnels.open(spec, o);
-        t.up({ baseUrl: engine.url });
-        return t;
-      },
-    };
-    const io = memoryIo();
-    let signal: ((count: number) => void) | undefined;
-    io.onSignal = (listener) => {
-      signal = listener;
-      return () => {
-        signal = undefined;
-      };
-    };
-    const ready = Promise.withResolvers<string>();
-    const run = runProxy(
-      testServeConfig({
-        apiKey: KEY,
-        apiUrl: api.url,
-        healthIntervalMs: 60_000,
-        drainTimeoutMs: 200,
-      }),
-      io,
-      { deps: { tunnelFactory }, onReady: (url) => ready.resolve(url) },
-    );
+    const { io, run, signal, close, ...served } = await serveOne(200);
     let conn: Deno.Conn | undefined;
     try {
-      const url = await ready.promise;
-      await untilAsync("healthy", async () => {
-        const res = await fetch(`${url}/vastproxy/healthz`);
-        await res.body?.cancel();
-        return res.status === 200;
-      });
+      const url = await served.url;
       // A client that asks for a large body and never reads it: its
       // response cannot finish, so the drain ends by closing it.
       conn = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(url).port) });
@@ -278,16 +262,14 @@ Deno.test({
         const s = await (await fetch(`${url}/vastproxy/status`)).json();
         return s.counts.inFlight === 1;
       });
-      signal!(1);
+      signal(1);
       assert.equal(await run, 0);
       assert.match(io.stderr(), /request .*method=GET path=\/bytes instance=5100001 status=200/);
     } finally {
       try {
         conn?.close();
       } catch { /* closed */ }
-      await run.catch(() => {});
-      await api.close();
-      await engine.close();
+      await close();
     }
   },
 });
