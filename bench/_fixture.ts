@@ -303,6 +303,66 @@ const BENCH_DIR = new URL(".", import.meta.url).pathname;
 /** Where Debian's golang-golang-x-crypto-dev puts its source (a GOPATH root). */
 const GO_PATH = Deno.env.get("BENCH_GOPATH") ?? "/usr/share/gocode";
 
+/** Says on stderr why a reference path is left out of this run; returns null. */
+function skipPath(path: string, why: string): null {
+  console.error(`bench: path ${path} skipped: ${why}`);
+  return null;
+}
+
+/**
+ * Runs a reference path's build command into bench/.cache: the binary
+ * `out`, or null after `skipPath` says why (`notFound`: what to install
+ * when `cmd` is missing; `failed`: how a failed build is introduced).
+ */
+async function buildInCache(
+  path: string,
+  cmd: string,
+  args: string[],
+  out: string,
+  why: { notFound: string; failed: string },
+  opts: { cwd?: string; env?: Record<string, string> } = {},
+): Promise<string | null> {
+  await Deno.mkdir(`${BENCH_DIR}.cache`, { recursive: true });
+  let res: Deno.CommandOutput;
+  try {
+    res = await new Deno.Command(cmd, {
+      args,
+      ...(opts.cwd ? { cwd: opts.cwd } : {}),
+      ...(opts.env ? { env: opts.env, clearEnv: true } : {}),
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  } catch (err) {
+    if (err instanceof Deno.errors.NotFound) return skipPath(path, why.notFound);
+    return skipPath(path, `cannot run ${cmd}: ${err}`);
+  }
+  if (!res.success) {
+    const text = new TextDecoder().decode(res.stderr).trim().split("\n").slice(0, 3).join(" | ");
+    return skipPath(path, `${why.failed}: ${text}`);
+  }
+  return out;
+}
+
+/**
+ * Waits until `proc` listens on `port`; if it does not within 30 s, stops
+ * it and throws with the end of its log.
+ */
+async function listening<P extends Proc>(
+  proc: P,
+  port: number,
+  log: string,
+  what: string,
+): Promise<P & { url: string }> {
+  try {
+    await waitPort(port, 30_000);
+  } catch (err) {
+    await proc.stop();
+    const text = await Deno.readTextFile(log).catch(() => "");
+    throw new Error(`${what} did not start: ${err}\n${text.slice(-2000)}`);
+  }
+  return { ...proc, url: `http://127.0.0.1:${port}` };
+}
+
 /**
  * Builds `bench/go_core` into `bench/.cache/go_core` and returns the binary's
  * path, or null (after one line on stderr saying why) when Go or x/crypto is
@@ -311,19 +371,16 @@ const GO_PATH = Deno.env.get("BENCH_GOPATH") ?? "/usr/share/gocode";
  * build cache inside bench/.cache; nothing is fetched.
  */
 export async function buildGoCore(): Promise<string | null> {
-  const skip = (why: string) => {
-    console.error(`bench: path (e) go core skipped: ${why}`);
-    return null;
-  };
+  const path = "(e) go core";
   try {
     Deno.statSync(`${GO_PATH}/src/golang.org/x/crypto/ssh/client.go`);
   } catch {
-    return skip(
+    return skipPath(
+      path,
       `no golang.org/x/crypto under ${GO_PATH} (apt install golang-golang-x-crypto-dev)`,
     );
   }
   const out = `${BENCH_DIR}.cache/go_core`;
-  await Deno.mkdir(`${BENCH_DIR}.cache`, { recursive: true });
   const env: Record<string, string> = {
     PATH: Deno.env.get("PATH") ?? "/usr/bin:/bin",
     HOME: Deno.env.get("HOME") ?? "/root",
@@ -335,25 +392,14 @@ export async function buildGoCore(): Promise<string | null> {
     CGO_ENABLED: "0",
     GOCACHE: `${BENCH_DIR}.cache/go-build`,
   };
-  let res: Deno.CommandOutput;
-  try {
-    res = await new Deno.Command("go", {
-      args: ["build", "-o", out, "."],
-      cwd: `${BENCH_DIR}go_core`,
-      env,
-      clearEnv: true,
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-  } catch (err) {
-    if (err instanceof Deno.errors.NotFound) return skip("`go` not found (apt install golang-go)");
-    return skip(`cannot run go: ${err}`);
-  }
-  if (!res.success) {
-    const text = new TextDecoder().decode(res.stderr).trim().split("\n").slice(0, 3).join(" | ");
-    return skip(`go build failed: ${text}`);
-  }
-  return out;
+  return await buildInCache(
+    path,
+    "go",
+    ["build", "-o", out, "."],
+    out,
+    { notFound: "`go` not found (apt install golang-go)", failed: "go build failed" },
+    { cwd: `${BENCH_DIR}go_core`, env },
+  );
 }
 
 /** Path (e): the Go core in front of `enginePorts`, one SSH connection per engine. */
@@ -380,14 +426,7 @@ export async function startGoCore(
     "-tokens",
     enginePorts.map((_, i) => benchToken(i)).join(","),
   ], log);
-  try {
-    await waitPort(port, 30_000);
-  } catch (err) {
-    await proc.stop();
-    const text = await Deno.readTextFile(log).catch(() => "");
-    throw new Error(`go core did not start: ${err}\n${text.slice(-2000)}`);
-  }
-  return { ...proc, url: `http://127.0.0.1:${port}` };
+  return await listening(proc, port, log, "go core");
 }
 
 /** How long a floor relay may live; the bench stops it long before. */
@@ -399,27 +438,13 @@ const RELAY_MAX_SECONDS = 3_600;
  */
 export async function buildCRelay(): Promise<string | null> {
   const out = `${BENCH_DIR}.cache/floor_relay`;
-  await Deno.mkdir(`${BENCH_DIR}.cache`, { recursive: true });
-  let res: Deno.CommandOutput;
-  try {
-    res = await new Deno.Command("cc", {
-      args: ["-O2", "-o", out, `${BENCH_DIR}floor/relay.c`],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-  } catch (err) {
-    const why = err instanceof Deno.errors.NotFound
-      ? "no C compiler `cc` (apt install gcc)"
-      : `cannot run cc: ${err}`;
-    console.error(`bench: path (f) C relay skipped: ${why}`);
-    return null;
-  }
-  if (!res.success) {
-    const text = new TextDecoder().decode(res.stderr).trim().split("\n").slice(0, 3).join(" | ");
-    console.error(`bench: path (f) C relay skipped: cc failed: ${text}`);
-    return null;
-  }
-  return out;
+  return await buildInCache(
+    "(f) C relay",
+    "cc",
+    ["-O2", "-o", out, `${BENCH_DIR}floor/relay.c`],
+    out,
+    { notFound: "no C compiler `cc` (apt install gcc)", failed: "cc failed" },
+  );
 }
 
 /**
@@ -441,12 +466,5 @@ export async function startRelay(
     ["run", "--allow-net", `${BENCH_DIR}floor/relay.ts`, ...args],
     log,
   );
-  try {
-    await waitPort(port, 30_000);
-  } catch (err) {
-    await proc.stop();
-    const text = await Deno.readTextFile(log).catch(() => "");
-    throw new Error(`${kind} relay did not start: ${err}\n${text.slice(-2000)}`);
-  }
-  return { ...proc, url: `http://127.0.0.1:${port}` };
+  return await listening(proc, port, log, `${kind} relay`);
 }
