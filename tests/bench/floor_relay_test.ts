@@ -1,9 +1,21 @@
 import assert from "node:assert/strict";
-import { echoServer } from "../_helpers/echo_server.ts";
+import { echoServer, tcpServer } from "../_helpers/echo_server.ts";
 import { freePort } from "../_helpers/sshd.ts";
+import { rawExchange } from "../faults/_local_proxy.ts";
 import { waitPort } from "../../bench/_fixture.ts";
 
 const RELAY = new URL("../../bench/floor/relay.ts", import.meta.url).pathname;
+
+/** The Deno relay on a free port in front of `upstreamPort`, living at most `seconds`. */
+function spawnRelay(upstreamPort: number, seconds: number, stderr: "piped" | "null") {
+  const port = freePort();
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--allow-net", RELAY, String(port), String(upstreamPort), String(seconds)],
+    stdout: "null",
+    stderr,
+  }).spawn();
+  return { port, child };
+}
 
 async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const out = new Uint8Array(n);
@@ -18,12 +30,7 @@ async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
 
 Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it exits by itself", async () => {
   const echo = echoServer();
-  const port = freePort();
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net", RELAY, String(port), String(echo.port), "2"],
-    stdout: "null",
-    stderr: "piped",
-  }).spawn();
+  const { port, child } = spawnRelay(echo.port, 2, "piped");
   try {
     await waitPort(port, 20_000);
     // Several connections at once, each with its own upstream, and a payload
@@ -67,4 +74,32 @@ Deno.test("bench floor relay: bad arguments are refused with a usage line", asyn
   }).output();
   assert.equal(out.code, 2);
   assert.match(new TextDecoder().decode(out.stderr), /usage: relay\.ts LISTEN_PORT UPSTREAM_PORT/);
+});
+
+Deno.test("bench floor relay: a client's half-close still gets the answer", async () => {
+  // Answers only once the client has said everything (EOF), like a server
+  // reading a request body that ends with the connection's write side.
+  const server = tcpServer(async (c) => {
+    const buf = new Uint8Array(1024);
+    let total = 0;
+    for (;;) {
+      const n = await c.read(buf);
+      if (n === null) break;
+      total += n;
+    }
+    const reply = new TextEncoder().encode(`got ${total} bytes`);
+    for (let at = 0; at < reply.length;) at += await c.write(reply.subarray(at));
+  });
+  const { port, child } = spawnRelay(server.port, 30, "null");
+  try {
+    await waitPort(port, 20_000);
+    const text = await rawExchange(port, "hello", { halfClose: true, timeoutMs: 10_000 });
+    assert.equal(text, "got 5 bytes", "the relay closed both sides at the client's EOF");
+  } finally {
+    try {
+      child.kill();
+    } catch { /* exited */ }
+    await child.status;
+    await server.close();
+  }
 });

@@ -186,11 +186,15 @@ export async function until(what: string, check: () => boolean, timeoutMs = 5_00
   }
 }
 
-/** One raw HTTP/1.x exchange over TCP: writes `request`, reads until the server closes or `timeoutMs`. */
+/**
+ * One raw exchange over TCP: writes `request`, reads until the server
+ * closes or `timeoutMs`. `halfClose` shuts the write side after the request,
+ * as a client that has said everything does.
+ */
 export async function rawExchange(
   port: number,
   request: string | Uint8Array,
-  opts: { timeoutMs?: number; readUntil?: (text: string) => boolean } = {},
+  opts: { timeoutMs?: number; readUntil?: (text: string) => boolean; halfClose?: boolean } = {},
 ): Promise<string> {
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   const timer = setTimeout(() => {
@@ -202,6 +206,7 @@ export async function rawExchange(
   try {
     const bytes = typeof request === "string" ? new TextEncoder().encode(request) : request;
     await conn.write(bytes);
+    if (opts.halfClose) await conn.closeWrite();
     const buf = new Uint8Array(64 * 1024);
     const decoder = new TextDecoder();
     for (;;) {
