@@ -46,6 +46,12 @@ export interface FakeEngineOptions {
    * without its metrics flag: 404 (vLLM, SGLang) or 501 (llama.cpp).
    */
   metrics?: boolean;
+  /**
+   * Entries of `authHeaders` and `paths` kept, the most recent (default:
+   * all, for tests). A benchmark's million requests would otherwise grow the
+   * engine's heap, and its garbage collection, round after round.
+   */
+  keepLast?: number;
 }
 
 /** What the engine observed. Mutated by the engine; read by tests. */
@@ -159,6 +165,7 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     ? () => delaySpec
     : () => delaySpec[0] + random() * (delaySpec[1] - delaySpec[0]);
   const nTokens = opts.tokens ?? 8;
+  const keepLast = Math.max(1, opts.keepLast ?? Infinity);
   const maxModelLen = opts.maxModelLen ?? 32768;
   const stats: FakeEngineStats = {
     requests: 0,
@@ -403,6 +410,11 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     stats.requests++;
     stats.authHeaders.push(req.headers.get("authorization"));
     stats.paths.push(`${req.method} ${url.pathname}${url.search}`);
+    // Trimmed in one go at twice the limit: amortised O(1) per request.
+    if (stats.paths.length >= 2 * keepLast) {
+      stats.paths.splice(0, stats.paths.length - keepLast);
+      stats.authHeaders.splice(0, stats.authHeaders.length - keepLast);
+    }
     stats.lastHeaders = new Headers(req.headers);
     stats.lastBody = bodyText;
     if (opts.token && req.headers.get("authorization") !== `Bearer ${opts.token}`) {

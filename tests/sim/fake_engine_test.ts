@@ -306,3 +306,25 @@ Deno.test("fake engine: without metrics, /metrics answers like the real engines"
     }
   }
 });
+
+Deno.test("fake engine keepLast: keeps the most recent request records, in order", async () => {
+  const engine = await startFakeEngine({ keepLast: 3 });
+  try {
+    for (let i = 0; i < 10; i++) {
+      const res = await fetch(`${engine.url}/health?i=${i}`, {
+        headers: { authorization: `Bearer ${i}` },
+      });
+      await res.body?.cancel();
+    }
+    assert.equal(engine.stats.requests, 10);
+    const { paths, authHeaders } = engine.stats;
+    // Between keepLast and twice it, the newest last and nothing mixed up.
+    assert.ok(paths.length >= 3 && paths.length < 6, `kept ${paths.length}`);
+    assert.equal(authHeaders.length, paths.length);
+    const first = 10 - paths.length;
+    assert.deepEqual(paths, paths.map((_, k) => `GET /health?i=${first + k}`));
+    assert.deepEqual(authHeaders, paths.map((_, k) => `Bearer ${first + k}`));
+  } finally {
+    await engine.close();
+  }
+});
