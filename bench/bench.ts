@@ -38,7 +38,7 @@ import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
 import { findWrk, type WrkJob, WrkRunner } from "./wrk.ts";
 import { median } from "./_stats.ts";
 
-type PathName = "a" | "b" | "c" | "d" | "e" | "f" | "g";
+export type PathName = "a" | "b" | "c" | "d" | "e" | "f" | "g";
 /**
  * With `BENCH_BASELINE_ROOT=<another checkout>`, a fourth path (d) runs that
  * checkout's proxy in the same interleaved rounds: before/after in one run.
@@ -226,7 +226,7 @@ async function setup(
 type Metrics = Record<string, number>;
 
 /** One scenario's rounds: per path, one metrics object per round. */
-interface ScenarioResult {
+export interface ScenarioResult {
   id: string;
   title: string;
   setup: string;
@@ -557,30 +557,57 @@ function med(res: ScenarioResult, p: PathName, key: string): number {
   return median(res.rounds[p].map((m) => m[key]).filter((v) => v !== undefined));
 }
 
-/** `value`, with the errors of `paths` over all rounds appended when any; and whether there were none. */
-function withErrors(value: string, res: ScenarioResult, paths: PathName[]): [string, boolean] {
-  const errors = paths.reduce(
-    (sum, p) => sum + res.rounds[p].reduce((a, m) => a + (Number(m.errors) || 0), 0),
-    0,
-  );
-  return errors === 0 ? [value, true] : [`${value}, ${errors} errors on ${paths.join("/")}`, false];
+/**
+ * Whether `paths` measured `key` cleanly in every round of `res`: no
+ * errors, and a finite value (a `wrk` or `fetch` job that failed outright
+ * leaves NaN, which the median would otherwise skip). With `value`, plus
+ * what went wrong when something did.
+ */
+function withErrors(
+  value: string,
+  res: ScenarioResult,
+  paths: PathName[],
+  key: string,
+): [string, boolean] {
+  let errors = 0;
+  let failed = 0;
+  for (const p of paths) {
+    for (const m of res.rounds[p]) {
+      errors += Number(m.errors) || 0;
+      if (!Number.isFinite(m[key])) failed++;
+    }
+  }
+  if (errors === 0 && failed === 0) return [value, true];
+  const what = [errors && `${errors} errors`, failed && `${failed} rounds without a ${key}`]
+    .filter(Boolean).join(", ");
+  return [`${value}, ${what} on ${paths.join("/")}`, false];
+}
+
+/**
+ * `v` rounded to 6 decimals, shown with at least `min` and at most 6: the
+ * check reads the same rounded number it shows, so neither float noise
+ * (0.165 − 0.015 = 0.15000000000000002) nor display rounding can put a
+ * "0.150" next to a NO.
+ */
+function exact(v: number, min: number): [number, string] {
+  const r = Math.round(v * 1e6) / 1e6;
+  let text = r.toFixed(6);
+  while (text.endsWith("0") && text.length - text.indexOf(".") - 1 > min) text = text.slice(0, -1);
+  return [r, text];
 }
 
 /** Target checks, as in the issue. */
-function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: boolean }[] {
+export function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: boolean }[] {
   const out: { target: string; value: string; ok: boolean }[] = [];
   const by = (id: string) => all.find((r) => r.id === id);
   // #14's three targets, for the fetch client (S1, S2, with the older
-  // S1/S2 targets) and for wrk (S1W, S2W).
+  // S1/S2 targets) and for wrk (S1W, S2W). A round with errors on a
+  // compared path is no measurement of it: the target fails and says why.
   for (const [latency, rate, tag] of [["S1", "S2", "#14"], ["S1W", "S2W", "#14 (wrk)"]] as const) {
-    // Three decimals: the check is on the unrounded value, and a shown
-    // "0.15 ms" or "1.50×" next to a NO read as a contradiction. A round
-    // with errors on a compared path is no measurement of it: the target
-    // fails and says why.
     const r1 = by(latency);
     if (r1) {
-      const d = med(r1, "c", "p50Ms") - med(r1, "b", "p50Ms");
-      const [value, clean] = withErrors(`${d.toFixed(3)} ms`, r1, ["b", "c"]);
+      const [d, shown] = exact(med(r1, "c", "p50Ms") - med(r1, "b", "p50Ms"), 3);
+      const [value, clean] = withErrors(`${shown} ms`, r1, ["b", "c"], "p50Ms");
       if (latency === "S1") {
         out.push({ target: "S1 p50 (c) − (b) ≤ 0.3 ms", value, ok: clean && d <= 0.3 });
       }
@@ -592,19 +619,15 @@ function verdicts(all: ScenarioResult[]): { target: string; value: string; ok: b
     }
     const r2 = by(rate);
     if (r2) {
-      const ratio = med(r2, "c", "rps") / med(r2, "b", "rps");
-      const [value, clean] = withErrors(`${(ratio * 100).toFixed(1)}%`, r2, ["b", "c"]);
+      const [pct, shown] = exact((med(r2, "c", "rps") / med(r2, "b", "rps")) * 100, 1);
+      const [value, clean] = withErrors(`${shown}%`, r2, ["b", "c"], "rps");
       if (rate === "S2") {
-        out.push({ target: "S2 req/s (c) ≥ 50% of (b)", value, ok: clean && ratio >= 0.5 });
+        out.push({ target: "S2 req/s (c) ≥ 50% of (b)", value, ok: clean && pct >= 50 });
       }
-      out.push({
-        target: `${tag}: ${rate} req/s (c) ≥ 60% of (b)`,
-        value,
-        ok: clean && ratio >= 0.6,
-      });
+      out.push({ target: `${tag}: ${rate} req/s (c) ≥ 60% of (b)`, value, ok: clean && pct >= 60 });
       if (r2.rounds.e.length) {
-        const vsGo = med(r2, "c", "rps") / med(r2, "e", "rps");
-        const [value, clean] = withErrors(`${vsGo.toFixed(3)}×`, r2, ["c", "e"]);
+        const [vsGo, shown] = exact(med(r2, "c", "rps") / med(r2, "e", "rps"), 3);
+        const [value, clean] = withErrors(`${shown}×`, r2, ["c", "e"], "rps");
         out.push({
           target: `${tag}: ${rate} req/s (c) ≥ 1.5× (e) go core`,
           value,

@@ -65,25 +65,26 @@ export class WrkRunner {
   async run(job: WrkJob): Promise<RequestsResult> {
     const procs = Math.max(job.spread, job.targets.length, 1);
     const per = Math.max(1, Math.floor(job.concurrency / procs));
-    const script = await this.#script(job, per === 1);
+    const timed = per === 1;
+    const script = await this.#script(job, timed);
     const seconds = Math.max(1, Math.round(job.durationMs / 1000));
     // A short warm-up on every connection first, unmeasured.
     await Promise.all(
       Array.from(
         { length: procs },
-        (_, i) => wrk(job.targets[i % job.targets.length], per, 1, script, job.path),
+        (_, i) => wrk(job.targets[i % job.targets.length], per, 1, script, job.path, timed),
       ),
     );
     const runs = await Promise.all(
       Array.from(
         { length: procs },
-        (_, i) => wrk(job.targets[i % job.targets.length], per, seconds, script, job.path),
+        (_, i) => wrk(job.targets[i % job.targets.length], per, seconds, script, job.path, timed),
       ),
     );
     const p50s = runs.map((r) => r.p50Ms).sort((a, b) => a - b);
     const errors = runs.reduce((a, r) => a + r.errors, 0);
     return {
-      ok: runs.reduce((a, r) => a + r.ok, 0) - errors,
+      ok: Math.max(0, runs.reduce((a, r) => a + r.ok, 0) - errors),
       errors,
       firstError: runs.find((r) => r.firstError)?.firstError ?? null,
       seconds,
@@ -200,6 +201,7 @@ async function wrk(
   seconds: number,
   script: string,
   path: string,
+  timed: boolean,
 ): Promise<RequestsResult> {
   const out = await new Deno.Command("wrk", {
     args: ["-t1", `-c${connections}`, `-d${seconds}s`, "--latency", "-s", script, `${base}${path}`],
@@ -207,11 +209,27 @@ async function wrk(
     stderr: "piped",
   }).output();
   const text = new TextDecoder().decode(out.stdout);
-  return parseWrk(text, seconds, out.success ? null : new TextDecoder().decode(out.stderr));
+  return parseWrk(
+    text,
+    seconds,
+    out.success ? null : new TextDecoder().decode(out.stderr),
+    timed,
+  );
 }
 
-/** The numbers of one `wrk --latency` report. */
-export function parseWrk(text: string, seconds: number, failure: string | null): RequestsResult {
+/**
+ * The numbers of one `wrk --latency` report. A run that failed or printed no
+ * report counts one error at least, so no verdict reads it as clean; so
+ * does a `timed` run whose script recorded nothing (wrk skips the
+ * `response()` hook for a response without header lines), rather than
+ * falling back to wrk's corrected percentiles unnoticed.
+ */
+export function parseWrk(
+  text: string,
+  seconds: number,
+  failure: string | null,
+  timed = false,
+): RequestsResult {
   const num = (re: RegExp) => {
     const m = re.exec(text);
     return m ? Number(m[1]) : NaN;
@@ -220,15 +238,24 @@ export function parseWrk(text: string, seconds: number, failure: string | null):
   const non2xx = num(/Non-2xx or 3xx responses: (\d+)/);
   const socket = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
   const socketErrors = socket ? socket.slice(1).reduce((a, v) => a + Number(v), 0) : 0;
-  const errors = (Number.isNaN(non2xx) ? 0 : non2xx) + socketErrors;
+  const counted = (Number.isNaN(non2xx) ? 0 : non2xx) + socketErrors;
   const ok = Number.isNaN(total) ? 0 : total;
   // Only a histogram with samples in it: an empty one prints p50=-1.
   const raw = /^raw latency us: n=([1-9]\d*) p50=(\d+) p99=(\d+)$/m.exec(text);
+  const untimed = timed && ok > 0 && !raw;
+  const failed = failure !== null || Number.isNaN(total) || untimed;
+  const errors = failed ? Math.max(1, counted) : counted;
   return {
     ok,
     errors,
     firstError: failure ??
-      (errors > 0 ? `wrk: ${errors} errors` : Number.isNaN(total) ? "wrk: no report" : null),
+      (Number.isNaN(total)
+        ? "wrk: no report"
+        : untimed
+        ? "wrk: the timing script recorded no response"
+        : counted > 0
+        ? `wrk: ${counted} errors`
+        : null),
     seconds,
     rps: num(/Requests\/sec:\s+([\d.]+)/),
     // The script's own timing when it ran (see the top of this file).

@@ -165,7 +165,9 @@ export function startFakeEngine(opts: FakeEngineOptions = {}): Promise<FakeEngin
     ? () => delaySpec
     : () => delaySpec[0] + random() * (delaySpec[1] - delaySpec[0]);
   const nTokens = opts.tokens ?? 8;
-  const keepLast = Math.max(1, opts.keepLast ?? Infinity);
+  const keepLast = opts.keepLast ?? Infinity;
+  // NaN would keep everything (no length reaches it) and 0 nothing: refuse both.
+  if (!(keepLast >= 1)) throw new RangeError(`keepLast must be 1 or more, got ${opts.keepLast}`);
   const maxModelLen = opts.maxModelLen ?? 32768;
   const stats: FakeEngineStats = {
     requests: 0,

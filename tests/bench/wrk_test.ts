@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { findWrk, luaString, parseWrk, wrkScript } from "../../bench/wrk.ts";
+import { findWrk, luaString, parseWrk, WrkRunner, wrkScript } from "../../bench/wrk.ts";
 
 const REPORT = `Running 2s test @ http://127.0.0.1:41177/v1/chat/completions
   1 threads and 8 connections
@@ -73,15 +73,16 @@ async function wrkOrSkip(): Promise<boolean> {
   return false;
 }
 
-Deno.test("timing script in real wrk: same request bytes, one sample per response, stalls seen", async () => {
-  if (!(await wrkOrSkip())) return;
-  const STALL_MS = 60;
+/**
+ * A local HTTP server that answers each request as it arrives; every
+ * `every`-th answer waits `stallMs` first (what `ssh -L`'s rare ~40 ms
+ * stalls look like to wrk). Keeps the first request of each connection.
+ */
+function stallServer(every: number, stallMs: number) {
   const heads: string[] = [];
   let answered = 0;
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const conns = new Set<Deno.Conn>();
-  // Answers each request as it arrives; every 20th answer waits STALL_MS
-  // first (what `ssh -L`'s rare 40 ms stalls look like to wrk).
   const serving = (async () => {
     for await (const conn of listener) {
       conns.add(conn);
@@ -92,19 +93,33 @@ Deno.test("timing script in real wrk: same request bytes, one sample per respons
           if (n === null) break;
           // Each wrk run opens its own connection: its first request is kept.
           if (first) heads.push(new TextDecoder().decode(buf.subarray(0, n)));
-          if (++answered % 20 === 0) await new Promise((r) => setTimeout(r, STALL_MS));
-          await conn.write(
-            new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
-          )
-            .catch(() => {});
+          if (++answered % every === 0) await new Promise((r) => setTimeout(r, stallMs));
+          await conn.write(ANSWER).catch(() => {});
         }
         conns.delete(conn);
       })();
     }
   })();
+  return {
+    heads,
+    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
+    async close() {
+      listener.close();
+      for (const c of conns) c.close();
+      await serving.catch(() => {});
+    },
+  };
+}
+
+const ANSWER = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
+
+Deno.test("timing script in real wrk: same request, one sample per response, raw percentiles", async () => {
+  if (!(await wrkOrSkip())) return;
+  const STALL_MS = 60;
+  const server = stallServer(20, STALL_MS);
   const dir = await Deno.makeTempDir();
   try {
-    const url = `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}/v1/x?q=1`;
+    const url = `${server.url}/v1/x?q=1`;
     const job = {
       method: "POST" as const,
       body: '{"k":"v\n1"}',
@@ -113,7 +128,7 @@ Deno.test("timing script in real wrk: same request bytes, one sample per respons
     const runWrk = async (timed: boolean) => {
       const script = `${dir}/${timed ? "timed" : "plain"}.lua`;
       await Deno.writeTextFile(script, wrkScript(job, timed));
-      const before = heads.length;
+      const before = server.heads.length;
       const out = await new Deno.Command("wrk", {
         args: ["-t1", "-c1", "-d2s", "--latency", "-s", script, url],
         stdout: "piped",
@@ -121,7 +136,7 @@ Deno.test("timing script in real wrk: same request bytes, one sample per respons
       }).output();
       const text = new TextDecoder().decode(out.stdout);
       assert.ok(out.success, new TextDecoder().decode(out.stderr));
-      return { text, first: heads[before] };
+      return { text, first: server.heads[before] };
     };
     const plain = await runWrk(false);
     const timed = await runWrk(true);
@@ -138,17 +153,78 @@ Deno.test("timing script in real wrk: same request bytes, one sample per respons
       "the timed script sends the same request",
     );
     assert.match(timed.first, /^POST \/v1\/x\?q=1 HTTP\/1\.1\r\n[\s\S]*\r\n\r\n\{"k":"v\n1"\}$/);
+    assert.doesNotMatch(plain.text, /raw latency/);
+
     const raw = /^raw latency us: n=(\d+) p50=(-?\d+) p99=(-?\d+)$/m.exec(timed.text);
     assert.ok(raw, `no timing line in:\n${timed.text}`);
+    const [n, p50, p99] = raw.slice(1).map(Number);
     const total = Number(/^\s*(\d+) requests in /m.exec(timed.text)![1]);
-    assert.equal(Number(raw[1]), total, "one sample per completed response");
-    // Every 20th response waited STALL_MS, so at least 5% of samples did.
-    assert.ok(Number(raw[3]) >= STALL_MS * 1000, `p99 ${raw[3]} µs is below the stall`);
-    assert.doesNotMatch(plain.text, /raw latency/);
+    assert.equal(n, total, "one sample per completed response");
+    // Bounds a factor of ten wide: they check units and which rank is which,
+    // not speed. 5% of answers waited STALL_MS; the rest did not wait.
+    assert.ok(p99 >= STALL_MS * 1000 && p99 < STALL_MS * 10_000, `p99 ${p99} µs`);
+    assert.ok(p50 < (STALL_MS * 1000) / 10, `p50 ${p50} µs is not a fast answer's`);
+    // wrk's own p50 of the same run carries its made-up samples; the script's does not.
+    assert.equal(parseWrk(timed.text, 2, null).p50Ms, p50 / 1000, "parseWrk takes the raw line");
+    const wrkOwn = parseWrk(timed.text.replace(/^raw latency.*$/m, ""), 2, null).p50Ms;
+    assert.ok(wrkOwn > p50 / 1000, `wrk's corrected p50 ${wrkOwn} ms vs raw ${p50 / 1000} ms`);
   } finally {
-    listener.close();
-    for (const c of conns) c.close();
-    await serving.catch(() => {});
+    await server.close();
     await Deno.remove(dir, { recursive: true });
   }
+});
+
+Deno.test("WrkRunner at concurrency 1 reports the script's timing, not wrk's corrected one", async () => {
+  if (!(await wrkOrSkip())) return;
+  // Every 10th answer waits 100 ms: wrk's correction then adds about nine
+  // made-up samples of 10–90 ms per stall, so its p50 lands at 10 ms or more.
+  const server = stallServer(10, 100);
+  const dir = await Deno.makeTempDir();
+  try {
+    const runner = new WrkRunner(dir);
+    const job = {
+      targets: [server.url],
+      method: "POST" as const,
+      path: "/v1/x",
+      body: "{}",
+      headers: { "content-type": "application/json" },
+      concurrency: 1,
+      durationMs: 1000,
+      spread: 1,
+    };
+    const r = await runner.run(job);
+    assert.equal(r.errors, 0, r.firstError ?? "");
+    assert.ok(r.p99Ms >= 100, `p99 ${r.p99Ms} ms misses the stalls`);
+    assert.ok(r.p50Ms < 5, `p50 ${r.p50Ms} ms is wrk's corrected figure, not a fast answer's`);
+    // With eight connections per process it stays untimed (wrk's figures).
+    const many = await runner.run({ ...job, concurrency: 8 });
+    assert.equal(many.errors, 0, many.firstError ?? "");
+    const scripts = [...Deno.readDirSync(dir)].map((f) =>
+      Deno.readTextFileSync(`${dir}/${f.name}`)
+    );
+    assert.equal(scripts.filter((t) => t.includes("function response(")).length, 1);
+  } finally {
+    await server.close();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("parseWrk: a failed run, or a timed run that timed nothing, is an error", () => {
+  const failed = parseWrk("unable to connect to 127.0.0.1:1 Connection refused\n", 3, "exit 1");
+  assert.equal(failed.errors, 1);
+  const untimed = parseWrk(
+    REPORT.replace(/^.*Non-2xx.*\n/m, "").replace(/^.*Socket errors.*\n/m, ""),
+    2,
+    null,
+    true,
+  );
+  assert.equal(untimed.errors, 1);
+  assert.equal(untimed.firstError, "wrk: the timing script recorded no response");
+  const clean = parseWrk(
+    REPORT.replace(/^.*Non-2xx.*\n/m, "").replace(/^.*Socket errors.*\n/m, ""),
+    2,
+    null,
+  );
+  assert.equal(clean.errors, 0);
+  assert.equal(clean.firstError, null);
 });

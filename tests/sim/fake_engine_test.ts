@@ -328,3 +328,9 @@ Deno.test("fake engine keepLast: keeps the most recent request records, in order
     await engine.close();
   }
 });
+
+Deno.test("fake engine keepLast: a count that keeps nothing, or everything by accident, is refused", () => {
+  for (const keepLast of [0, -1, NaN]) {
+    assert.throws(() => startFakeEngine({ keepLast }), RangeError, String(keepLast));
+  }
+});
