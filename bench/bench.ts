@@ -584,16 +584,13 @@ function withErrors(
 }
 
 /**
- * `v` rounded to 6 decimals, shown with at least `min` and at most 6: the
- * check reads the same rounded number it shows, so neither float noise
- * (0.165 − 0.015 = 0.15000000000000002) nor display rounding can put a
- * "0.150" next to a NO.
+ * `v` rounded to `decimals`, as a number and as shown: the check reads the
+ * number it shows, so neither float noise (0.165 − 0.015 is
+ * 0.15000000000000002) nor display rounding can put a "0.150" next to a NO.
  */
-function exact(v: number, min: number): [number, string] {
-  const r = Math.round(v * 1e6) / 1e6;
-  let text = r.toFixed(6);
-  while (text.endsWith("0") && text.length - text.indexOf(".") - 1 > min) text = text.slice(0, -1);
-  return [r, text];
+function exact(v: number, decimals: number): [number, string] {
+  const r = Math.round(v * 10 ** decimals) / 10 ** decimals;
+  return [r, r.toFixed(decimals)];
 }
 
 /** Target checks, as in the issue. */
@@ -619,7 +616,7 @@ export function verdicts(all: ScenarioResult[]): { target: string; value: string
     }
     const r2 = by(rate);
     if (r2) {
-      const [pct, shown] = exact((med(r2, "c", "rps") / med(r2, "b", "rps")) * 100, 1);
+      const [pct, shown] = exact((med(r2, "c", "rps") / med(r2, "b", "rps")) * 100, 2);
       const [value, clean] = withErrors(`${shown}%`, r2, ["b", "c"], "rps");
       if (rate === "S2") {
         out.push({ target: "S2 req/s (c) ≥ 50% of (b)", value, ok: clean && pct >= 50 });

@@ -55,11 +55,11 @@ Deno.test("verdicts: a round with errors, or one that measured nothing, fails th
 
 Deno.test("verdicts: ratios at the line pass, just under it fail, and say so", () => {
   const at = scenario("S2W", { b: [rate(1000)], c: [rate(600)], e: [rate(400)] });
-  assert.deepEqual(verdict([at], "#14 (wrk): S2W req/s (c) ≥ 60% of (b)").value, "60.0%");
+  assert.deepEqual(verdict([at], "#14 (wrk): S2W req/s (c) ≥ 60% of (b)").value, "60.00%");
   assert.equal(verdict([at], "#14 (wrk): S2W req/s (c) ≥ 60% of (b)").ok, true);
   assert.equal(verdict([at], "#14 (wrk): S2W req/s (c) ≥ 1.5× (e) go core").value, "1.500×");
   assert.equal(verdict([at], "#14 (wrk): S2W req/s (c) ≥ 1.5× (e) go core").ok, true);
-  const under = scenario("S2W", { b: [rate(100_000)], c: [rate(59_999)], e: [rate(40_000)] });
+  const under = scenario("S2W", { b: [rate(100_000)], c: [rate(59_990)], e: [rate(40_000)] });
   const v = verdict([under], "#14 (wrk): S2W req/s (c) ≥ 60% of (b)");
-  assert.deepEqual([v.value, v.ok], ["59.999%", false]);
+  assert.deepEqual([v.value, v.ok], ["59.99%", false]);
 });
