@@ -16,7 +16,8 @@ const extra = args.filter((a) => a !== "--fast");
 
 /**
  * Programs tests may start: Deno itself (CLI tests), OpenSSH pieces, tmux,
- * kill, python3 (uvicorn), and prlimit (a server under a low open-file limit).
+ * kill, python3 (uvicorn), prlimit (a server under a low open-file limit) and
+ * wrk (the bench's timing script).
  */
 function allowRun(): string {
   const progs = [
@@ -29,6 +30,7 @@ function allowRun(): string {
     "ps",
     "/usr/bin/python3",
     "prlimit",
+    "wrk",
   ];
   const found = progs.filter((p) => {
     if (p.startsWith("/")) {

@@ -68,8 +68,10 @@ Deno.test("wrkScript: the timing hooks only when asked for", () => {
 /** wrk when installed; under CI=true it must be (.ci/run installs it). */
 async function wrkOrSkip(): Promise<boolean> {
   if (await findWrk()) return true;
-  if (Deno.env.get("CI") === "true") throw new Error("wrk is required in CI (CI=true)");
-  console.warn("\n!!!!!!!! wrk not found: SKIPPING the real-wrk timing script test !!!!!!!!\n");
+  // findWrk also says no when running it is not allowed (--allow-run).
+  const why = "wrk not found on PATH, or not allowed to run";
+  if (Deno.env.get("CI") === "true") throw new Error(`${why}: it is required in CI (CI=true)`);
+  console.warn(`\n!!!!!!!! ${why}: SKIPPING the real-wrk tests !!!!!!!!\n`);
   return false;
 }
 
