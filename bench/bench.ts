@@ -163,10 +163,7 @@ async function setup(
   floor = false,
 ): Promise<Setup> {
   const engines = await Promise.all(
-    Array.from(
-      { length: n },
-      () => startFakeEngine({ model: BENCH_MODEL, engine: "vllm", keepLast: 1000 }),
-    ),
+    Array.from({ length: n }, benchEngine),
   );
   const ports = engines.map((e) => e.port);
   const ssh = await startSshForwards(world, ports);
@@ -224,6 +221,15 @@ async function setup(
 }
 
 type Metrics = Record<string, number>;
+
+/**
+ * A fake vLLM engine serving the bench model. It keeps its last 1,000
+ * request records: a run's million requests would grow its heap and its
+ * garbage collection round after round.
+ */
+function benchEngine() {
+  return startFakeEngine({ model: BENCH_MODEL, engine: "vllm", keepLast: 1000 });
+}
 
 /** One scenario's rounds: per path, one metrics object per round. */
 export interface ScenarioResult {
@@ -508,7 +514,7 @@ async function s5(world: World, s: Settings): Promise<ScenarioResult> {
     "spawn of `vastproxy serve` → 64 backends healthy (64 SSH handshakes to a real sshd, " +
       "one fake engine behind all); only path (c) applies",
   );
-  const engine = await startFakeEngine({ model: BENCH_MODEL, engine: "vllm", keepLast: 1000 });
+  const engine = await benchEngine();
   try {
     for (let round = 1; round <= s.rounds; round++) {
       const proxy = await startProxyProc(world, Array(64).fill(engine.port), {

@@ -14,7 +14,14 @@ function spawnRelay(upstreamPort: number, seconds: number, stderr: "piped" | "nu
     stdout: "null",
     stderr,
   }).spawn();
-  return { port, child };
+  /** Ends the relay if it still runs and waits for it. */
+  const stop = async () => {
+    try {
+      child.kill();
+    } catch { /* exited */ }
+    await child.status;
+  };
+  return { port, child, stop };
 }
 
 async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
@@ -30,7 +37,7 @@ async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
 
 Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it exits by itself", async () => {
   const echo = echoServer();
-  const { port, child } = spawnRelay(echo.port, 2, "piped");
+  const { port, child, stop } = spawnRelay(echo.port, 2, "piped");
   try {
     await waitPort(port, 20_000);
     // Several connections at once, each with its own upstream, and a payload
@@ -58,10 +65,7 @@ Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it ex
     assert.notEqual(status, null, "the relay should exit after MAX_SECONDS");
     assert.equal(status!.code, 0, new TextDecoder().decode((await child.output()).stderr));
   } finally {
-    try {
-      child.kill();
-    } catch { /* exited */ }
-    await child.status;
+    await stop();
     await echo.close();
   }
 });
@@ -90,16 +94,13 @@ Deno.test("bench floor relay: a client's half-close still gets the answer", asyn
     const reply = new TextEncoder().encode(`got ${total} bytes`);
     for (let at = 0; at < reply.length;) at += await c.write(reply.subarray(at));
   });
-  const { port, child } = spawnRelay(server.port, 30, "null");
+  const { port, stop } = spawnRelay(server.port, 30, "null");
   try {
     await waitPort(port, 20_000);
     const text = await rawExchange(port, "hello", { halfClose: true, timeoutMs: 10_000 });
     assert.equal(text, "got 5 bytes", "the relay closed both sides at the client's EOF");
   } finally {
-    try {
-      child.kill();
-    } catch { /* exited */ }
-    await child.status;
+    await stop();
     await server.close();
   }
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { findWrk, luaString, parseWrk, WrkRunner, wrkScript } from "../../bench/wrk.ts";
+import { tcpServer } from "../_helpers/echo_server.ts";
 
 const REPORT = `Running 2s test @ http://127.0.0.1:41177/v1/chat/completions
   1 threads and 8 connections
@@ -83,34 +84,18 @@ async function wrkOrSkip(): Promise<boolean> {
 function stallServer(every: number, stallMs: number) {
   const heads: string[] = [];
   let answered = 0;
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const conns = new Set<Deno.Conn>();
-  const serving = (async () => {
-    for await (const conn of listener) {
-      conns.add(conn);
-      (async () => {
-        const buf = new Uint8Array(65536);
-        for (let first = true;; first = false) {
-          const n = await conn.read(buf).catch(() => null);
-          if (n === null) break;
-          // Each wrk run opens its own connection: its first request is kept.
-          if (first) heads.push(new TextDecoder().decode(buf.subarray(0, n)));
-          if (++answered % every === 0) await new Promise((r) => setTimeout(r, stallMs));
-          await conn.write(ANSWER).catch(() => {});
-        }
-        conns.delete(conn);
-      })();
+  const server = tcpServer(async (conn) => {
+    const buf = new Uint8Array(65536);
+    for (let first = true;; first = false) {
+      const n = await conn.read(buf);
+      if (n === null) return;
+      // Each wrk run opens its own connection: its first request is kept.
+      if (first) heads.push(new TextDecoder().decode(buf.subarray(0, n)));
+      if (++answered % every === 0) await new Promise((r) => setTimeout(r, stallMs));
+      await conn.write(ANSWER);
     }
-  })();
-  return {
-    heads,
-    url: `http://127.0.0.1:${(listener.addr as Deno.NetAddr).port}`,
-    async close() {
-      listener.close();
-      for (const c of conns) c.close();
-      await serving.catch(() => {});
-    },
-  };
+  });
+  return { heads, url: `http://127.0.0.1:${server.port}`, close: () => server.close() };
 }
 
 const ANSWER = new TextEncoder().encode("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok");
