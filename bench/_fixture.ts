@@ -468,3 +468,33 @@ export async function startRelay(
   );
   return await listening(proc, port, log, `${kind} relay`);
 }
+
+/**
+ * The SSH floor of paths (h) and (i) (bench/floor/ssh_forward.ts): the
+ * proxy's own SSH stack to `world`'s sshd, forwarding to `enginePort` —
+ * bytes only (h), or with the HTTP work a proxy cannot skip (i).
+ */
+export async function startSshFloor(
+  world: World,
+  mode: "bytes" | "http",
+  enginePort: number,
+  tag: string,
+): Promise<Proc & { url: string }> {
+  const port = freePort();
+  const log = `${world.dir}/ssh_floor_${mode}_${tag}.log`;
+  const proc = spawnLogged(Deno.execPath(), [
+    "run",
+    "--allow-net",
+    "--allow-read",
+    "--allow-env",
+    "--allow-sys=homedir,hostname,osRelease",
+    `${BENCH_DIR}floor/ssh_forward.ts`,
+    mode,
+    String(port),
+    String(world.sshdPort),
+    String(enginePort),
+    world.clientKey,
+    String(RELAY_MAX_SECONDS),
+  ], log);
+  return await listening(proc, port, log, `ssh floor (${mode})`);
+}

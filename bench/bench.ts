@@ -8,7 +8,10 @@
  * over the rounds; the raw rounds go to bench/results.json. S1 and S1W also
  * measure the floor under any relay at concurrency 1: (f) a byte relay in C
  * (bench/floor/relay.c, where `cc` builds it) and (g) the same relay in
- * Deno (bench/floor/relay.ts), each in front of (b)'s `ssh -L`. S1W and S2W
+ * Deno (bench/floor/relay.ts), each in front of (b)'s `ssh -L`, and the
+ * floor under the proxy itself (bench/floor/ssh_forward.ts): (h) `ssh -L`
+ * rebuilt on the proxy's own SSH stack, (i) the same with the HTTP work a
+ * proxy cannot skip. S1W and S2W
  * repeat S1 and S2 with `wrk` as the client (bench/wrk.ts; skipped where
  * wrk is not installed). `--profile`
  * writes a V8 CPU profile of each proxy process (c, d) per scenario; see
@@ -30,6 +33,7 @@ import {
   startGoCore,
   startProxyProc,
   startRelay,
+  startSshFloor,
   startSshForwards,
   startWorld,
   type World,
@@ -38,7 +42,7 @@ import type { BulkResult, Job, RequestsResult, SseResult } from "./load.ts";
 import { findWrk, type WrkJob, WrkRunner } from "./wrk.ts";
 import { median } from "./_stats.ts";
 
-export type PathName = "a" | "b" | "c" | "d" | "e" | "f" | "g";
+export type PathName = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i";
 /**
  * With `BENCH_BASELINE_ROOT=<another checkout>`, a fourth path (d) runs that
  * checkout's proxy in the same interleaved rounds: before/after in one run.
@@ -54,11 +58,16 @@ const PATH_LABEL: Record<PathName, string> = {
   e: "go core",
   f: "C relay",
   g: "Deno relay",
+  h: "SSH floor",
+  i: "HTTP floor",
 };
 /**
- * The relay floor's paths (S1 and S1W only): (f) once the C relay builds,
- * and (g). Each is a plain byte relay in front of an `ssh -L` port, so
- * (f) − (b) is the cost of one process hop and (g) − (f) the runtime's share.
+ * The floor paths (S1 and S1W only). (f) once the C relay builds, and (g):
+ * a plain byte relay in front of an `ssh -L` port, so (f) − (b) is the cost
+ * of one process hop and (g) − (f) the runtime's share. (h) and (i) replace
+ * `ssh -L` as the proxy does: (h) − (b) is what the proxy's SSH stack costs
+ * over OpenSSH's client, (i) − (h) the HTTP work a proxy cannot skip, and
+ * (c) − (i) everything else the proxy does per request.
  */
 const FLOOR_PATHS: PathName[] = [];
 /** The built C relay of path (f), or null. */
@@ -183,7 +192,9 @@ async function setup(
     if (goCoreBin) goCore = await startGoCore(world, goCoreBin, ports, tag);
     if (floor) {
       for (const p of FLOOR_PATHS) {
-        relays[p] = await startRelay(world, ssh.ports[0], p === "f" ? cRelayBin : null, tag);
+        relays[p] = p === "h" || p === "i"
+          ? await startSshFloor(world, p === "h" ? "bytes" : "http", ports[0], tag)
+          : await startRelay(world, ssh.ports[0], p === "f" ? cRelayBin : null, tag);
       }
     }
   } catch (err) {
@@ -205,6 +216,8 @@ async function setup(
       e: goCore ? [goCore.url] : [],
       f: relays.f ? [relays.f.url] : [],
       g: relays.g ? [relays.g.url] : [],
+      h: relays.h ? [relays.h.url] : [],
+      i: relays.i ? [relays.i.url] : [],
     },
     proxy: started,
     goCore,
@@ -298,7 +311,7 @@ function emptyResult(id: string, title: string, setupText: string): ScenarioResu
     id,
     title,
     setup: setupText,
-    rounds: { a: [], b: [], c: [], d: [], e: [], f: [], g: [] },
+    rounds: { a: [], b: [], c: [], d: [], e: [], f: [], g: [], h: [], i: [] },
     notes: [],
   };
 }
@@ -698,15 +711,22 @@ function columns(all: ScenarioResult[]): PathName[] {
 function floorLines(all: ScenarioResult[]): string[] {
   const out: string[] = [];
   for (const r of all) {
-    if (r.rounds.g.length === 0 && r.rounds.f.length === 0) continue;
+    const measured = FLOOR_PATHS.filter((p) => r.rounds[p].length > 0);
+    if (measured.length === 0) continue;
     const over = (p: PathName) => fmt(med(r, p, "p50Ms") - med(r, "b", "p50Ms"));
     out.push(
-      `  ${r.id}: p50 over (b) ssh -L: (f) C relay +${over("f")} ms, ` +
-        `(g) Deno relay +${over("g")} ms, (c) vastproxy +${over("c")} ms`,
+      `  ${r.id}: p50 over (b) ssh -L: ` +
+        [...measured, "c" as const].map((p) => `(${p}) ${PATH_LABEL[p]} +${over(p)} ms`)
+          .join(", "),
     );
   }
   return out.length
-    ? ["", "relay floor at concurrency 1 (a byte relay in front of ssh -L; not a target):", ...out]
+    ? [
+      "",
+      "floor at concurrency 1 (not a target): (f), (g) a byte relay in front of ssh -L; " +
+      "(h) ssh -L rebuilt on the proxy's SSH stack; (i) (h) plus the HTTP work a proxy cannot skip",
+      ...out,
+    ]
     : [];
 }
 
@@ -763,7 +783,7 @@ async function main(): Promise<number> {
   if (want("S1") || want("S1W")) {
     cRelayBin = await buildCRelay();
     if (cRelayBin) FLOOR_PATHS.push("f");
-    FLOOR_PATHS.push("g");
+    FLOOR_PATHS.push("g", "h", "i");
   }
   const world = await startWorld();
   const load = new LoadGen();

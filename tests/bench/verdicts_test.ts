@@ -6,7 +6,7 @@ function scenario(
   id: string,
   rounds: Partial<Record<PathName, Record<string, number>[]>>,
 ): ScenarioResult {
-  const empty = { a: [], b: [], c: [], d: [], e: [], f: [], g: [] };
+  const empty = { a: [], b: [], c: [], d: [], e: [], f: [], g: [], h: [], i: [] };
   return { id, title: id, setup: "", rounds: { ...empty, ...rounds }, notes: [] };
 }
 

@@ -1,0 +1,253 @@
+/**
+ * The bench's SSH floor (paths h and i): vastproxy's own SSH layer with the
+ * least on top of it, so a run can split what the proxy adds over `ssh -L`
+ * into its parts.
+ *
+ * - `bytes` (path h): `ssh -L` rebuilt on the proxy's SSH stack —
+ *   `connectEndpoint` (ssh2 on the `DenoSocket`, the own AES-GCM packet
+ *   cipher) and a `direct-tcpip` channel per accepted connection with the
+ *   channel read/write shortcuts — copying bytes each way unchanged.
+ *   (h) − (b) is what that SSH stack costs over OpenSSH's client.
+ * - `http` (path i): the same, plus the HTTP work a proxy cannot skip: the
+ *   request head is parsed and checked, its fields rewritten as the proxy
+ *   does (`upstreamRequestHeaders`) and encoded again (`encodeRequest`); the
+ *   response head is parsed, rewritten (`downstreamResponsePairs`) and
+ *   written with its body. No `Request`/`Response` objects, no routing,
+ *   logging or metrics. (i) − (h) is that HTTP work; (c) − (i) is
+ *   everything else the proxy does per request.
+ *
+ * A floor, not a product path: the `http` mode serves only what the bench
+ * sends (bodies with a `Content-Length`, answers with one) and closes the
+ * connection on anything else.
+ *
+ * Usage: deno run --allow-net --allow-read --allow-env --allow-sys=homedir,hostname,osRelease
+ *   ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS
+ * (loopback only; no host-key check; exits by itself after MAX_SECONDS).
+ */
+// @ts-types="@types/ssh2"
+import type { ClientChannel } from "ssh2";
+import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
+import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import { openChannel } from "../../lib/tunnel/ssh.ts";
+import { tryWriteNow } from "../../lib/tunnel/channel_write.ts";
+import type { ReadDirect } from "../../lib/tunnel/channel_read.ts";
+import { parseRequestHead, requestFraming } from "../../lib/http1/request_head.ts";
+import { encodeRequest, findHeadEnd, framingOf, parseHead } from "../../lib/http1/parse.ts";
+import { downstreamResponsePairs, upstreamRequestHeaders } from "../../lib/proxy/headers.ts";
+import { latin1WithTail } from "../../lib/http1/latin1.ts";
+
+const USAGE =
+  "usage: ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS";
+const [mode, ...rest] = Deno.args;
+const [listenPort, sshdPort, enginePort, keyFile, maxSecondsText] = rest;
+const ports = [listenPort, sshdPort, enginePort, maxSecondsText].map(Number);
+if (
+  (mode !== "bytes" && mode !== "http") || rest.length !== 5 || !keyFile ||
+  !ports.every((n) => Number.isInteger(n) && n > 0)
+) {
+  console.error(USAGE);
+  Deno.exit(2);
+}
+/** Past this many unwritten bytes for a client, the channel stops reading. */
+const HIGH_WATER = 1 << 20;
+const ENGINE_HOST = `127.0.0.1:${enginePort}`;
+
+type Channel = ClientChannel & ReadDirect;
+
+const ssh = await connectEndpoint({ host: "127.0.0.1", port: ports[1], path: "direct" }, {
+  instanceId: 0,
+  username: "root",
+  auth: loadAuthSources({ sshKeys: [keyFile] }),
+  knownHosts: null,
+  readyTimeoutMs: 10_000,
+  keepaliveIntervalMs: 60_000,
+  keepaliveCountMax: 3,
+});
+const open = openChannel(ssh.client, ports[2]) as () => Promise<Channel>;
+const clients = new Set<Deno.TcpConn>();
+const listener = Deno.listen({ hostname: "127.0.0.1", port: ports[0] });
+setTimeout(() => {
+  listener.close();
+  for (const c of clients) c.close();
+  clients.clear();
+  endClient(ssh.client);
+}, ports[3] * 1000);
+
+/**
+ * Writes to the client in order, starting at once when nothing waits (so an
+ * answer leaves in the turn it arrived in); tells the channel to pause while
+ * too much waits.
+ */
+function clientWriter(client: Deno.TcpConn, onDrained: () => void) {
+  const waiting: Uint8Array[] = [];
+  let queued = 0;
+  let busy = false;
+  let failed = false;
+  let onIdle: (() => void) | null = null;
+  const run = async (bytes: Uint8Array) => {
+    busy = true;
+    for (let next: Uint8Array | undefined = bytes; next; next = waiting.shift()) {
+      if (!failed) {
+        try {
+          for (let at = 0; at < next.byteLength;) at += await client.write(next.subarray(at));
+        } catch {
+          failed = true;
+        }
+      }
+      const before = queued;
+      queued -= next.byteLength;
+      if (before >= HIGH_WATER && queued < HIGH_WATER) onDrained();
+    }
+    busy = false;
+    const idle = onIdle;
+    onIdle = null;
+    idle?.();
+  };
+  return {
+    /** Queues `bytes`; false once over HIGH_WATER (the caller stops reading). */
+    write(bytes: Uint8Array): boolean {
+      queued += bytes.byteLength;
+      if (busy) waiting.push(bytes);
+      else void run(bytes);
+      return queued < HIGH_WATER;
+    },
+    /** Runs `fn` once everything queued so far was written. */
+    whenIdle(fn: () => void): void {
+      if (busy) onIdle = fn;
+      else fn();
+    },
+  };
+}
+
+/** Sends `bytes` on the channel, waiting for 'drain' when its buffer is full. */
+async function toChannel(ch: Channel, bytes: Uint8Array): Promise<void> {
+  if (tryWriteNow(ch, bytes)) return;
+  if (!ch.write(bytes)) await new Promise((r) => ch.once("drain", r));
+}
+
+/**
+ * `chunk` after the unconsumed `buf`. Nothing is copied when `buf` is
+ * empty (nearly always): `keep` copies what is left over instead, as reads
+ * land in a reused buffer.
+ */
+function append(buf: Uint8Array, chunk: Uint8Array): Uint8Array {
+  if (buf.byteLength === 0) return chunk;
+  const out = new Uint8Array(buf.byteLength + chunk.byteLength);
+  out.set(buf);
+  out.set(chunk, buf.byteLength);
+  return out;
+}
+
+/** What is left of a chunk, copied out of the buffer it was read into (empty: no copy). */
+function keep(rest: Uint8Array): Uint8Array {
+  return rest.byteLength === 0 ? EMPTY : rest.slice();
+}
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The `http` mode's request side: whole requests out of `buf`, each encoded
+ * for the engine; `methods` gets each one's method for its answer. Throws
+ * on anything the floor does not serve.
+ */
+function takeRequests(buf: Uint8Array, methods: string[], out: Uint8Array[]): Uint8Array {
+  for (;;) {
+    const end = findHeadEnd(buf, 0);
+    if (end === -1) return keep(buf);
+    const head = parseRequestHead(buf.subarray(0, end));
+    const framing = requestFraming(head);
+    if (framing.kind === "chunked") throw new Error("chunked request bodies are not served");
+    const length = framing.kind === "length" ? framing.length : 0;
+    if (buf.byteLength < end + length) return keep(buf);
+    const body = length > 0 ? buf.subarray(end, end + length) : null;
+    const headers = upstreamRequestHeaders(head.headers, null);
+    out.push(encodeRequest(head.method, head.target, headers, body, ENGINE_HOST));
+    methods.push(head.method);
+    buf = buf.subarray(end + length);
+  }
+}
+
+/** The `http` mode's response side: whole answers out of `buf`, encoded for the client. */
+function takeResponses(buf: Uint8Array, methods: string[], out: Uint8Array[]): Uint8Array {
+  for (;;) {
+    const end = findHeadEnd(buf, 0);
+    if (end === -1) return keep(buf);
+    const head = parseHead(buf.subarray(0, end));
+    const framing = framingOf(methods[0] ?? "GET", head);
+    if (framing.kind !== "length" && framing.kind !== "none") {
+      throw new Error("answers without a Content-Length are not served");
+    }
+    const length = framing.kind === "length" ? framing.length : 0;
+    if (buf.byteLength < end + length) return keep(buf);
+    methods.shift();
+    let text = `HTTP/1.1 ${head.status} ${head.statusText}\r\n`;
+    for (const [name, value] of downstreamResponsePairs(head.headers, 0)) {
+      if (name !== "content-length") text += `${name}: ${value}\r\n`;
+    }
+    text += `content-length: ${length}\r\n\r\n`;
+    out.push(latin1WithTail(text, buf.subarray(end, end + length)));
+    buf = buf.subarray(end + length);
+  }
+}
+
+async function serve(client: Deno.TcpConn): Promise<void> {
+  let ch: Channel;
+  try {
+    ch = await open();
+  } catch {
+    client.close();
+    return;
+  }
+  const done = () => {
+    ch.destroy();
+    if (clients.delete(client)) client.close();
+  };
+  let more: (() => void) | null = null;
+  const writer = clientWriter(client, () => more?.());
+  const methods: string[] = [];
+  let pendingResponse: Uint8Array = EMPTY;
+  more = ch.readDirect((chunk) => {
+    if (mode === "bytes") return writer.write(chunk.slice());
+    const out: Uint8Array[] = [];
+    try {
+      pendingResponse = takeResponses(append(pendingResponse, chunk), methods, out);
+    } catch {
+      done();
+      return false;
+    }
+    let ok = true;
+    for (const bytes of out) ok = writer.write(bytes);
+    return ok;
+  });
+  if (more === null) {
+    done(); // ssh2 changed under the shortcut: nothing to measure
+    return;
+  }
+  // The engine's half-close reaches the client once its bytes did.
+  ch.once("close", () => writer.whenIdle(done));
+  const buf = new Uint8Array(65536);
+  let pendingRequest: Uint8Array = EMPTY;
+  try {
+    for (;;) {
+      const n = await client.read(buf);
+      if (n === null) break;
+      if (mode === "bytes") {
+        await toChannel(ch, buf.slice(0, n));
+        continue;
+      }
+      const out: Uint8Array[] = [];
+      pendingRequest = takeRequests(append(pendingRequest, buf.subarray(0, n)), methods, out);
+      for (const bytes of out) await toChannel(ch, bytes);
+    }
+    ch.end();
+  } catch {
+    done();
+  }
+}
+
+try {
+  for await (const client of listener) {
+    client.setNoDelay(true);
+    clients.add(client);
+    void serve(client);
+  }
+} catch { /* the listener closed at MAX_SECONDS */ }
