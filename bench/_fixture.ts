@@ -230,17 +230,9 @@ export async function startProxyProc(
   );
   const api = startFakeVastApi({ apiKey: BENCH_API_KEY, instances: records });
   const port = freePort();
-  const env: Record<string, string> = { HOME: Deno.env.get("HOME") ?? "/root", NO_COLOR: "1" };
-  for (const k of ["PATH", "DENO_DIR", "XDG_CACHE_HOME"]) {
-    const v = Deno.env.get(k);
-    if (v) env[k] = v;
-  }
+  const env = proxyEnv();
   const started = performance.now();
-  // BENCH_PROXY_FLAGS adds runtime flags to the proxy, e.g. `--cpu-prof`.
-  const extraFlags = [
-    ...(Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean),
-    ...(opts.runtimeFlags ?? []),
-  ];
+  const extraFlags = [...proxyFlags(), ...(opts.runtimeFlags ?? [])];
   const proc = spawnLogged(
     Deno.execPath(),
     [
@@ -429,6 +421,21 @@ export async function startGoCore(
   return await listening(proc, port, log, "go core");
 }
 
+/** The environment of the proxy process (and of the floors built from its parts). */
+function proxyEnv(): Record<string, string> {
+  const env: Record<string, string> = { HOME: Deno.env.get("HOME") ?? "/root", NO_COLOR: "1" };
+  for (const k of ["PATH", "DENO_DIR", "XDG_CACHE_HOME"]) {
+    const v = Deno.env.get(k);
+    if (v) env[k] = v;
+  }
+  return env;
+}
+
+/** BENCH_PROXY_FLAGS: runtime flags for the proxy (and those floors), e.g. a V8 flag. */
+function proxyFlags(): string[] {
+  return (Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean);
+}
+
 /** How long a floor relay may live; the bench stops it long before. */
 const RELAY_MAX_SECONDS = 3_600;
 
@@ -472,7 +479,8 @@ export async function startRelay(
 /**
  * The SSH floor of paths (h) and (i) (bench/floor/ssh_forward.ts): the
  * proxy's own SSH stack to `world`'s sshd, forwarding to `enginePort` —
- * bytes only (h), or with the HTTP work a proxy cannot skip (i).
+ * bytes only (h), or with the HTTP work a proxy cannot skip (i) — with the
+ * proxy's environment and BENCH_PROXY_FLAGS (not its `--profile` flags).
  */
 export async function startSshFloor(
   world: World,
@@ -482,19 +490,26 @@ export async function startSshFloor(
 ): Promise<Proc & { url: string }> {
   const port = freePort();
   const log = `${world.dir}/ssh_floor_${mode}_${tag}.log`;
-  const proc = spawnLogged(Deno.execPath(), [
-    "run",
-    "--allow-net",
-    "--allow-read",
-    "--allow-env",
-    "--allow-sys=homedir,hostname,osRelease",
-    `${BENCH_DIR}floor/ssh_forward.ts`,
-    mode,
-    String(port),
-    String(world.sshdPort),
-    String(enginePort),
-    world.clientKey,
-    String(RELAY_MAX_SECONDS),
-  ], log);
+  const proc = spawnLogged(
+    Deno.execPath(),
+    [
+      "run",
+      ...proxyFlags(),
+      "--allow-net",
+      "--allow-read",
+      "--allow-env",
+      "--allow-sys=homedir,hostname,osRelease",
+      `${BENCH_DIR}floor/ssh_forward.ts`,
+      mode,
+      String(port),
+      String(world.sshdPort),
+      String(enginePort),
+      world.clientKey,
+      String(RELAY_MAX_SECONDS),
+      benchToken(0), // the token the proxy sends to the engine it forwards to
+    ],
+    log,
+    proxyEnv(),
+  );
   return await listening(proc, port, log, `ssh floor (${mode})`);
 }

@@ -22,6 +22,7 @@
  * their own process, so neither steals the other's event loop. See
  * docs/BENCHMARKS.md for the method and the numbers.
  */
+import { errorText } from "../lib/core/errors.ts";
 import { startFakeEngine } from "../lib/sim/fake_engine.ts";
 import {
   BENCH_MODEL,
@@ -65,9 +66,10 @@ const PATH_LABEL: Record<PathName, string> = {
  * The floor paths (S1 and S1W only). (f) once the C relay builds, and (g):
  * a plain byte relay in front of an `ssh -L` port, so (f) − (b) is the cost
  * of one process hop and (g) − (f) the runtime's share. (h) and (i) replace
- * `ssh -L` as the proxy does: (h) − (b) is what the proxy's SSH stack costs
- * over OpenSSH's client, (i) − (h) the HTTP work a proxy cannot skip, and
- * (c) − (i) everything else the proxy does per request.
+ * `ssh -L` as the proxy does: (h) − (b) is what the proxy's SSH stack (and
+ * the Deno process around it) costs over OpenSSH's client, (i) − (h) the
+ * HTTP work a proxy cannot skip, and (c) − (i) everything else the proxy
+ * does per request (under `--profile` also the profiler, which only (c) runs).
  */
 const FLOOR_PATHS: PathName[] = [];
 /** The built C relay of path (f), or null. */
@@ -192,9 +194,14 @@ async function setup(
     if (goCoreBin) goCore = await startGoCore(world, goCoreBin, ports, tag);
     if (floor) {
       for (const p of FLOOR_PATHS) {
-        relays[p] = p === "h" || p === "i"
-          ? await startSshFloor(world, p === "h" ? "bytes" : "http", ports[0], tag)
-          : await startRelay(world, ssh.ports[0], p === "f" ? cRelayBin : null, tag);
+        // A floor that does not start costs its column, never the run.
+        try {
+          relays[p] = p === "h" || p === "i"
+            ? await startSshFloor(world, p === "h" ? "bytes" : "http", ports[0], tag)
+            : await startRelay(world, ssh.ports[0], p === "f" ? cRelayBin : null, tag);
+        } catch (err) {
+          console.error(`(${p}) ${PATH_LABEL[p]} left out of ${tag}: ${errorText(err)}`);
+        }
       }
     }
   } catch (err) {
@@ -338,7 +345,10 @@ async function requestScenario<J>(
 ): Promise<ScenarioResult> {
   const res = emptyResult(what.id, what.title, what.setup);
   const env = await setup(world, s, what.backends, what.id.toLowerCase(), what.floor);
-  const paths = what.floor ? [...PATHS, ...FLOOR_PATHS] : PATHS;
+  // Floor paths that did not start (setup said why) are left out.
+  const paths = what.floor
+    ? [...PATHS, ...FLOOR_PATHS.filter((p) => env.targets[p].length > 0)]
+    : PATHS;
   try {
     // Every path first serves the same unmeasured burst. V8 keeps tiering
     // the proxy's code up for ~20k requests (c=1 p50 fell ~40 µs over the
@@ -708,15 +718,17 @@ function columns(all: ScenarioResult[]): PathName[] {
  * What a relay costs at concurrency 1 over (b), beside what vastproxy adds:
  * the floor the S1 targets sit on. Not a target, so not in `verdicts`.
  */
-function floorLines(all: ScenarioResult[]): string[] {
+export function floorLines(all: ScenarioResult[], floor: PathName[] = FLOOR_PATHS): string[] {
   const out: string[] = [];
   for (const r of all) {
-    const measured = FLOOR_PATHS.filter((p) => r.rounds[p].length > 0);
+    const measured = floor.filter((p) => r.rounds[p].length > 0);
     if (measured.length === 0) continue;
-    const over = (p: PathName) => fmt(med(r, p, "p50Ms") - med(r, "b", "p50Ms"));
+    // A path with errors or rounds without a p50 says so, as in the verdicts.
+    const over = (p: PathName) =>
+      withErrors(`+${fmt(med(r, p, "p50Ms") - med(r, "b", "p50Ms"))} ms`, r, [p], "p50Ms")[0];
     out.push(
       `  ${r.id}: p50 over (b) ssh -L: ` +
-        [...measured, "c" as const].map((p) => `(${p}) ${PATH_LABEL[p]} +${over(p)} ms`)
+        [...measured, "c" as const].map((p) => `(${p}) ${PATH_LABEL[p]} ${over(p)}`)
           .join(", "),
     );
   }

@@ -7,7 +7,8 @@
  *   `connectEndpoint` (ssh2 on the `DenoSocket`, the own AES-GCM packet
  *   cipher) and a `direct-tcpip` channel per accepted connection with the
  *   channel read/write shortcuts — copying bytes each way unchanged.
- *   (h) − (b) is what that SSH stack costs over OpenSSH's client.
+ *   (h) − (b) is what that SSH stack, and the Deno process it runs in,
+ *   cost over OpenSSH's client.
  * - `http` (path i): the same, plus the HTTP work a proxy cannot skip: the
  *   request head is parsed and checked, its fields rewritten as the proxy
  *   does (`upstreamRequestHeaders`) and encoded again (`encodeRequest`); the
@@ -17,12 +18,16 @@
  *   everything else the proxy does per request.
  *
  * A floor, not a product path: the `http` mode serves only what the bench
- * sends (bodies with a `Content-Length`, answers with one) and closes the
- * connection on anything else.
+ * sends (bodies with a `Content-Length`, answers with one, each under
+ * MAX_MESSAGE bytes) and closes the connection on anything else. `TOKEN`,
+ * when given, goes to the engine as the instance's `Authorization`, as the
+ * proxy sends it.
  *
  * Usage: deno run --allow-net --allow-read --allow-env --allow-sys=homedir,hostname,osRelease
- *   ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS
- * (loopback only; no host-key check; exits by itself after MAX_SECONDS).
+ *   ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS [TOKEN]
+ * (loopback only; no host-key check). Exits 0 by itself after MAX_SECONDS,
+ * or 1 at once when the SSH connection is lost (so a bench round sees
+ * errors, not a floor that answers nothing).
  */
 // @ts-types="@types/ssh2"
 import type { ClientChannel } from "ssh2";
@@ -37,12 +42,12 @@ import { downstreamResponsePairs, upstreamRequestHeaders } from "../../lib/proxy
 import { latin1WithTail } from "../../lib/http1/latin1.ts";
 
 const USAGE =
-  "usage: ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS";
+  "usage: ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS [TOKEN]";
 const [mode, ...rest] = Deno.args;
-const [listenPort, sshdPort, enginePort, keyFile, maxSecondsText] = rest;
+const [listenPort, sshdPort, enginePort, keyFile, maxSecondsText, token] = rest;
 const ports = [listenPort, sshdPort, enginePort, maxSecondsText].map(Number);
 if (
-  (mode !== "bytes" && mode !== "http") || rest.length !== 5 || !keyFile ||
+  (mode !== "bytes" && mode !== "http") || rest.length < 5 || rest.length > 6 || !keyFile ||
   !ports.every((n) => Number.isInteger(n) && n > 0)
 ) {
   console.error(USAGE);
@@ -50,6 +55,8 @@ if (
 }
 /** Past this many unwritten bytes for a client, the channel stops reading. */
 const HIGH_WATER = 1 << 20;
+/** The `http` mode's limit for one request or answer, head and body. */
+const MAX_MESSAGE = 1 << 20;
 const ENGINE_HOST = `127.0.0.1:${enginePort}`;
 
 type Channel = ClientChannel & ReadDirect;
@@ -59,19 +66,33 @@ const ssh = await connectEndpoint({ host: "127.0.0.1", port: ports[1], path: "di
   username: "root",
   auth: loadAuthSources({ sshKeys: [keyFile] }),
   knownHosts: null,
+  // The proxy's defaults (lib/tunnel/factory.ts).
   readyTimeoutMs: 10_000,
-  keepaliveIntervalMs: 60_000,
+  keepaliveIntervalMs: 10_000,
   keepaliveCountMax: 3,
 });
 const open = openChannel(ssh.client, ports[2]) as () => Promise<Channel>;
 const clients = new Set<Deno.TcpConn>();
 const listener = Deno.listen({ hostname: "127.0.0.1", port: ports[0] });
+let ending = false;
 setTimeout(() => {
+  ending = true;
   listener.close();
-  for (const c of clients) c.close();
+  for (const c of clients) closeQuietly(c);
   clients.clear();
   endClient(ssh.client);
 }, ports[3] * 1000);
+ssh.client.on("close", () => {
+  if (ending) return;
+  console.error("ssh_forward: the SSH connection was lost");
+  Deno.exit(1);
+});
+
+function closeQuietly(c: Deno.Conn): void {
+  try {
+    c.close();
+  } catch { /* already closed */ }
+}
 
 /**
  * Writes to the client in order, starting at once when nothing waits (so an
@@ -83,7 +104,7 @@ function clientWriter(client: Deno.TcpConn, onDrained: () => void) {
   let queued = 0;
   let busy = false;
   let failed = false;
-  let onIdle: (() => void) | null = null;
+  const onIdle: (() => void)[] = [];
   const run = async (bytes: Uint8Array) => {
     busy = true;
     for (let next: Uint8Array | undefined = bytes; next; next = waiting.shift()) {
@@ -99,9 +120,7 @@ function clientWriter(client: Deno.TcpConn, onDrained: () => void) {
       if (before >= HIGH_WATER && queued < HIGH_WATER) onDrained();
     }
     busy = false;
-    const idle = onIdle;
-    onIdle = null;
-    idle?.();
+    for (const fn of onIdle.splice(0)) fn();
   };
   return {
     /** Queues `bytes`; false once over HIGH_WATER (the caller stops reading). */
@@ -113,16 +132,25 @@ function clientWriter(client: Deno.TcpConn, onDrained: () => void) {
     },
     /** Runs `fn` once everything queued so far was written. */
     whenIdle(fn: () => void): void {
-      if (busy) onIdle = fn;
+      if (busy) onIdle.push(fn);
       else fn();
     },
   };
 }
 
-/** Sends `bytes` on the channel, waiting for 'drain' when its buffer is full. */
+/** Sends `bytes` on the channel, waiting for 'drain' when its buffer is full; throws once it closed. */
 async function toChannel(ch: Channel, bytes: Uint8Array): Promise<void> {
-  if (tryWriteNow(ch, bytes)) return;
-  if (!ch.write(bytes)) await new Promise((r) => ch.once("drain", r));
+  if (!ch.writable) throw new Error("channel closed");
+  if (tryWriteNow(ch, bytes) || ch.write(bytes)) return;
+  await new Promise<void>((resolve) => {
+    const go = () => {
+      ch.off("drain", go);
+      ch.off("close", go);
+      resolve();
+    };
+    ch.on("drain", go);
+    ch.on("close", go);
+  });
 }
 
 /**
@@ -136,6 +164,12 @@ function append(buf: Uint8Array, chunk: Uint8Array): Uint8Array {
   out.set(buf);
   out.set(chunk, buf.byteLength);
   return out;
+}
+
+/** `buf`, unless an unfinished message already passed MAX_MESSAGE (then a throw). */
+function capped(buf: Uint8Array): Uint8Array {
+  if (buf.byteLength > MAX_MESSAGE) throw new Error("message over MAX_MESSAGE");
+  return buf;
 }
 
 /** What is left of a chunk, copied out of the buffer it was read into (empty: no copy). */
@@ -152,14 +186,14 @@ const EMPTY = new Uint8Array(0);
 function takeRequests(buf: Uint8Array, methods: string[], out: Uint8Array[]): Uint8Array {
   for (;;) {
     const end = findHeadEnd(buf, 0);
-    if (end === -1) return keep(buf);
+    if (end === -1) return keep(capped(buf));
     const head = parseRequestHead(buf.subarray(0, end));
     const framing = requestFraming(head);
     if (framing.kind === "chunked") throw new Error("chunked request bodies are not served");
     const length = framing.kind === "length" ? framing.length : 0;
-    if (buf.byteLength < end + length) return keep(buf);
+    if (buf.byteLength < end + length) return keep(capped(buf));
     const body = length > 0 ? buf.subarray(end, end + length) : null;
-    const headers = upstreamRequestHeaders(head.headers, null);
+    const headers = upstreamRequestHeaders(head.headers, token ?? null);
     out.push(encodeRequest(head.method, head.target, headers, body, ENGINE_HOST));
     methods.push(head.method);
     buf = buf.subarray(end + length);
@@ -170,14 +204,14 @@ function takeRequests(buf: Uint8Array, methods: string[], out: Uint8Array[]): Ui
 function takeResponses(buf: Uint8Array, methods: string[], out: Uint8Array[]): Uint8Array {
   for (;;) {
     const end = findHeadEnd(buf, 0);
-    if (end === -1) return keep(buf);
+    if (end === -1) return keep(capped(buf));
     const head = parseHead(buf.subarray(0, end));
     const framing = framingOf(methods[0] ?? "GET", head);
     if (framing.kind !== "length" && framing.kind !== "none") {
       throw new Error("answers without a Content-Length are not served");
     }
     const length = framing.kind === "length" ? framing.length : 0;
-    if (buf.byteLength < end + length) return keep(buf);
+    if (buf.byteLength < end + length) return keep(capped(buf));
     methods.shift();
     let text = `HTTP/1.1 ${head.status} ${head.statusText}\r\n`;
     for (const [name, value] of downstreamResponsePairs(head.headers, 0)) {
@@ -194,19 +228,22 @@ async function serve(client: Deno.TcpConn): Promise<void> {
   try {
     ch = await open();
   } catch {
-    client.close();
+    clients.delete(client);
+    closeQuietly(client);
     return;
   }
   const done = () => {
     ch.destroy();
-    if (clients.delete(client)) client.close();
+    if (clients.delete(client)) closeQuietly(client);
   };
   let more: (() => void) | null = null;
   const writer = clientWriter(client, () => more?.());
   const methods: string[] = [];
   let pendingResponse: Uint8Array = EMPTY;
-  more = ch.readDirect((chunk) => {
-    if (mode === "bytes") return writer.write(chunk.slice());
+  // Chunks are kept as they come, as the proxy's Conn keeps them: the
+  // packet cipher opens every packet into a buffer of its own.
+  const onData = (chunk: Uint8Array): boolean => {
+    if (mode === "bytes") return writer.write(chunk);
     const out: Uint8Array[] = [];
     try {
       pendingResponse = takeResponses(append(pendingResponse, chunk), methods, out);
@@ -217,12 +254,25 @@ async function serve(client: Deno.TcpConn): Promise<void> {
     let ok = true;
     for (const bytes of out) ok = writer.write(bytes);
     return ok;
-  });
+  };
+  more = ch.readDirect(onData);
   if (more === null) {
-    done(); // ssh2 changed under the shortcut: nothing to measure
-    return;
+    // The shortcut declined (bytes came before it was attached): the
+    // Readable, as the proxy's Conn falls back to it.
+    ch.on("data", (chunk: Uint8Array) => {
+      if (!onData(chunk)) ch.pause();
+    });
+    more = () => ch.resume();
   }
-  // The engine's half-close reaches the client once its bytes did.
+  // The engine's half-close reaches the client once its bytes did (as
+  // `ssh -L` passes it on); an answer cut short ends the HTTP connection.
+  ch.once("end", () =>
+    writer.whenIdle(() => {
+      if (mode === "http") return done();
+      try {
+        client.closeWrite();
+      } catch { /* gone */ }
+    }));
   ch.once("close", () => writer.whenIdle(done));
   const buf = new Uint8Array(65536);
   let pendingRequest: Uint8Array = EMPTY;
@@ -250,4 +300,8 @@ try {
     clients.add(client);
     void serve(client);
   }
-} catch { /* the listener closed at MAX_SECONDS */ }
+} catch { /* the listener closed */ }
+if (!ending) {
+  console.error("ssh_forward: the listener failed");
+  Deno.exit(1);
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { echoServer } from "../_helpers/echo_server.ts";
+import { echoServer, tcpServer } from "../_helpers/echo_server.ts";
 import { freePort, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { waitPort } from "../../bench/_fixture.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
@@ -13,6 +13,7 @@ function spawnFloor(
   sshd: Pick<Sshd, "port" | "clientKeyPath">,
   enginePort: number,
   seconds: number,
+  token?: string,
 ) {
   const port = freePort();
   const child = new Deno.Command(Deno.execPath(), {
@@ -29,6 +30,7 @@ function spawnFloor(
       String(enginePort),
       sshd.clientKeyPath,
       String(seconds),
+      ...(token ? [token] : []),
     ],
     stdout: "null",
     stderr: "piped",
@@ -102,40 +104,226 @@ Deno.test({
   async fn() {
     const sshd = await startSshd();
     const engine = await startFakeEngine({ model: "floor-model", engine: "vllm" });
-    const { port, stop } = spawnFloor("http", sshd, engine.port, 60);
+    const { port, stop } = spawnFloor("http", sshd, engine.port, 60, "inst-token-1");
     try {
       await waitPort(port, 20_000);
       const conn = await Deno.connect({ hostname: "127.0.0.1", port });
       try {
-        for (const n of [1, 2]) {
+        for (const n of [1, 2, 3]) {
           const body = JSON.stringify({
             model: "floor-model",
             messages: [{ role: "user", content: `hello ${n}` }],
             max_tokens: 4,
           });
-          await conn.write(new TextEncoder().encode(
+          const request = new TextEncoder().encode(
             `POST /v1/chat/completions HTTP/1.1\r\nHost: floor.test\r\n` +
               `Authorization: Bearer client-secret\r\nContent-Type: application/json\r\n` +
-              `Content-Length: ${body.length}\r\n\r\n${body}`,
-          ));
+              `Connection: keep-alive, X-Drop\r\nX-Drop: 1\r\nTE: trailers\r\n` +
+              `X-VastProxy-Instance: 7\r\nContent-Length: ${body.length}\r\n\r\n${body}`,
+          );
+          if (n === 3) {
+            // Head and part of the body, a pause, then the rest: what is
+            // left over between reads must be kept, not a view of the buffer.
+            const cut = request.length - 10;
+            await conn.write(request.subarray(0, cut));
+            await new Promise((r) => setTimeout(r, 100));
+            await conn.write(request.subarray(cut));
+          } else {
+            await conn.write(request);
+          }
           const { head, text } = await readResponse(conn);
           assert.match(head, /^HTTP\/1\.1 200 OK\r\n/);
           assert.match(head, /\r\nx-vastproxy-instance: 0\r\n/);
           const answer = JSON.parse(text);
           assert.equal(answer.model, "floor-model");
           assert.equal(answer.object, "chat.completion");
-          // The engine got this request's body, byte for byte, without the client's token.
+          // The engine got this request's body byte for byte, the instance
+          // token instead of the client's, its own address as Host, and none
+          // of the hop-by-hop fields nor the proxy's own header.
           assert.equal(engine.stats.lastBody, body);
-          assert.equal(engine.stats.authHeaders.at(-1), null);
-          assert.notEqual(engine.stats.lastHeaders?.get("host"), "floor.test");
+          assert.equal(engine.stats.authHeaders.at(-1), "Bearer inst-token-1");
+          const seen = engine.stats.lastHeaders!;
+          assert.equal(seen.get("host"), `127.0.0.1:${engine.port}`);
+          for (const name of ["x-drop", "te", "x-vastproxy-instance"]) {
+            assert.equal(seen.get(name), null, `${name} reached the engine`);
+          }
         }
-        assert.equal(engine.stats.requests, 2);
+        assert.equal(engine.stats.requests, 3);
       } finally {
         conn.close();
       }
     } finally {
       await stop();
       await engine.close();
+      await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "bench SSH floor (path i): the engine's hop-by-hop fields are not relayed",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    // A raw engine: one fixed answer per request head, fields a proxy must drop.
+    const answer = "HTTP/1.1 200 OK\r\nConnection: x-secret\r\nX-Secret: s\r\n" +
+      "Keep-Alive: timeout=5\r\nx-vastproxy-instance: 99\r\nX-Kept: yes\r\n" +
+      "Content-Length: 2\r\n\r\nok";
+    const engine = tcpServer(async (c) => {
+      const buf = new Uint8Array(4096);
+      let text = "";
+      for (;;) {
+        const n = await c.read(buf);
+        if (n === null) return;
+        text += new TextDecoder().decode(buf.subarray(0, n));
+        while (text.includes("\r\n\r\n")) {
+          text = text.slice(text.indexOf("\r\n\r\n") + 4);
+          await c.write(new TextEncoder().encode(answer));
+        }
+      }
+    });
+    const { port, stop } = spawnFloor("http", sshd, engine.port, 60);
+    try {
+      await waitPort(port, 20_000);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await conn.write(new TextEncoder().encode("GET /x HTTP/1.1\r\nHost: a\r\n\r\n"));
+        const { head, text } = await readResponse(conn);
+        assert.equal(text, "ok");
+        assert.match(head, /\r\nx-kept: yes\r\n/i);
+        assert.doesNotMatch(head, /x-secret|keep-alive|: 99/i);
+        assert.equal(head.match(/x-vastproxy-instance/gi)?.length, 1);
+      } finally {
+        conn.close();
+      }
+    } finally {
+      await stop();
+      await engine.close();
+      await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "bench SSH floor (path h): half-closes pass both ways, and a slow reader loses nothing",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    // Says "hi" and half-closes at once, then counts what it reads to EOF
+    // (per connection: waitPort's probe is one too).
+    const totals: number[] = [];
+    const engine = tcpServer(async (c) => {
+      await c.write(new TextEncoder().encode("hi"));
+      await c.closeWrite();
+      const buf = new Uint8Array(65536);
+      let total = 0;
+      for (;;) {
+        const n = await c.read(buf);
+        if (n === null) break;
+        total += n;
+      }
+      totals.push(total);
+    });
+    const echo = echoServer();
+    const toEngine = spawnFloor("bytes", sshd, engine.port, 60);
+    const toEcho = spawnFloor("bytes", sshd, echo.port, 60);
+    try {
+      await waitPort(toEngine.port, 20_000);
+      await waitPort(toEcho.port, 20_000);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port: toEngine.port });
+      try {
+        // The engine's EOF arrives while this side is still open...
+        const got = await Promise.race([
+          readToEnd(conn),
+          new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
+        ]);
+        assert.notEqual(got, null, "the engine's half-close never reached the client");
+        assert.equal(new TextDecoder().decode(got!), "hi");
+        // ...and this side can still send, then end its half.
+        await conn.write(new TextEncoder().encode("hello"));
+        await conn.closeWrite();
+        for (let i = 0; i < 100 && !totals.includes(5); i++) {
+          await new Promise((r) => setTimeout(r, 100));
+        }
+        assert.ok(totals.includes(5), `the engine read ${JSON.stringify(totals)}, not 5 bytes`);
+      } finally {
+        conn.close();
+      }
+      // 16 MiB echoed while the client reads nothing for a second: more than
+      // loopback's socket buffers hold, so the floor's queue passes its
+      // high-water mark and the channel must pause and resume.
+      const slow = await Deno.connect({ hostname: "127.0.0.1", port: toEcho.port });
+      try {
+        const size = 16 << 20;
+        const sent = new Uint8Array(size).map((_, i) => (i * 13) & 0xff);
+        const writing = (async () => {
+          for (let at = 0; at < size;) at += await slow.write(sent.subarray(at));
+        })();
+        await new Promise((r) => setTimeout(r, 1_000));
+        const back = await readExactly(slow, size);
+        await writing;
+        assert.deepEqual(back, sent);
+      } finally {
+        slow.close();
+      }
+    } finally {
+      await toEngine.stop();
+      await toEcho.stop();
+      await engine.close();
+      await echo.close();
+      await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "bench SSH floor: an engine that is down costs its connection, and the floor still ends cleanly",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    const { port, child, stop } = spawnFloor("bytes", sshd, freePort(), 3);
+    try {
+      await waitPort(port, 20_000);
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        // sshd refuses the channel: the client sees its connection end.
+        assert.equal((await readToEnd(conn).catch(() => new Uint8Array(0))).length, 0);
+      } finally {
+        conn.close();
+      }
+      const status = await Promise.race([
+        child.status,
+        new Promise<null>((r) => setTimeout(() => r(null), 15_000)),
+      ]);
+      assert.notEqual(status, null, "the floor should exit after MAX_SECONDS");
+      assert.equal(status!.code, 0);
+    } finally {
+      await stop();
+      await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "bench SSH floor: losing the SSH connection ends the floor with an error",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    const echo = echoServer();
+    const { port, child, stop } = spawnFloor("bytes", sshd, echo.port, 60);
+    try {
+      await waitPort(port, 20_000);
+      await sshd.kill("SIGKILL");
+      const status = await Promise.race([
+        child.status,
+        new Promise<null>((r) => setTimeout(() => r(null), 15_000)),
+      ]);
+      assert.notEqual(status, null, "the floor should exit when its SSH connection is gone");
+      assert.equal(status!.code, 1);
+    } finally {
+      await stop();
+      await echo.close();
       await sshd.stop();
     }
   },
@@ -150,6 +338,24 @@ Deno.test("bench SSH floor: bad arguments are refused with a usage line", async 
   assert.equal(out.code, 2);
   assert.match(new TextDecoder().decode(out.stderr), /^usage: ssh_forward\.ts bytes\|http /);
 });
+
+/** Everything `conn` sends until it ends. */
+async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
+  const parts: Uint8Array[] = [];
+  const buf = new Uint8Array(65536);
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) break;
+    parts.push(buf.slice(0, n));
+  }
+  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.length;
+  }
+  return out;
+}
 
 /** One response with a Content-Length body: its head (through the blank line) and body text. */
 async function readResponse(conn: Deno.Conn): Promise<{ head: string; text: string }> {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type PathName, type ScenarioResult, verdicts } from "../../bench/bench.ts";
+import { floorLines, type PathName, type ScenarioResult, verdicts } from "../../bench/bench.ts";
 
 /** A scenario with `rounds` per path (paths left out have none). */
 function scenario(
@@ -62,4 +62,32 @@ Deno.test("verdicts: ratios at the line pass, just under it fail, and say so", (
   const under = scenario("S2W", { b: [rate(100_000)], c: [rate(59_990)], e: [rate(40_000)] });
   const v = verdict([under], "#14 (wrk): S2W req/s (c) ≥ 60% of (b)");
   assert.deepEqual([v.value, v.ok], ["59.99%", false]);
+});
+
+Deno.test("floorLines: each floor path over (b), and a floor with errors or lost rounds says so", () => {
+  const b = [ok(0.3), ok(0.3), ok(0.3)];
+  const clean = scenario("S1W", {
+    b,
+    c: [ok(0.46), ok(0.46), ok(0.46)],
+    h: [ok(0.34), ok(0.34), ok(0.34)],
+    i: [ok(0.4), ok(0.4), ok(0.4)],
+  });
+  const lines = floorLines([clean], ["f", "g", "h", "i"]);
+  assert.equal(
+    lines.at(-1),
+    "  S1W: p50 over (b) ssh -L: (h) SSH floor +0.04 ms, (i) HTTP floor +0.10 ms, " +
+      "(c) vastproxy +0.16 ms",
+  );
+  // (h) died after its first round: its "+x ms" comes from one round and must say so.
+  const broken = scenario("S1W", {
+    b,
+    c: [ok(0.46)],
+    h: [ok(0.34), { p50Ms: NaN, errors: 5 }, { p50Ms: NaN, errors: 5 }],
+  });
+  assert.match(
+    floorLines([broken], ["h"]).at(-1)!,
+    /\(h\) SSH floor \+0\.04 ms, 10 errors, 2 rounds without a p50Ms on h/,
+  );
+  // No floor path measured: no floor lines at all.
+  assert.deepEqual(floorLines([scenario("S2W", { b, c: b })], ["h", "i"]), []);
 });
