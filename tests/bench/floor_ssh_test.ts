@@ -3,6 +3,8 @@ import { echoServer, tcpServer } from "../_helpers/echo_server.ts";
 import { freePort, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { waitPort } from "../../bench/_fixture.ts";
 import { startFakeEngine } from "../../lib/sim/fake_engine.ts";
+import { wrkScript } from "../../bench/wrk.ts";
+import { wrkOrSkip } from "../_helpers/wrk.ts";
 
 const FORWARD = new URL("../../bench/floor/ssh_forward.ts", import.meta.url).pathname;
 const ignore = !sshdAvailable();
@@ -272,6 +274,111 @@ Deno.test({
       await engine.close();
       await echo.close();
       await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "bench SSH floor (path h): clients that reset mid-answer cost only their own connection",
+  ignore,
+  async fn() {
+    const sshd = await startSshd();
+    const echo = echoServer();
+    const { port, child, stop } = spawnFloor("bytes", sshd, echo.port, 6);
+    try {
+      await waitPort(port, 20_000);
+      // Some send 200 KB and close with the echo unread (the kernel resets
+      // the connection while the floor is still writing to it); the rest
+      // get their echo and close at once, so the engine's end and the
+      // channel's close race the floor's own closing (as wrk's connections
+      // do at the end of a run).
+      await Promise.all(Array.from({ length: 60 }, async (_, k) => {
+        const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+        try {
+          if (k % 3 === 0) {
+            await conn.write(new Uint8Array(200_000).fill(7));
+            await new Promise((r) => setTimeout(r, 20));
+          } else {
+            await conn.write(new Uint8Array(10).fill(k));
+            await readExactly(conn, 10);
+          }
+        } finally {
+          conn.close();
+        }
+      }));
+      await new Promise((r) => setTimeout(r, 500));
+      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
+      try {
+        await conn.write(new TextEncoder().encode("still here"));
+        assert.equal(new TextDecoder().decode(await readExactly(conn, 10)), "still here");
+      } finally {
+        conn.close();
+      }
+      const status = await Promise.race([
+        child.status,
+        new Promise<null>((r) => setTimeout(() => r(null), 15_000)),
+      ]);
+      assert.notEqual(status, null, "the floor should exit after MAX_SECONDS");
+      assert.equal(status!.code, 0);
+    } finally {
+      await stop();
+      await echo.close();
+      await sshd.stop();
+    }
+  },
+});
+
+Deno.test({
+  name: "bench SSH floor (h, i): a wrk burst and its closing connections leave the floor serving",
+  ignore,
+  async fn() {
+    if (!(await wrkOrSkip())) return;
+    const sshd = await startSshd();
+    const engine = await startFakeEngine({ model: "floor-model", engine: "vllm", keepLast: 10 });
+    const dir = await Deno.makeTempDir({ prefix: "vastproxy-floor-wrk-" });
+    const script = `${dir}/post.lua`;
+    await Deno.writeTextFile(
+      script,
+      wrkScript({
+        method: "POST",
+        body: JSON.stringify({ model: "floor-model", messages: [], max_tokens: 2 }),
+        headers: { "content-type": "application/json" },
+      }, false),
+    );
+    const floors = ["bytes", "http"].map((mode) => spawnFloor(mode, sshd, engine.port, 60));
+    try {
+      for (const floor of floors) {
+        await waitPort(floor.port, 20_000);
+        // 32 connections for a second, as the bench's warm-up: wrk closes
+        // them all at the end, some with an answer still on its way.
+        const out = await new Deno.Command("wrk", {
+          args: [
+            "-t2",
+            "-c32",
+            "-d1s",
+            "-s",
+            script,
+            `http://127.0.0.1:${floor.port}/v1/chat/completions`,
+          ],
+          stdout: "piped",
+          stderr: "piped",
+        }).output();
+        assert.ok(out.success, new TextDecoder().decode(out.stderr));
+        assert.match(new TextDecoder().decode(out.stdout), /\d+ requests in/);
+        await new Promise((r) => setTimeout(r, 500));
+        const res = await fetch(`http://127.0.0.1:${floor.port}/v1/chat/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "floor-model", messages: [], max_tokens: 2 }),
+        });
+        assert.equal(res.status, 200, "the floor should still answer after the burst");
+        assert.equal((await res.json()).model, "floor-model");
+      }
+    } finally {
+      for (const floor of floors) await floor.stop();
+      await engine.close();
+      await sshd.stop();
+      await Deno.remove(dir, { recursive: true });
     }
   },
 });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { findWrk, luaString, parseWrk, WrkRunner, wrkScript } from "../../bench/wrk.ts";
+import { luaString, parseWrk, WrkRunner, wrkScript } from "../../bench/wrk.ts";
+import { wrkOrSkip } from "../_helpers/wrk.ts";
 import { tcpServer } from "../_helpers/echo_server.ts";
 
 const REPORT = `Running 2s test @ http://127.0.0.1:41177/v1/chat/completions
@@ -65,16 +66,6 @@ Deno.test("wrkScript: the timing hooks only when asked for", () => {
   assert.doesNotMatch(wrkScript(job, false), /function (request|response|done)/);
   assert.match(wrkScript(job, true), /function request\(\)[\s\S]*function response\(/);
 });
-
-/** wrk when installed; under CI=true it must be (.ci/run installs it). */
-async function wrkOrSkip(): Promise<boolean> {
-  if (await findWrk()) return true;
-  // findWrk also says no when running it is not allowed (--allow-run).
-  const why = "wrk not found on PATH, or not allowed to run";
-  if (Deno.env.get("CI") === "true") throw new Error(`${why}: it is required in CI (CI=true)`);
-  console.warn(`\n!!!!!!!! ${why}: SKIPPING the real-wrk tests !!!!!!!!\n`);
-  return false;
-}
 
 /**
  * A local HTTP server that answers each request as it arrives; every
