@@ -3,6 +3,7 @@ import { echoServer, tcpServer } from "../_helpers/echo_server.ts";
 import { freePort } from "../_helpers/sshd.ts";
 import { rawExchange } from "../faults/_local_proxy.ts";
 import { waitPort } from "../../bench/_fixture.ts";
+import { assertEchoedConcurrently, exitWithin } from "../_helpers/byte_pipe.ts";
 
 const RELAY = new URL("../../bench/floor/relay.ts", import.meta.url).pathname;
 
@@ -24,17 +25,6 @@ function spawnRelay(upstreamPort: number, seconds: number, stderr: "piped" | "nu
   return { port, child, stop };
 }
 
-async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
-  const out = new Uint8Array(n);
-  let at = 0;
-  while (at < n) {
-    const got = await conn.read(out.subarray(at));
-    if (got === null) throw new Error(`connection ended after ${at} of ${n} bytes`);
-    at += got;
-  }
-  return out;
-}
-
 Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it exits by itself", async () => {
   const echo = echoServer();
   const { port, child, stop } = spawnRelay(echo.port, 2, "piped");
@@ -42,26 +32,8 @@ Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it ex
     await waitPort(port, 20_000);
     // Several connections at once, each with its own upstream, and a payload
     // far larger than one read, so a mixed-up or truncated relay shows.
-    const sizes = [1, 300, 200_000];
-    await Promise.all(sizes.map(async (size, k) => {
-      const conn = await Deno.connect({ hostname: "127.0.0.1", port });
-      try {
-        const sent = new Uint8Array(size).map((_, i) => (i * 31 + k * 7) & 0xff);
-        const [, back] = await Promise.all([
-          (async () => {
-            for (let at = 0; at < size;) at += await conn.write(sent.subarray(at));
-          })(),
-          readExactly(conn, size),
-        ]);
-        assert.deepEqual(back, sent);
-      } finally {
-        conn.close();
-      }
-    }));
-    const status = await Promise.race([
-      child.status,
-      new Promise<null>((r) => setTimeout(() => r(null), 10_000)),
-    ]);
+    await assertEchoedConcurrently(port, [1, 300, 200_000]);
+    const status = await exitWithin(child, 10_000);
     assert.notEqual(status, null, "the relay should exit after MAX_SECONDS");
     assert.equal(status!.code, 0, new TextDecoder().decode((await child.output()).stderr));
   } finally {
