@@ -84,20 +84,21 @@ function floorTest(name: string, body: (t: FloorTest) => Promise<void>): void {
         },
         later: (close) => void cleanups.push(close),
       };
+      const failed: unknown[] = [];
       try {
         await body(t);
-      } finally {
-        // Every cleanup runs, even after one fails; the first failure is reported.
-        const failed: unknown[] = [];
-        for (const close of cleanups.reverse()) {
-          try {
-            await close();
-          } catch (err) {
-            failed.push(err);
-          }
-        }
-        if (failed.length > 0) throw failed[0];
+      } catch (err) {
+        failed.push(err);
       }
+      // Every cleanup runs, even after one fails; the first failure is reported.
+      for (const close of cleanups.reverse()) {
+        try {
+          await close();
+        } catch (err) {
+          failed.push(err);
+        }
+      }
+      if (failed.length > 0) throw failed[0];
     },
   });
 }
