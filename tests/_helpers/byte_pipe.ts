@@ -4,6 +4,7 @@
  * and wait for a process that must exit by itself.
  */
 import assert from "node:assert/strict";
+import { concat } from "../../lib/http1/_response_writer.ts";
 
 /** The next `n` bytes of `conn`; throws if it ends first. */
 export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
@@ -26,13 +27,7 @@ export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
     if (n === null) break;
     parts.push(buf.slice(0, n));
   }
-  const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
+  return concat(parts);
 }
 
 /**

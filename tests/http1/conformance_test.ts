@@ -6,6 +6,7 @@
  * through a real Deno.serve read with a raw socket.
  */
 import assert from "node:assert/strict";
+import { readToEnd } from "../_helpers/byte_pipe.ts";
 import type { Handler } from "../../lib/proxy/relay.ts";
 import { guardResponse } from "../../lib/proxy/guard.ts";
 import { bytesToLatin1, latin1ToBytes } from "../../lib/http1/latin1.ts";
@@ -85,20 +86,7 @@ async function rawExchange(port: number, bytes: Uint8Array): Promise<Uint8Array>
   const conn = await Deno.connect({ hostname: "127.0.0.1", port });
   try {
     await conn.write(bytes);
-    const chunks: Uint8Array[] = [];
-    const buf = new Uint8Array(16 * 1024);
-    for (;;) {
-      const n = await conn.read(buf);
-      if (n === null) break;
-      chunks.push(buf.slice(0, n));
-    }
-    const out = new Uint8Array(chunks.reduce((s, c) => s + c.length, 0));
-    let at = 0;
-    for (const c of chunks) {
-      out.set(c, at);
-      at += c.length;
-    }
-    return out;
+    return await readToEnd(conn);
   } finally {
     conn.close();
   }

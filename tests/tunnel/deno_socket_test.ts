@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import { DenoSocket, socketError } from "../../lib/tunnel/deno_socket.ts";
+import { concat } from "../../lib/http1/_response_writer.ts";
 
 /** A loopback server whose accepted connection the test drives by hand. */
 async function pair(): Promise<{ sock: DenoSocket; peer: Deno.TcpConn; close(): void }> {
@@ -273,13 +274,7 @@ Deno.test("DenoSocket: writes across turns, during slow in-flight writes and aro
         if (n === null) break;
         parts.push(buf.slice(0, n));
       }
-      const out = new Uint8Array(parts.reduce((a, p) => a + p.length, 0));
-      let at = 0;
-      for (const p of parts) {
-        out.set(p, at);
-        at += p.length;
-      }
-      return out;
+      return concat(parts);
     })();
     for (let i = 0; i < 600; i++) {
       const size = rand(10) === 0 ? 200_000 + rand(300_000) : 1 + rand(2000);
