@@ -1,7 +1,7 @@
 /**
- * Helpers for tests of byte relays (the bench's floor paths): read exactly
- * or to the end, check that bytes pass unchanged on concurrent connections,
- * and wait for a process that must exit by itself.
+ * Helpers for tests of byte relays (the bench's floor paths): read exactly,
+ * to the end or just count to the end, check that bytes pass unchanged on
+ * concurrent connections, and check that a process exits by itself.
  */
 import assert from "node:assert/strict";
 import { concat } from "../../lib/http1/_response_writer.ts";
@@ -30,6 +30,17 @@ export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
   return concat(parts);
 }
 
+/** How many bytes `conn` sends until it ends (a test server that only counts). */
+export async function countToEnd(conn: Deno.Conn): Promise<number> {
+  const buf = new Uint8Array(65536);
+  let total = 0;
+  for (;;) {
+    const n = await conn.read(buf);
+    if (n === null) return total;
+    total += n;
+  }
+}
+
 /**
  * Opens one connection per size to `port` (an echo behind a relay), all at
  * once, and checks each gets back exactly the distinct bytes it sent: a
@@ -54,7 +65,7 @@ export async function assertEchoedConcurrently(port: number, sizes: number[]): P
 }
 
 /** `child`'s exit status once it exits, or null if it is still running after `ms`. */
-export function exitWithin(
+function exitWithin(
   child: Deno.ChildProcess,
   ms: number,
 ): Promise<Deno.CommandStatus | null> {
@@ -63,4 +74,24 @@ export function exitWithin(
     child.status,
     new Promise<null>((r) => timer = setTimeout(() => r(null), ms)),
   ]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Asserts that `child` exits within `ms` (else fails with `why`) and with
+ * `code`; `detail` (e.g. its stderr) is added to a wrong-code failure.
+ */
+export async function assertExits(
+  child: Deno.ChildProcess,
+  code: number,
+  ms: number,
+  why: string,
+  detail?: () => Promise<string>,
+): Promise<void> {
+  const status = await exitWithin(child, ms);
+  assert.notEqual(status, null, why);
+  if (status!.code !== code) {
+    assert.fail(
+      `exit code ${status!.code}, expected ${code}${detail ? `: ${await detail()}` : ""}`,
+    );
+  }
 }

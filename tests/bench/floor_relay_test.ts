@@ -3,7 +3,7 @@ import { echoServer, tcpServer } from "../_helpers/echo_server.ts";
 import { freePort } from "../_helpers/sshd.ts";
 import { rawExchange } from "../faults/_local_proxy.ts";
 import { waitPort } from "../../bench/_fixture.ts";
-import { assertEchoedConcurrently, exitWithin } from "../_helpers/byte_pipe.ts";
+import { assertEchoedConcurrently, assertExits, countToEnd } from "../_helpers/byte_pipe.ts";
 
 const RELAY = new URL("../../bench/floor/relay.ts", import.meta.url).pathname;
 
@@ -33,9 +33,13 @@ Deno.test("bench floor relay (path g): bytes pass unchanged both ways, and it ex
     // Several connections at once, each with its own upstream, and a payload
     // far larger than one read, so a mixed-up or truncated relay shows.
     await assertEchoedConcurrently(port, [1, 300, 200_000]);
-    const status = await exitWithin(child, 10_000);
-    assert.notEqual(status, null, "the relay should exit after MAX_SECONDS");
-    assert.equal(status!.code, 0, new TextDecoder().decode((await child.output()).stderr));
+    await assertExits(
+      child,
+      0,
+      10_000,
+      "the relay should exit after MAX_SECONDS",
+      async () => new TextDecoder().decode((await child.output()).stderr),
+    );
   } finally {
     await stop();
     await echo.close();
@@ -56,14 +60,7 @@ Deno.test("bench floor relay: a client's half-close still gets the answer", asyn
   // Answers only once the client has said everything (EOF), like a server
   // reading a request body that ends with the connection's write side.
   const server = tcpServer(async (c) => {
-    const buf = new Uint8Array(1024);
-    let total = 0;
-    for (;;) {
-      const n = await c.read(buf);
-      if (n === null) break;
-      total += n;
-    }
-    const reply = new TextEncoder().encode(`got ${total} bytes`);
+    const reply = new TextEncoder().encode(`got ${await countToEnd(c)} bytes`);
     for (let at = 0; at < reply.length;) at += await c.write(reply.subarray(at));
   });
   const { port, stop } = spawnRelay(server.port, 30, "null");

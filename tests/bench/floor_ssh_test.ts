@@ -4,7 +4,8 @@ import { freePort, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.
 import { waitPort } from "../../bench/_fixture.ts";
 import {
   assertEchoedConcurrently,
-  exitWithin,
+  assertExits,
+  countToEnd,
   readExactly,
   readToEnd,
 } from "../_helpers/byte_pipe.ts";
@@ -112,9 +113,7 @@ floorTest(
     // Connections at once, each on its own channel, one far larger than a
     // channel window and a packet, so a mixed-up or truncated relay shows.
     await assertEchoedConcurrently(port, [1, 300, 300_000]);
-    const status = await exitWithin(child, 15_000);
-    assert.notEqual(status, null, "the floor should exit after MAX_SECONDS");
-    assert.equal(status!.code, 0);
+    await assertExits(child, 0, 15_000, "the floor should exit after MAX_SECONDS");
   },
 );
 
@@ -208,14 +207,7 @@ floorTest(
     const engine = tcpServer(async (c) => {
       await c.write(new TextEncoder().encode("hi"));
       await c.closeWrite();
-      const buf = new Uint8Array(65536);
-      let total = 0;
-      for (;;) {
-        const n = await c.read(buf);
-        if (n === null) break;
-        total += n;
-      }
-      totals.push(total);
+      totals.push(await countToEnd(c));
     });
     t.later(() => engine.close());
     const echo = echoServer();
@@ -283,9 +275,7 @@ floorTest(
     }));
     await new Promise((r) => setTimeout(r, 500));
     await assertEchoedConcurrently(port, [10]);
-    const status = await exitWithin(child, 15_000);
-    assert.notEqual(status, null, "the floor should exit after MAX_SECONDS");
-    assert.equal(status!.code, 0);
+    await assertExits(child, 0, 15_000, "the floor should exit after MAX_SECONDS");
   },
 );
 
@@ -332,9 +322,7 @@ floorTest(
     t.later(() => conn.close());
     // sshd refuses the channel: the client sees its connection end.
     assert.equal((await readToEnd(conn).catch(() => new Uint8Array(0))).length, 0);
-    const status = await exitWithin(child, 15_000);
-    assert.notEqual(status, null, "the floor should exit after MAX_SECONDS");
-    assert.equal(status!.code, 0);
+    await assertExits(child, 0, 15_000, "the floor should exit after MAX_SECONDS");
   },
 );
 
@@ -343,9 +331,7 @@ floorTest("bench SSH floor: losing the SSH connection ends the floor with an err
   t.later(() => echo.close());
   const { child } = await t.floor("bytes", echo.port, 60);
   await t.sshd.kill("SIGKILL");
-  const status = await exitWithin(child, 15_000);
-  assert.notEqual(status, null, "the floor should exit when its SSH connection is gone");
-  assert.equal(status!.code, 1);
+  await assertExits(child, 1, 15_000, "the floor should exit when its SSH connection is gone");
 });
 
 Deno.test("bench SSH floor: bad arguments are refused with a usage line", async () => {
