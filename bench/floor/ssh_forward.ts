@@ -13,7 +13,7 @@
  *   request head is parsed and checked, its fields rewritten as the proxy
  *   does (`upstreamRequestHeaders`) and encoded again (`encodeRequest`); the
  *   response head is parsed, rewritten (`downstreamResponsePairs`) and
- *   written with its body. No `Request`/`Response` objects, no routing,
+ *   written with its body by the server's own head encoder. No `Request`/`Response` objects, no routing,
  *   logging or metrics. (i) − (h) is that HTTP work; (c) − (i) is
  *   everything else the proxy does per request.
  *
@@ -39,7 +39,8 @@ import type { ReadDirect } from "../../lib/tunnel/channel_read.ts";
 import { parseRequestHead, requestFraming } from "../../lib/http1/request_head.ts";
 import { encodeRequest, findHeadEnd, framingOf, parseHead } from "../../lib/http1/parse.ts";
 import { downstreamResponsePairs, upstreamRequestHeaders } from "../../lib/proxy/headers.ts";
-import { latin1WithTail } from "../../lib/http1/latin1.ts";
+import { encodeHead } from "../../lib/http1/response_head.ts";
+import { headersOrder } from "../../lib/http1/raw.ts";
 
 const USAGE =
   "usage: ssh_forward.ts bytes|http LISTEN_PORT SSHD_PORT ENGINE_PORT KEY_FILE MAX_SECONDS [TOKEN]";
@@ -212,13 +213,18 @@ function takeResponses(buf: Uint8Array, methods: string[], out: Uint8Array[]): U
     }
     const length = framing.kind === "length" ? framing.length : 0;
     if (buf.byteLength < end + length) return keep(capped(buf));
-    methods.shift();
-    let text = `HTTP/1.1 ${head.status} ${head.statusText}\r\n`;
-    for (const [name, value] of downstreamResponsePairs(head.headers, 0)) {
-      if (name !== "content-length") text += `${name}: ${value}\r\n`;
-    }
-    text += `content-length: ${length}\r\n\r\n`;
-    out.push(latin1WithTail(text, buf.subarray(end, end + length)));
+    // Written as the proxy's server writes an answer that came whole: its
+    // own head encoder, the fields in the server's order, the body after.
+    const fields = headersOrder(downstreamResponsePairs(head.headers, 0));
+    out.push(
+      encodeHead(head.status, head.statusText, fields, {
+        method: methods.shift() ?? "GET",
+        minor: 1,
+        keepAlive: true,
+        knownLength: length,
+        tail: buf.subarray(end, end + length),
+      }).bytes,
+    );
     buf = buf.subarray(end + length);
   }
 }

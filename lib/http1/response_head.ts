@@ -95,9 +95,21 @@ export function encodeResponseHead(res: Response, opts: ResponseHeadOptions): En
   const fields: Iterable<[string, string]> = pairs !== undefined
     ? headersOrder(pairs)
     : res.headers;
-  const status = res.status;
+  return encodeHead(res.status, res.statusText, fields, opts);
+}
+
+/**
+ * `encodeResponseHead` for a status, reason phrase and fields (in the order
+ * they go out) given as they are, with no `Response` around them.
+ */
+export function encodeHead(
+  status: number,
+  statusText: string,
+  fields: Iterable<[string, string]>,
+  opts: ResponseHeadOptions,
+): EncodedHead {
   const noBody = opts.method === "HEAD" || status === 204 || status === 304;
-  let head = `HTTP/1.1 ${status} ${res.statusText || reasonPhrase(status)}\r\n`;
+  let head = `HTTP/1.1 ${status} ${statusText || reasonPhrase(status)}\r\n`;
   let hasDate = false;
   let handlerLength: number | null = null;
   for (const [name, value] of fields) {
