@@ -21,6 +21,10 @@
  * `saturationQueue × capacity`; the admission queue (admission.ts) holds
  * requests while every candidate is. No metrics, no saturation.
  *
+ * The relay hashes a prompt's prefix only while more than one backend is
+ * routable: with one, there is nothing to choose, so prompts sent then are
+ * not remembered (a backend that joins later starts the record afresh).
+ *
  * State (the prefix record and the capacities) is owned by this object and
  * written only by `select()`, and is bounded: the prefix record is one LRU
  * over all backends with `maxEntries` blocks; capacities keep at most

@@ -190,12 +190,18 @@ export function createHandler(deps: RelayDeps): Handler {
     }
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
+    // Without the admission queue the first pick is made right below, with
+    // no await between: it sees this same list.
+    const routable = deps.admission ? null : deps.pool.routable();
     const route = routeInfoFor(
       header,
       body,
       deps.stickyHeader,
       deps.pool.knownModels?.(),
-      { prefix: deps.policy.usesPrefix === true },
+      // The prompt's prefix only matters where there is a choice to make:
+      // with one backend up, parsing and hashing it was the costliest step
+      // of routing, on every request, for nothing.
+      { prefix: deps.policy.usesPrefix === true && (routable ?? deps.pool.routable()).length > 1 },
     );
     // Idle engine channels are reused only for the client connection they
     // served, so a stray engine byte can never reach another client.
@@ -211,7 +217,12 @@ export function createHandler(deps: RelayDeps): Handler {
           (targets) => pickTarget(targets, route, policies, tried),
           () => req.signal,
         )
-        : pickTarget(deps.pool.routable(), route, policies, tried);
+        : pickTarget(
+          attempt === 0 && routable !== null ? routable : deps.pool.routable(),
+          route,
+          policies,
+          tried,
+        );
       if (!decision.ok) {
         if (decision.code === "client_cancelled") {
           return log(new Response(null, { status: 499 }), { clientCancelled: true });

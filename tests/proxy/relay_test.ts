@@ -6,6 +6,7 @@ import { RawClient } from "../_helpers/raw_http.ts";
 import OpenAI from "openai";
 import { abortAll, AbortAllError } from "../../lib/app/abort_all.ts";
 import { createPolicy } from "../../lib/proxy/policies.ts";
+import { Admission } from "../../lib/proxy/admission.ts";
 import { createHandler, type RelayDeps, type RequestLogLine } from "../../lib/proxy/relay.ts";
 import { type FakeEngine, startFakeEngine } from "../../lib/sim/fake_engine.ts";
 import { closedPortUrl, eventually, FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
@@ -726,4 +727,43 @@ Deno.test("relay: a client that leaves mid-upload is logged as a cancel (499), n
   } finally {
     await srv.closeAll();
   }
+});
+
+Deno.test("relay parses the prompt's prefix only when there is a backend to choose between", async () => {
+  await withFleet([{}, {}], async ({ pool, t }) => {
+    const seen: (readonly number[] | undefined)[] = [];
+    const policy = {
+      name: "spy",
+      usesPrefix: true,
+      select: (c: readonly FakeTarget[], route: { prefix?: readonly number[] }) => {
+        seen.push(route.prefix);
+        return c[0];
+      },
+      saturated: () => false,
+    };
+    const prompt = "x".repeat(200); // three full 64-char blocks
+    const send = async (h: ReturnType<typeof handler>["h"]) => {
+      const res = await h(
+        new Request(`${P}/v1/completions`, {
+          method: "POST",
+          headers: { "content-type": "application/json" },
+          body: JSON.stringify({ model: "fake-model", prompt, max_tokens: 1 }),
+        }),
+      );
+      assert.equal(res.status, 200);
+      await res.body?.cancel();
+    };
+    for (const over of [{}, { admission: new Admission({ saturated: () => false }) }]) {
+      seen.length = 0;
+      t[0].routable = true;
+      t[1].routable = true;
+      const { h } = handler(pool, { policy: policy as unknown as RelayDeps["policy"], ...over });
+      await send(h);
+      t[1].routable = false; // one backend up: nothing to choose
+      await send(h);
+      assert.equal(seen.length, 2);
+      assert.equal(seen[0]?.length, 3, "two backends: the prefix's three blocks");
+      assert.equal(seen[1], undefined, "one backend: no prefix parsed");
+    }
+  });
 });
