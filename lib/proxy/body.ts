@@ -146,6 +146,30 @@ interface Deadline {
 }
 
 /**
+ * A body read whole, holding its share of the budget until disposed. A
+ * class, not an object literal: a literal with a computed `Symbol.dispose`
+ * key and a closure per request showed in the proxy's profile above the
+ * parse of the request head.
+ */
+class HeldBody implements BodyOk {
+  readonly ok = true;
+  readonly body: Uint8Array<ArrayBuffer> | null;
+  #held: number;
+  #budget: BodyBudget | undefined;
+
+  constructor(body: Uint8Array<ArrayBuffer> | null, held: number, budget: BodyBudget | undefined) {
+    this.body = body;
+    this.#held = held;
+    this.#budget = budget;
+  }
+
+  [Symbol.dispose](): void {
+    if (this.#held > 0) this.#budget?.release(this.#held);
+    this.#held = 0;
+  }
+}
+
+/**
  * Reads request bodies under `--max-body`, `--max-buffered` and
  * `--body-timeout`.
  *
@@ -226,16 +250,7 @@ export class BodyReader {
         [Symbol.dispose]() {},
       };
     }
-    let held = o.held;
-    const budget = this.#budget;
-    return {
-      ok: true,
-      body: o.body,
-      [Symbol.dispose]() {
-        if (held > 0) budget?.release(held);
-        held = 0;
-      },
-    };
+    return new HeldBody(o.body, o.held, this.#budget);
   }
 
   /**
