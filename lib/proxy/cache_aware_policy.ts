@@ -21,9 +21,11 @@
  * `saturationQueue × capacity`; the admission queue (admission.ts) holds
  * requests while every candidate is. No metrics, no saturation.
  *
- * The relay hashes a prompt's prefix only while more than one backend is
- * routable: with one, there is nothing to choose, so prompts sent then are
- * not remembered (a backend that joins later starts the record afresh).
+ * With a single candidate there is nothing to choose: the pick is made
+ * without reading the prompt, and its prefix (a JSON parse and hashing) is
+ * recorded in `afterSend`, which the relay calls once the request is on its
+ * way, or else first thing in the next `select()`: the record is the same,
+ * only later, off the request's path.
  *
  * State (the prefix record and the capacities) is owned by this object and
  * written only by `select()`, and is bounded: the prefix record is one LRU
@@ -113,6 +115,9 @@ export class CacheAware implements Policy {
   readonly #blocks = new Set<number>();
   readonly #learned = new Map<number, Learned>();
   readonly #tieBreak = new RoundRobin();
+  // The one pick whose prefix is still to be recorded (at most one: every
+  // select() records it first).
+  #deferred: { id: number; route: RouteInfo } | null = null;
 
   /** A policy with `opts` (see `CacheAwareOptions` for defaults). */
   constructor(opts: CacheAwareOptions = {}) {
@@ -124,13 +129,28 @@ export class CacheAware implements Policy {
 
   /** Prefix blocks currently remembered, over all backends (bounded by `maxEntries`). */
   get entries(): number {
+    this.afterSend();
     return this.#blocks.size;
   }
+
+  /** Records the prefix of a pick that had no choice to make (see the module doc). */
+  readonly afterSend = (): void => {
+    const d = this.#deferred;
+    if (d === null) return;
+    this.#deferred = null;
+    this.#record(d.id, d.route.prefix ?? []);
+  };
 
   /** Picks a candidate and records the request's prefix against it. */
   select(candidates: readonly RouteTarget[], route: RouteInfo): RouteTarget | undefined {
     if (candidates.length === 0) return undefined;
+    this.afterSend(); // a record still pending goes first: picks see them in order
     for (const c of candidates) this.#learn(c);
+    if (candidates.length === 1) {
+      // What the scoring below gives one candidate, without the prompt.
+      this.#deferred = { id: candidates[0].id, route };
+      return candidates[0];
+    }
     const prefix = route.prefix ?? [];
     // No arrays per request on the usual path: without a prefix, or when every
     // candidate holds as much of it, loads are never needed (see below).
@@ -217,6 +237,7 @@ export class CacheAware implements Policy {
 
   /** How many leading blocks of `prefix` were last sent to backend `id`. */
   matched(id: number, prefix: readonly number[]): number {
+    this.afterSend();
     const salt = saltOf(id);
     let n = 0;
     while (n < prefix.length && this.#blocks.has(keyOf(prefix[n], salt))) n++;

@@ -95,6 +95,21 @@ export function createHandler(deps: RelayDeps): Handler {
   const logger = deps.logger ?? nullLogger;
   const checkToken = createTokenCheck(deps.authToken);
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
+  // Made once, not per request. It runs from a microtask, where a throw
+  // would be an uncaught error and end the process: a policy bug costs a
+  // log line instead.
+  const policyAfterSend = deps.policy.afterSend;
+  const afterSend = policyAfterSend
+    ? () => {
+      try {
+        policyAfterSend();
+      } catch (err) {
+        logger.log("error", "routing policy failed after a request was sent", {
+          error: errorText(err),
+        });
+      }
+    }
+    : null;
   const maxRetries = deps.maxRetries ?? 2;
   const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
   const emitLine = deps.onRequestLog ??
@@ -190,18 +205,13 @@ export function createHandler(deps: RelayDeps): Handler {
     }
     // GET/HEAD carry no body, not even an empty one.
     const body = req.method === "GET" || req.method === "HEAD" ? null : read.body;
-    // Without the admission queue the first pick is made right below, with
-    // no await between: it sees this same list.
-    const routable = deps.admission ? null : deps.pool.routable();
+    // The prefix is hashed only if the policy reads it (route_info.ts).
     const route = routeInfoFor(
       header,
       body,
       deps.stickyHeader,
       deps.pool.knownModels?.(),
-      // The prompt's prefix only matters where there is a choice to make:
-      // with one backend up, parsing and hashing it was the costliest step
-      // of routing, on every request, for nothing.
-      { prefix: deps.policy.usesPrefix === true && (routable ?? deps.pool.routable()).length > 1 },
+      { prefix: deps.policy.usesPrefix === true },
     );
     // Idle engine channels are reused only for the client connection they
     // served, so a stray engine byte can never reach another client.
@@ -217,12 +227,7 @@ export function createHandler(deps: RelayDeps): Handler {
           (targets) => pickTarget(targets, route, policies, tried),
           () => req.signal,
         )
-        : pickTarget(
-          attempt === 0 && routable !== null ? routable : deps.pool.routable(),
-          route,
-          policies,
-          tried,
-        );
+        : pickTarget(deps.pool.routable(), route, policies, tried);
       if (!decision.ok) {
         if (decision.code === "client_cancelled") {
           return log(new Response(null, { status: 499 }), { clientCancelled: true });
@@ -236,7 +241,7 @@ export function createHandler(deps: RelayDeps): Handler {
       }
       const backend = decision.target;
       tried.add(backend.id);
-      const result = await dispatch(backend, {
+      const dispatching = dispatch(backend, {
         req,
         target,
         body,
@@ -249,6 +254,11 @@ export function createHandler(deps: RelayDeps): Handler {
         onDone: (d) => line(d.status, d.instance, d.bytes, attempt + 1, d.clientCancelled),
         onReleased: deps.admission?.wake,
       });
+      // On a pooled channel the request's bytes are queued by now, and the
+      // socket write is the first microtask in line: the policy's deferred
+      // work runs after it, while the engine works.
+      if (afterSend) queueMicrotask(afterSend);
+      const result = await dispatching;
       if ("response" in result) return result.response;
       if (result.clientCancelled) {
         // Nobody will read this; 499 is what the log says, as nginx does.

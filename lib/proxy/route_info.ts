@@ -19,7 +19,8 @@ export interface RouteInfo {
   /**
    * The prompt's prefix as cumulative block hashes (see `prefixBlocks`):
    * element k identifies the whole prompt text up to the end of block k.
-   * Only computed when the policy asks for it (`Policy.usesPrefix`).
+   * Only present when the policy asks for it (`Policy.usesPrefix`), and
+   * computed on first read.
    */
   readonly prefix?: readonly number[];
 }
@@ -44,15 +45,14 @@ export function routeInfoFor(
   // loop) when it cannot matter.
   const wantModel = !(knownModels && knownModels.size <= 1);
   let model: string | undefined;
-  let prefix: number[] | undefined;
-  const json = opts.prefix ? jsonObjectOf(get("content-type"), body) : undefined;
-  if (json) {
-    // One parse serves both the model and the prefix.
-    if (wantModel) model = nonEmpty(json.model);
-    const blocks = prefixBlocks(promptText(json));
-    if (blocks.length > 0) prefix = blocks;
-  } else if (wantModel) {
-    model = modelOf(get("content-type"), body);
+  const contentType = opts.prefix || wantModel ? get("content-type") : null;
+  // The prompt text, when the parse for the model made it already (one
+  // parse serves both); "" when the body is not a JSON object.
+  let text: string | null = null;
+  if (wantModel) {
+    const json = opts.prefix ? jsonObjectOf(contentType, body) : undefined;
+    if (opts.prefix) text = json ? promptText(json) : "";
+    model = json ? nonEmpty(json.model) : modelOf(contentType, body);
   }
   const sticky = stickyHeader ? get(stickyHeader.toLowerCase()) : null;
   const pinnedId = parsePin(get(INSTANCE_HEADER));
@@ -62,7 +62,30 @@ export function routeInfoFor(
   if (sticky) info.stickyKey = sticky;
   if (pinnedId !== undefined) info.pinnedId = pinnedId;
   if (knownModels) info.knownModels = knownModels;
-  if (prefix) info.prefix = prefix;
+  if (opts.prefix) {
+    // Made on first read: a policy with one candidate has no choice to make
+    // and reads it only after the request left (CacheAware.afterSend), and
+    // a request refused before routing never pays for it. Not enumerable:
+    // the route's own keys stay what is known without the parse.
+    let prefix: readonly number[] | undefined | null = null;
+    Object.defineProperty(info, "prefix", {
+      configurable: true,
+      get(): readonly number[] | undefined {
+        if (prefix === null) {
+          if (text === null) {
+            const json = jsonObjectOf(contentType, body);
+            text = json ? promptText(json) : "";
+          }
+          const blocks = prefixBlocks(text);
+          prefix = blocks.length > 0 ? blocks : undefined;
+          // Read once: the route holds neither the upload nor its text from here.
+          body = null;
+          text = null;
+        }
+        return prefix;
+      },
+    });
+  }
   return info;
 }
 

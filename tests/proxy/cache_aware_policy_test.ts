@@ -106,3 +106,40 @@ Deno.test("CacheAware eviction trims a prefix from its end, not its start", () =
   p.select([a], { prefix: convA }); // 8 blocks, cap 6: the two deepest go
   assert.equal(p.matched(1, convA), 6);
 });
+
+Deno.test("CacheAware.select() with one candidate reads the prefix only in afterSend, or in the next pick", () => {
+  const p = new CacheAware();
+  const a = new FakeTarget(1, { gpu: gpu4090 });
+  const b = new FakeTarget(2, { gpu: gpu4090 });
+  let reads = 0;
+  const lazy = (prefix: number[]) => ({
+    get prefix() {
+      reads++;
+      return prefix;
+    },
+  });
+  // Alone: picked without reading the prompt; recorded once the request left.
+  assert.equal(p.select([a], lazy(convA)), a);
+  assert.equal(reads, 0, "no choice, no prefix read");
+  p.afterSend();
+  assert.equal(reads, 1);
+  p.afterSend(); // once only
+  assert.equal(reads, 1);
+  assert.equal(p.matched(a.id, convA), convA.length);
+  // Not flushed by the caller: the next pick records it before it scores,
+  // so a conversation continued on the survivor stays there.
+  assert.equal(p.select([b], lazy(convB)), b);
+  assert.equal(p.select([a, b], { prefix: [...convB, 35] }), b);
+  assert.equal(reads, 2);
+  // Two picks alone in a row, no afterSend between: both are recorded.
+  p.select([a], lazy([...SYS, 81]));
+  p.select([a], lazy([...SYS, 91]));
+  assert.equal(p.matched(a.id, [...SYS, 81]), SYS.length + 1);
+  assert.equal(p.matched(a.id, [...SYS, 91]), SYS.length + 1);
+  // A public read of the record sees a pending one too.
+  p.select([a], lazy([...SYS, 51]));
+  assert.equal(p.matched(a.id, [...SYS, 51]), SYS.length + 1);
+  const before = p.entries;
+  p.select([b], lazy([...SYS, 61, 62])); // b holds SYS already: two new blocks
+  assert.equal(p.entries, before + 2);
+});
