@@ -510,34 +510,38 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     return { response: respond(null) };
   }
 
-  if (backend.recordLlm) {
-    observer = llmObserverFor(
-      { method: req.method, path: input.llm.path, model: input.llm.model },
-      upstream,
-      {
-        startedAt: dispatchedAt,
-        now: () => clock.now(),
-      },
-    );
-  }
+  // Not `input.llm` in the closures: they must not hold `input` (see above).
+  const llm = { method: req.method, path: input.llm.path, model: input.llm.model };
+  const observe = () =>
+    llmObserverFor(llm, upstream, { startedAt: dispatchedAt, now: () => clock.now() });
   if (source instanceof Uint8Array) {
     // The whole body came with the head and its channel is already back in
     // the pool; the server writes the bytes with the head, with no stream on
     // either side.
     bytes = source.byteLength;
-    observer?.whole(source);
     // The log line says what the client got, so the attempt settles once the
     // server has written the answer (or failed to). That also keeps the
-    // settling work off the response's path.
+    // settling work off the response's path, and so the usage count too:
+    // its observer is made and fed after the write (the bytes are the
+    // response's, which nobody changes once written).
+    const done = (cancelled: boolean) => {
+      if (cancelled) clientCancelled = true;
+      try {
+        if (backend.recordLlm) {
+          observer = observe();
+          observer?.whole(source);
+        }
+      } catch {
+        // Numbers are best effort; in a `then` a throw would end the process.
+      }
+      settle(false);
+    };
     const delivered = input.delivered?.();
-    if (delivered) {
-      delivered.then(() => settle(false), () => {
-        clientCancelled = true;
-        settle(false);
-      });
-    } else settle(false);
+    if (delivered) delivered.then(() => done(false), () => done(true));
+    else done(false);
     return { response: respond(source) };
   }
+  if (backend.recordLlm) observer = observe();
   const reader = source.getReader();
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each
