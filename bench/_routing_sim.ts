@@ -333,15 +333,17 @@ export function simulate(
     engines[i].waiting.push(req);
     kick(i, now);
   };
-  const route = { prefix: [] as number[] };
   const open = (): RouteTarget[] =>
     policy.saturated ? targets.filter((t) => !policy.saturated!(t)) : targets;
   const place = (req: SimRequest, now: number): boolean => {
     const cands = open();
     if (cands.length === 0) return false;
-    route.prefix = req.blocks.length > MAX_PREFIX_BLOCKS
-      ? req.blocks.slice(0, MAX_PREFIX_BLOCKS)
-      : req.blocks;
+    // A route per request, as the relay makes: a policy may read it after select().
+    const route = {
+      prefix: req.blocks.length > MAX_PREFIX_BLOCKS
+        ? req.blocks.slice(0, MAX_PREFIX_BLOCKS)
+        : req.blocks,
+    };
     const t = policy.select(cands, route)!;
     if (policy.entries !== undefined) maxEntries = Math.max(maxEntries ?? 0, policy.entries);
     dispatch(req, t, now);

@@ -138,10 +138,22 @@ export class CacheAware implements Policy {
     const d = this.#deferred;
     if (d === null) return;
     this.#deferred = null;
-    this.#record(d.id, d.route.prefix ?? []);
+    let prefix: readonly number[] | undefined;
+    try {
+      prefix = d.route.prefix;
+    } catch {
+      // A route that cannot give its prefix records nothing; it must not fail
+      // the next request's pick, where this also runs.
+      return;
+    }
+    this.#record(d.id, prefix ?? []);
   };
 
-  /** Picks a candidate and records the request's prefix against it. */
+  /**
+   * Picks a candidate and records the request's prefix against it. With one
+   * candidate `route.prefix` is read later (see the module doc): the caller
+   * must not change `route` after the call, as the relay never does.
+   */
   select(candidates: readonly RouteTarget[], route: RouteInfo): RouteTarget | undefined {
     if (candidates.length === 0) return undefined;
     this.afterSend(); // a record still pending goes first: picks see them in order

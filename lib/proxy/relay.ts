@@ -512,8 +512,8 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
 
   // Not `input.llm` in the closures: they must not hold `input` (see above).
   const llm = { method: req.method, path: input.llm.path, model: input.llm.model };
-  const observe = () =>
-    llmObserverFor(llm, upstream, { startedAt: dispatchedAt, now: () => clock.now() });
+  const observe = (now: () => number) =>
+    llmObserverFor(llm, upstream, { startedAt: dispatchedAt, now });
   if (source instanceof Uint8Array) {
     // The whole body came with the head and its channel is already back in
     // the pool; the server writes the bytes with the head, with no stream on
@@ -521,14 +521,17 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     bytes = source.byteLength;
     // The log line says what the client got, so the attempt settles once the
     // server has written the answer (or failed to). That also keeps the
-    // settling work off the response's path, and so the usage count too:
-    // its observer is made and fed after the write (the bytes are the
-    // response's, which nobody changes once written).
+    // settling work off the response's path, and so the LLM numbers too:
+    // the observer is made and fed after the write (the bytes are the
+    // response's, which nobody changes once written), with the clock as it
+    // was on arrival, so an SSE answer's events are timed when they came,
+    // not when the client took them.
+    const arrivedAt = backend.recordLlm ? clock.now() : 0;
     const done = (cancelled: boolean) => {
       if (cancelled) clientCancelled = true;
       try {
         if (backend.recordLlm) {
-          observer = observe();
+          observer = observe(() => arrivedAt);
           observer?.whole(source);
         }
       } catch {
@@ -541,7 +544,7 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     else done(false);
     return { response: respond(source) };
   }
-  if (backend.recordLlm) observer = observe();
+  if (backend.recordLlm) observer = observe(() => clock.now());
   const reader = source.getReader();
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each

@@ -143,3 +143,19 @@ Deno.test("CacheAware.select() with one candidate reads the prefix only in after
   p.select([b], lazy([...SYS, 61, 62])); // b holds SYS already: two new blocks
   assert.equal(p.entries, before + 2);
 });
+
+Deno.test("CacheAware: a route whose prefix cannot be read records nothing and fails no other pick", () => {
+  const p = new CacheAware();
+  const a = new FakeTarget(1);
+  const b = new FakeTarget(2);
+  const bad = {
+    get prefix(): number[] {
+      throw new Error("bad prefix");
+    },
+  };
+  assert.equal(p.select([a], bad), a);
+  // Another request, with a good route: the pending record is dropped, not thrown.
+  assert.doesNotThrow(() => p.select([a, b], { prefix: [1, 2, 3] }));
+  assert.doesNotThrow(() => p.afterSend());
+  assert.equal(p.entries, 3);
+});

@@ -794,3 +794,66 @@ Deno.test("relay: a policy whose deferred work throws costs a log line, not the 
   await eventually(() => logger.records.length === 2);
   assert.match(logger.text(), /routing policy failed after a request was sent error=.*policy bug/);
 });
+
+/** A short streamed completion that the engine framed with Content-Length, so it came whole with its head. */
+function wholeSseAnswer(): Http1Response {
+  const sse = new TextEncoder().encode(
+    'data: {"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n' +
+      'data: {"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":1}}\n\n' +
+      "data: [DONE]\n\n",
+  );
+  const headers: HeaderPairs = [
+    ["content-type", "text/event-stream"],
+    ["content-length", String(sse.byteLength)],
+  ];
+  return { status: 200, statusText: "OK", headers, body: sse };
+}
+
+// Its observer runs after delivery: its clock must still read the arrival.
+Deno.test("relay: an SSE answer that came whole is timed when it arrived, not when the client took it", async () => {
+  let t = 1_000;
+  const clock = { now: () => t, sleep: () => new Promise<void>(() => {}) };
+  const target = new FakeTarget(1);
+  target.sender = () => {
+    t += 100; // the engine answers 100 ms after dispatch
+    return Promise.resolve(wholeSseAnswer());
+  };
+  const samples: LlmSample[] = [];
+  Object.assign(target, { recordLlm: (s: LlmSample) => samples.push(s) });
+  const lines: RequestLogLine[] = [];
+  const h = createHandler({
+    pool: new FakePool([target]),
+    policy: createPolicy("round-robin"),
+    stickyHeader: null,
+    authToken: null,
+    maxBodyBytes: 1024,
+    clock,
+    onRequestLog: (l) => lines.push(l),
+  });
+  let deliver!: () => void;
+  const completed = new Promise<void>((res) => (deliver = res));
+  const info = {
+    remoteAddr: { transport: "tcp" as const, hostname: "127.0.0.1", port: 1 },
+    completed,
+  };
+  const res = await h(
+    new Request(`${P}/v1/chat/completions`, { method: "POST", body: '{"stream":true}' }),
+    info,
+  );
+  assert.equal(res.status, 200);
+  // The client is slow to take the answer: the write completes 5 s later.
+  t += 5_000;
+  deliver();
+  await target.released();
+  await new Promise((r) => setTimeout(r, 0));
+  await res.body?.cancel();
+  assert.equal(samples.length, 1);
+  assert.equal(samples[0].outputTokens, 1);
+  assert.equal(
+    samples[0].ttftMs,
+    100,
+    `TTFT is the engine's 100 ms, got ${samples[0].ttftMs}`,
+  );
+  // The request's duration, by contrast, rightly includes delivery.
+  assert.equal(lines[0].durationMs, 5_100);
+});
