@@ -22,10 +22,13 @@
  * requests while every candidate is. No metrics, no saturation.
  *
  * With a single candidate there is nothing to choose: the pick is made
- * without reading the prompt, and its prefix (a JSON parse and hashing) is
- * recorded in `afterSend`, which the relay calls once the request is on its
- * way, or else first thing in the next `select()`: the record is the same,
- * only later, off the request's path.
+ * without reading the prompt (its JSON parse and hashing, on every request
+ * of a one-backend fleet), and the route is kept, up to `MAX_PENDING` of the
+ * latest, until a choice has to be made: the next select() with several
+ * candidates (or a read of the record) records them first, in order, so
+ * the record is the one eager recording gave. Lone picks older than that
+ * are not remembered (a backend that served them alone may lose affinity
+ * for those prompts, once).
  *
  * State (the prefix record and the capacities) is owned by this object and
  * written only by `select()`, and is bounded: the prefix record is one LRU
@@ -115,9 +118,8 @@ export class CacheAware implements Policy {
   readonly #blocks = new Set<number>();
   readonly #learned = new Map<number, Learned>();
   readonly #tieBreak = new RoundRobin();
-  // The one pick whose prefix is still to be recorded (at most one: every
-  // select() records it first).
-  #deferred: { id: number; route: RouteInfo } | null = null;
+  // Lone picks whose prefix is still to be recorded, oldest first.
+  #pending: { id: number; route: RouteInfo }[] = [];
 
   /** A policy with `opts` (see `CacheAwareOptions` for defaults). */
   constructor(opts: CacheAwareOptions = {}) {
@@ -129,25 +131,9 @@ export class CacheAware implements Policy {
 
   /** Prefix blocks currently remembered, over all backends (bounded by `maxEntries`). */
   get entries(): number {
-    this.afterSend();
+    this.#flush();
     return this.#blocks.size;
   }
-
-  /** Records the prefix of a pick that had no choice to make (see the module doc). */
-  readonly afterSend = (): void => {
-    const d = this.#deferred;
-    if (d === null) return;
-    this.#deferred = null;
-    let prefix: readonly number[] | undefined;
-    try {
-      prefix = d.route.prefix;
-    } catch {
-      // A route that cannot give its prefix records nothing; it must not fail
-      // the next request's pick, where this also runs.
-      return;
-    }
-    this.#record(d.id, prefix ?? []);
-  };
 
   /**
    * Picks a candidate and records the request's prefix against it. With one
@@ -156,13 +142,14 @@ export class CacheAware implements Policy {
    */
   select(candidates: readonly RouteTarget[], route: RouteInfo): RouteTarget | undefined {
     if (candidates.length === 0) return undefined;
-    this.afterSend(); // a record still pending goes first: picks see them in order
     for (const c of candidates) this.#learn(c);
     if (candidates.length === 1) {
       // What the scoring below gives one candidate, without the prompt.
-      this.#deferred = { id: candidates[0].id, route };
+      if (this.#pending.length >= MAX_PENDING) this.#pending.shift();
+      this.#pending.push({ id: candidates[0].id, route });
       return candidates[0];
     }
+    this.#flush(); // lone picks first: the record sees every pick in order
     const prefix = route.prefix ?? [];
     // No arrays per request on the usual path: without a prefix, or when every
     // candidate holds as much of it, loads are never needed (see below).
@@ -249,11 +236,29 @@ export class CacheAware implements Policy {
 
   /** How many leading blocks of `prefix` were last sent to backend `id`. */
   matched(id: number, prefix: readonly number[]): number {
-    this.afterSend();
+    this.#flush();
     const salt = saltOf(id);
     let n = 0;
     while (n < prefix.length && this.#blocks.has(keyOf(prefix[n], salt))) n++;
     return n;
+  }
+
+  /** Records the pending lone picks, oldest first. */
+  #flush(): void {
+    if (this.#pending.length === 0) return;
+    const pending = this.#pending;
+    this.#pending = [];
+    for (const { id, route } of pending) {
+      let prefix: readonly number[] | undefined;
+      try {
+        prefix = route.prefix;
+      } catch {
+        // A route that cannot give its prefix records nothing; it must not
+        // fail the pick of the request that flushes it.
+        continue;
+      }
+      this.#record(id, prefix ?? []);
+    }
   }
 
   /** Notes what the engine reports about its batch, for capacity. */
@@ -296,6 +301,9 @@ export class CacheAware implements Policy {
     }
   }
 }
+
+/** Lone picks kept for a later record (each holds its route, and a body of up to 64 KiB). */
+export const MAX_PENDING = 64;
 
 /** A per-backend 53-bit salt as two lanes [high 32 bits, low 21 bits]. */
 function saltOf(id: number): [number, number] {

@@ -24,12 +24,6 @@ export interface Policy {
   /** True when the policy reads `RouteInfo.prefix` (the relay extracts it only then). */
   readonly usesPrefix?: boolean;
   /**
-   * Work `select()` put off because the pick did not need it; the relay
-   * calls it (unbound) once the routed request is on its way. A policy must
-   * not depend on the call: its next `select()` does what is still pending first.
-   */
-  readonly afterSend?: () => void;
-  /**
    * True when `target` cannot usefully take another request now, counting
    * `extra` requests just routed to it that its in-flight count does not
    * show yet. A policy

@@ -95,21 +95,6 @@ export function createHandler(deps: RelayDeps): Handler {
   const logger = deps.logger ?? nullLogger;
   const checkToken = createTokenCheck(deps.authToken);
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
-  // Made once, not per request. It runs from a microtask, where a throw
-  // would be an uncaught error and end the process: a policy bug costs a
-  // log line instead.
-  const policyAfterSend = deps.policy.afterSend;
-  const afterSend = policyAfterSend
-    ? () => {
-      try {
-        policyAfterSend();
-      } catch (err) {
-        logger.log("error", "routing policy failed after a request was sent", {
-          error: errorText(err),
-        });
-      }
-    }
-    : null;
   const maxRetries = deps.maxRetries ?? 2;
   const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
   const emitLine = deps.onRequestLog ??
@@ -241,7 +226,7 @@ export function createHandler(deps: RelayDeps): Handler {
       }
       const backend = decision.target;
       tried.add(backend.id);
-      const dispatching = dispatch(backend, {
+      const result = await dispatch(backend, {
         req,
         target,
         body,
@@ -254,11 +239,6 @@ export function createHandler(deps: RelayDeps): Handler {
         onDone: (d) => line(d.status, d.instance, d.bytes, attempt + 1, d.clientCancelled),
         onReleased: deps.admission?.wake,
       });
-      // On a pooled channel the request's bytes are queued by now, and the
-      // socket write is the first microtask in line: the policy's deferred
-      // work runs after it, while the engine works.
-      if (afterSend) queueMicrotask(afterSend);
-      const result = await dispatching;
       if ("response" in result) return result.response;
       if (result.clientCancelled) {
         // Nobody will read this; 499 is what the log says, as nginx does.
@@ -510,41 +490,34 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     return { response: respond(null) };
   }
 
-  // Not `input.llm` in the closures: they must not hold `input` (see above).
-  const llm = { method: req.method, path: input.llm.path, model: input.llm.model };
-  const observe = (now: () => number) =>
-    llmObserverFor(llm, upstream, { startedAt: dispatchedAt, now });
+  if (backend.recordLlm) {
+    observer = llmObserverFor(
+      { method: req.method, path: input.llm.path, model: input.llm.model },
+      upstream,
+      {
+        startedAt: dispatchedAt,
+        now: () => clock.now(),
+      },
+    );
+  }
   if (source instanceof Uint8Array) {
     // The whole body came with the head and its channel is already back in
     // the pool; the server writes the bytes with the head, with no stream on
     // either side.
     bytes = source.byteLength;
+    observer?.whole(source);
     // The log line says what the client got, so the attempt settles once the
     // server has written the answer (or failed to). That also keeps the
-    // settling work off the response's path, and so the LLM numbers too:
-    // the observer is made and fed after the write (the bytes are the
-    // response's, which nobody changes once written), with the clock as it
-    // was on arrival, so an SSE answer's events are timed when they came,
-    // not when the client took them.
-    const arrivedAt = backend.recordLlm ? clock.now() : 0;
-    const done = (cancelled: boolean) => {
-      if (cancelled) clientCancelled = true;
-      try {
-        if (backend.recordLlm) {
-          observer = observe(() => arrivedAt);
-          observer?.whole(source);
-        }
-      } catch {
-        // Numbers are best effort; in a `then` a throw would end the process.
-      }
-      settle(false);
-    };
+    // settling work off the response's path.
     const delivered = input.delivered?.();
-    if (delivered) delivered.then(() => done(false), () => done(true));
-    else done(false);
+    if (delivered) {
+      delivered.then(() => settle(false), () => {
+        clientCancelled = true;
+        settle(false);
+      });
+    } else settle(false);
     return { response: respond(source) };
   }
-  if (backend.recordLlm) observer = observe(() => clock.now());
   const reader = source.getReader();
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each

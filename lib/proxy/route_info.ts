@@ -20,7 +20,7 @@ export interface RouteInfo {
    * The prompt's prefix as cumulative block hashes (see `prefixBlocks`):
    * element k identifies the whole prompt text up to the end of block k.
    * Only present when the policy asks for it (`Policy.usesPrefix`), and
-   * computed on first read.
+   * computed on first read (for bodies up to `LAZY_PREFIX_BYTES`).
    */
   readonly prefix?: readonly number[];
 }
@@ -64,32 +64,41 @@ export function routeInfoFor(
   if (knownModels) info.knownModels = knownModels;
   if (opts.prefix) {
     // Made on first read: a policy with one candidate has no choice to make
-    // and reads it only after the request left (CacheAware.afterSend), and
-    // a request refused before routing never pays for it. Not enumerable:
-    // the route's own keys stay what is known without the parse.
+    // and may never read it (CacheAware), and a request refused before
+    // routing never pays for it. A large body is read now, so a route kept
+    // for later never holds more than LAZY_PREFIX_BYTES of upload. Not
+    // enumerable either way: the route's own keys stay what is known
+    // without the parse.
     let prefix: readonly number[] | undefined | null = null;
-    Object.defineProperty(info, "prefix", {
-      configurable: true,
-      get(): readonly number[] | undefined {
-        if (prefix === null) {
-          if (text === null) {
-            const json = jsonObjectOf(contentType, body);
-            text = json ? promptText(json) : "";
-          }
-          const blocks = prefixBlocks(text);
-          prefix = blocks.length > 0 ? blocks : undefined;
-          // Read once: the route holds neither the upload nor its text from here.
-          body = null;
-          text = null;
+    const compute = (): readonly number[] | undefined => {
+      if (prefix === null) {
+        if (text === null) {
+          const json = jsonObjectOf(contentType, body);
+          text = json ? promptText(json) : "";
         }
-        return prefix;
-      },
-    });
+        const blocks = prefixBlocks(text);
+        prefix = blocks.length > 0 ? blocks : undefined;
+        // Read once: the route holds neither the upload nor its text from here.
+        body = null;
+        text = null;
+      }
+      return prefix;
+    };
+    Object.defineProperty(
+      info,
+      "prefix",
+      body !== null && body.byteLength > LAZY_PREFIX_BYTES
+        ? { configurable: true, value: compute() }
+        : { configurable: true, get: compute },
+    );
   }
   return info;
 }
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
+
+/** Largest body whose prefix `routeInfoFor` leaves to be read later. */
+export const LAZY_PREFIX_BYTES = 64 * 1024;
 
 /** Characters per prefix block: about 16 tokens, the page size engines cache in. */
 export const PREFIX_BLOCK_CHARS = 64;

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { CacheAware, gpuPrior } from "../../lib/proxy/cache_aware_policy.ts";
+import { CacheAware, gpuPrior, MAX_PENDING } from "../../lib/proxy/cache_aware_policy.ts";
 import { FakeTarget } from "../_helpers/fake_pool.ts";
 
 const blocks = (...xs: number[]) => xs;
@@ -107,7 +107,7 @@ Deno.test("CacheAware eviction trims a prefix from its end, not its start", () =
   assert.equal(p.matched(1, convA), 6);
 });
 
-Deno.test("CacheAware.select() with one candidate reads the prefix only in afterSend, or in the next pick", () => {
+Deno.test("CacheAware.select() with one candidate reads no prefix until a choice needs the record", () => {
   const p = new CacheAware();
   const a = new FakeTarget(1, { gpu: gpu4090 });
   const b = new FakeTarget(2, { gpu: gpu4090 });
@@ -118,30 +118,36 @@ Deno.test("CacheAware.select() with one candidate reads the prefix only in after
       return prefix;
     },
   });
-  // Alone: picked without reading the prompt; recorded once the request left.
+  // Alone, many times: picked without reading any prompt.
   assert.equal(p.select([a], lazy(convA)), a);
+  assert.equal(p.select([a], lazy([...SYS, 81])), a);
   assert.equal(reads, 0, "no choice, no prefix read");
-  p.afterSend();
-  assert.equal(reads, 1);
-  p.afterSend(); // once only
-  assert.equal(reads, 1);
-  assert.equal(p.matched(a.id, convA), convA.length);
-  // Not flushed by the caller: the next pick records it before it scores,
-  // so a conversation continued on the survivor stays there.
+  // The first choice records the lone picks first, in order, once each:
+  // conversation A stays on a.
+  assert.equal(p.select([a, b], { prefix: [...convA, 25] }), a);
+  assert.equal(reads, 2);
+  assert.equal(p.matched(a.id, [...SYS, 81]), SYS.length + 1);
+  assert.equal(reads, 2);
+  // A conversation continued on the survivor while a backend was away
+  // stays on the survivor when the other comes back.
   assert.equal(p.select([b], lazy(convB)), b);
   assert.equal(p.select([a, b], { prefix: [...convB, 35] }), b);
-  assert.equal(reads, 2);
-  // Two picks alone in a row, no afterSend between: both are recorded.
-  p.select([a], lazy([...SYS, 81]));
-  p.select([a], lazy([...SYS, 91]));
-  assert.equal(p.matched(a.id, [...SYS, 81]), SYS.length + 1);
-  assert.equal(p.matched(a.id, [...SYS, 91]), SYS.length + 1);
-  // A public read of the record sees a pending one too.
+  // Reads of the record see pending picks too.
   p.select([a], lazy([...SYS, 51]));
   assert.equal(p.matched(a.id, [...SYS, 51]), SYS.length + 1);
   const before = p.entries;
   p.select([b], lazy([...SYS, 61, 62])); // b holds SYS already: two new blocks
   assert.equal(p.entries, before + 2);
+});
+
+Deno.test("CacheAware keeps only the latest MAX_PENDING lone picks for the record", () => {
+  const p = new CacheAware();
+  const a = new FakeTarget(1);
+  const routes = Array.from({ length: MAX_PENDING + 5 }, (_, i) => ({ prefix: [1000 + i] }));
+  for (const r of routes) p.select([a], r);
+  for (let i = 0; i < 5; i++) assert.equal(p.matched(a.id, [1000 + i]), 0, `dropped ${i}`);
+  for (let i = 5; i < routes.length; i++) assert.equal(p.matched(a.id, [1000 + i]), 1, `kept ${i}`);
+  assert.equal(p.entries, MAX_PENDING);
 });
 
 Deno.test("CacheAware: a route whose prefix cannot be read records nothing and fails no other pick", () => {
@@ -154,8 +160,9 @@ Deno.test("CacheAware: a route whose prefix cannot be read records nothing and f
     },
   };
   assert.equal(p.select([a], bad), a);
-  // Another request, with a good route: the pending record is dropped, not thrown.
+  p.select([a], { prefix: [7] });
+  // Another request, with a good route: the bad pending record is dropped, not thrown.
   assert.doesNotThrow(() => p.select([a, b], { prefix: [1, 2, 3] }));
-  assert.doesNotThrow(() => p.afterSend());
-  assert.equal(p.entries, 3);
+  assert.equal(p.matched(a.id, [7]), 1, "the good lone pick after it is still recorded");
+  assert.equal(p.entries, 4);
 });

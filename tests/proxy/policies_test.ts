@@ -10,7 +10,12 @@ import {
   rendezvousScore,
   RoundRobin,
 } from "../../lib/proxy/policies.ts";
-import { MAX_PREFIX_BLOCKS, prefixBlocks, routeInfoFor } from "../../lib/proxy/route_info.ts";
+import {
+  LAZY_PREFIX_BYTES,
+  MAX_PREFIX_BLOCKS,
+  prefixBlocks,
+  routeInfoFor,
+} from "../../lib/proxy/route_info.ts";
 import { SglangCacheAware } from "../../bench/_sglang_cache_aware.ts";
 import { FakeTarget } from "../_helpers/fake_pool.ts";
 
@@ -277,4 +282,28 @@ Deno.test("routeInfoFor() extracts cumulative prefix blocks only when asked, fro
   assert.deepEqual(routeInfoFor(form, formBody, null, undefined, { prefix: true }), {
     model: "m2",
   });
+});
+
+Deno.test("routeInfoFor() leaves a small body's prefix unread until asked, and reads a large one at once", () => {
+  const enc = new TextEncoder();
+  const headers = (name: string) => name === "content-type" ? "application/json" : null;
+  const prompt = "p".repeat(200);
+  const small = enc.encode(JSON.stringify({ prompt }));
+  const route = routeInfoFor(headers, small, null, new Set(["m"]), { prefix: true });
+  const lazy = Object.getOwnPropertyDescriptor(route, "prefix")!;
+  assert.equal(typeof lazy.get, "function", "a getter: nothing parsed yet");
+  assert.equal(lazy.enumerable, false);
+  small.fill(0x20); // were it parsed now, this would be no JSON: the getter reads the body
+  assert.equal(route.prefix, undefined);
+  const again = routeInfoFor(headers, enc.encode(JSON.stringify({ prompt })), null, undefined, {
+    prefix: true,
+  });
+  assert.deepEqual(again.prefix, prefixBlocks(prompt));
+  assert.equal(again.prefix, again.prefix, "made once");
+  // Over LAZY_PREFIX_BYTES: parsed now, so a route kept for later holds no large upload.
+  const big = enc.encode(JSON.stringify({ prompt, pad: "x".repeat(LAZY_PREFIX_BYTES) }));
+  const eager = routeInfoFor(headers, big, null, new Set(["m"]), { prefix: true });
+  const data = Object.getOwnPropertyDescriptor(eager, "prefix")!;
+  assert.equal(data.get, undefined);
+  assert.deepEqual(data.value, prefixBlocks(prompt));
 });
