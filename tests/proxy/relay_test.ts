@@ -753,16 +753,7 @@ Deno.test("relay: an SSE answer that came whole is timed when it arrived, not wh
   };
   const samples: LlmSample[] = [];
   Object.assign(target, { recordLlm: (s: LlmSample) => samples.push(s) });
-  const lines: RequestLogLine[] = [];
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
-    clock,
-    onRequestLog: (l) => lines.push(l),
-  });
+  const { h, lines } = handler(new FakePool([target]), { clock });
   let deliver!: () => void;
   const completed = new Promise<void>((res) => (deliver = res));
   const info = {
