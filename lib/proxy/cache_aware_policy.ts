@@ -21,14 +21,14 @@
  * `saturationQueue × capacity`; the admission queue (admission.ts) holds
  * requests while every candidate is. No metrics, no saturation.
  *
- * With a single candidate there is nothing to choose: the pick is made
- * without reading the prompt (its JSON parse and hashing, on every request
- * of a one-backend fleet), and the route is kept, up to `MAX_PENDING` of the
- * latest, until a choice has to be made: the next select() with several
- * candidates (or a read of the record) records them first, in order, so
- * the record is the one eager recording gave. Lone picks older than that
- * are not remembered (a backend that served them alone may lose affinity
- * for those prompts, once).
+ * With a single candidate there is nothing to choose (one backend up, or
+ * the others saturated): the pick is made without reading the prompt, and
+ * the route is kept, with up to `MAX_PENDING - 1` others, until the record
+ * is needed: the next select() with several candidates, a read of the
+ * record (matched, entries), or a full list records them, in order, before
+ * anything else. Every pick is recorded and every read sees what eager
+ * recording gave; on a one-backend fleet the prompt's JSON parse and
+ * hashing run for 64 requests at once, off the other 63's paths.
  *
  * State (the prefix record and the capacities) is owned by this object and
  * written only by `select()`, and is bounded: the prefix record is one LRU
@@ -145,7 +145,7 @@ export class CacheAware implements Policy {
     for (const c of candidates) this.#learn(c);
     if (candidates.length === 1) {
       // What the scoring below gives one candidate, without the prompt.
-      if (this.#pending.length >= MAX_PENDING) this.#pending.shift();
+      if (this.#pending.length >= MAX_PENDING) this.#flush();
       this.#pending.push({ id: candidates[0].id, route });
       return candidates[0];
     }
@@ -302,7 +302,7 @@ export class CacheAware implements Policy {
   }
 }
 
-/** Lone picks kept for a later record (each holds its route, and a body of up to 64 KiB). */
+/** Lone picks kept for a later record (each holds its route: a body of up to 8 KiB, see route_info.ts). */
 export const MAX_PENDING = 64;
 
 /** A per-backend 53-bit salt as two lanes [high 32 bits, low 21 bits]. */

@@ -64,32 +64,17 @@ export function routeInfoFor(
   if (knownModels) info.knownModels = knownModels;
   if (opts.prefix) {
     // Made on first read: a policy with one candidate has no choice to make
-    // and may never read it (CacheAware), and a request refused before
-    // routing never pays for it. A large body is read now, so a route kept
-    // for later never holds more than LAZY_PREFIX_BYTES of upload. Not
-    // enumerable either way: the route's own keys stay what is known
-    // without the parse.
-    let prefix: readonly number[] | undefined | null = null;
-    const compute = (): readonly number[] | undefined => {
-      if (prefix === null) {
-        if (text === null) {
-          const json = jsonObjectOf(contentType, body);
-          text = json ? promptText(json) : "";
-        }
-        const blocks = prefixBlocks(text);
-        prefix = blocks.length > 0 ? blocks : undefined;
-        // Read once: the route holds neither the upload nor its text from here.
-        body = null;
-        text = null;
-      }
-      return prefix;
-    };
+    // and reads it later (CacheAware), and a request refused before routing
+    // never pays for it. A body over LAZY_PREFIX_BYTES is read now, so a
+    // route kept for later holds little. Not enumerable either way: the
+    // route's own keys stay what is known without the parse.
     Object.defineProperty(
       info,
       "prefix",
       body !== null && body.byteLength > LAZY_PREFIX_BYTES
-        ? { configurable: true, value: compute() }
-        : { configurable: true, get: compute },
+        ? { configurable: true, value: lazyPrefix(contentType, body, text)() }
+        // With the text made already, the upload itself is not kept.
+        : { configurable: true, get: lazyPrefix(contentType, text === null ? body : null, text) },
     );
   }
   return info;
@@ -97,8 +82,35 @@ export function routeInfoFor(
 
 type Mutable<T> = { -readonly [K in keyof T]: T[K] };
 
+/**
+ * The prefix of a body, made once on the first call. Made out here, not in
+ * `routeInfoFor`: a closure made there would share its scope, and with it
+ * the header lookup (the whole request) for as long as the route lives.
+ */
+function lazyPrefix(
+  contentType: string | null,
+  body: Uint8Array | null,
+  text: string | null,
+): () => readonly number[] | undefined {
+  let prefix: readonly number[] | undefined | null = null;
+  return () => {
+    if (prefix === null) {
+      if (text === null) {
+        const json = jsonObjectOf(contentType, body);
+        text = json ? promptText(json) : "";
+      }
+      const blocks = prefixBlocks(text);
+      prefix = blocks.length > 0 ? blocks : undefined;
+      // Read once: the route holds neither the upload nor its text from here.
+      body = null;
+      text = null;
+    }
+    return prefix;
+  };
+}
+
 /** Largest body whose prefix `routeInfoFor` leaves to be read later. */
-export const LAZY_PREFIX_BYTES = 64 * 1024;
+export const LAZY_PREFIX_BYTES = 8 * 1024;
 
 /** Characters per prefix block: about 16 tokens, the page size engines cache in. */
 export const PREFIX_BLOCK_CHARS = 64;

@@ -140,14 +140,24 @@ Deno.test("CacheAware.select() with one candidate reads no prefix until a choice
   assert.equal(p.entries, before + 2);
 });
 
-Deno.test("CacheAware keeps only the latest MAX_PENDING lone picks for the record", () => {
+Deno.test("CacheAware records every lone pick: a full pending list is recorded, not dropped", () => {
   const p = new CacheAware();
   const a = new FakeTarget(1);
-  const routes = Array.from({ length: MAX_PENDING + 5 }, (_, i) => ({ prefix: [1000 + i] }));
-  for (const r of routes) p.select([a], r);
-  for (let i = 0; i < 5; i++) assert.equal(p.matched(a.id, [1000 + i]), 0, `dropped ${i}`);
-  for (let i = 5; i < routes.length; i++) assert.equal(p.matched(a.id, [1000 + i]), 1, `kept ${i}`);
-  assert.equal(p.entries, MAX_PENDING);
+  let reads = 0;
+  const routes = Array.from({ length: MAX_PENDING + 5 }, (_, i) => ({
+    get prefix() {
+      reads++;
+      return [1000 + i];
+    },
+  }));
+  for (const [i, r] of routes.entries()) {
+    p.select([a], r);
+    // Nothing read until the list is full; then all of it, at once.
+    assert.equal(reads, i < MAX_PENDING ? 0 : MAX_PENDING, `after pick ${i}`);
+  }
+  for (let i = 0; i < routes.length; i++) assert.equal(p.matched(a.id, [1000 + i]), 1, `pick ${i}`);
+  assert.equal(reads, routes.length, "each route read once");
+  assert.equal(p.entries, routes.length);
 });
 
 Deno.test("CacheAware: a route whose prefix cannot be read records nothing and fails no other pick", () => {

@@ -1,0 +1,217 @@
+/**
+ * The cache-aware policy's lazy prefix (route_info.ts, cache_aware_policy.ts)
+ * against what eager recording gave, and what a kept route holds. Found by
+ * a hostile review of the first version (which dropped lone picks past 64,
+ * and whose lazy getter kept the whole request alive through the header
+ * lookup); kept as the cases it got wrong.
+ */
+import assert from "node:assert/strict";
+import { Admission } from "../../lib/proxy/admission.ts";
+import { CacheAware } from "../../lib/proxy/cache_aware_policy.ts";
+import { pickTarget } from "../../lib/proxy/policies.ts";
+import type { RouteInfo } from "../../lib/proxy/route_info.ts";
+import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+
+const gpu4090 = { name: "RTX 4090", count: 1 };
+
+/** Block hashes of conversation `c`: its own blocks, no shared system prompt. */
+function conv(c: number, blocks: number): number[] {
+  return Array.from({ length: blocks }, (_, k) => 1_000_000 + c * 1000 + k);
+}
+
+/**
+ * Routes `n` first turns while instance 2 is saturated (the admission queue
+ * then hands the policy instance 1 alone), then turn 2 of the first
+ * conversation once instance 2 is open again. `eager` reads `entries` after
+ * every pick, which records pending lone picks at once: what the eager
+ * recording before this change did.
+ */
+function secondTurnGoesTo(n: number, eager: boolean): number {
+  const policy = new CacheAware();
+  // Instance 1 has one request in flight: alone that is not a reason to
+  // leave a backend holding 80% of the prompt (balance threshold 0.25).
+  const a = new FakeTarget(1, { gpu: gpu4090, inFlight: 1 });
+  const b = new FakeTarget(2, { gpu: gpu4090 });
+  const pool = new FakePool([a, b]);
+  let bSaturated = true;
+  // Wired as proxy_app.ts wires it, with instance 2's saturation scripted.
+  const admission = new Admission({
+    saturated: (t) => t.id === 2 && bSaturated,
+  });
+  const route = (prefix: number[]): RouteInfo => {
+    // A route as the relay makes it: the prefix is a getter.
+    const r = {};
+    Object.defineProperty(r, "prefix", { get: () => prefix, configurable: true });
+    return r;
+  };
+  const admit = (r: RouteInfo): number => {
+    const d = admission.admit(pool, r, (targets) => pickTarget(targets, r, { policy }));
+    assert.ok(!(d instanceof Promise) && d.ok, "routed at once");
+    if (eager) void policy.entries;
+    return d.target.id;
+  };
+  for (let c = 0; c < n; c++) assert.equal(admit(route(conv(c, 4))), 1);
+  bSaturated = false;
+  // Turn 2 of conversation 0: its 4 blocks, then one new block.
+  return admit(route([...conv(0, 4), 42]));
+}
+
+// A lone pick is not a lone backend: with the admission queue (on by default
+// with cache-aware) every request routed while the other eligible backends
+// are saturated is one. However many come in a row, none is forgotten.
+Deno.test("affinity of picks made while the other backends were saturated is not lost", () => {
+  // Fewer than MAX_PENDING: the lazy record equals the eager one.
+  assert.equal(secondTurnGoesTo(10, true), 1);
+  assert.equal(secondTurnGoesTo(10, false), 1);
+  // 70 conversations while instance 2 was saturated: eager keeps turn 2 of
+  // the first on instance 1, which holds 4 of its 5 blocks.
+  assert.equal(secondTurnGoesTo(70, true), 1, "eager recording");
+  assert.equal(
+    secondTurnGoesTo(70, false),
+    1,
+    "turn 2 must stay on the backend holding its prefix: no lone pick made while the other " +
+      "backend was saturated may be dropped from the record",
+  );
+});
+
+/**
+ * Runs `code` (a module body) in a child Deno with `gc()` exposed and
+ * returns what it printed as JSON. `LIB` and `TESTS` in `code` are replaced
+ * by the absolute URLs of lib/ and tests/.
+ */
+async function withGc(code: string): Promise<Record<string, number>> {
+  const root = new URL("../../", import.meta.url);
+  const dir = await Deno.makeTempDir();
+  const file = `${dir}/gc_probe.ts`;
+  try {
+    await Deno.writeTextFile(
+      file,
+      code.replaceAll("LIB/", new URL("lib/", root).href)
+        .replaceAll("TESTS/", new URL("tests/", root).href),
+    );
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        "--no-check",
+        "--v8-flags=--expose-gc",
+        "--config",
+        new URL("deno.json", root).pathname,
+        file,
+      ],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.ok(out.success, `probe failed: ${stderr}`);
+    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const COLLECT = `
+const g = (globalThis as unknown as { gc: () => void }).gc;
+async function collect() {
+  for (let i = 0; i < 3; i++) {
+    await new Promise((r) => setTimeout(r, 5));
+    g();
+  }
+}
+`;
+
+// A route kept for later (CacheAware's pending picks) must hold its body
+// and nothing else of the request: a closure made in routeInfoFor's scope
+// would also keep its header lookup, and through it the whole Request.
+Deno.test("a lazy route keeps nothing of the request but its body", async () => {
+  const r = await withGc(`
+import { routeInfoFor } from "LIB/proxy/route_info.ts";
+${COLLECT}
+const keep: unknown[] = [];
+function build(prefix: boolean, read: boolean) {
+  // Stands for the relay's Request, reached only through the header accessor.
+  const req = { big: new Uint8Array(4 << 20) };
+  const ref = new WeakRef(req);
+  const header = (name: string) => (name === "content-type" && req.big ? "application/json" : null);
+  const body = new TextEncoder().encode(JSON.stringify({ prompt: "p".repeat(300) }));
+  const route = routeInfoFor(header, body, null, undefined, { prefix });
+  if (read) keep.push(route.prefix);
+  keep.push(route); // the route lives on (CacheAware's pending list)
+  return ref;
+}
+const noPrefix = build(false, false);
+const lazy = build(true, false);
+const lazyRead = build(true, true);
+await collect();
+console.log(JSON.stringify({
+  noPrefix: noPrefix.deref() ? 1 : 0,
+  lazy: lazy.deref() ? 1 : 0,
+  lazyRead: lazyRead.deref() ? 1 : 0,
+  kept: keep.length,
+}));
+`);
+  assert.equal(r.noPrefix, 0, "control: a route without the prefix keeps no request");
+  assert.deepEqual(
+    { lazy: r.lazy, lazyRead: r.lazyRead },
+    { lazy: 0, lazyRead: 0 },
+    "a lazy route (read or not) keeps alive the request its header accessor reads (1 = kept)",
+  );
+});
+
+// The same, end to end: one backend, cache-aware, the requests answered and
+// their responses read: no pending pick keeps its Request alive.
+Deno.test("a one-backend cache-aware fleet keeps no answered Request alive", async () => {
+  const r = await withGc(`
+import { createHandler } from "LIB/proxy/relay.ts";
+import { createPolicy } from "LIB/proxy/policies.ts";
+import { FakePool, FakeTarget } from "TESTS/_helpers/fake_pool.ts";
+${COLLECT}
+const keep: unknown[] = [];
+async function run(name: "least-inflight" | "cache-aware") {
+  const t = new FakeTarget(1);
+  t.sender = () => Promise.resolve({
+    status: 200,
+    statusText: "OK",
+    headers: [["content-type", "application/json"], ["content-length", "2"]],
+    body: new TextEncoder().encode("{}"),
+  });
+  const policy = createPolicy(name);
+  const h = createHandler({
+    pool: new FakePool([t]),
+    policy,
+    stickyHeader: null,
+    authToken: null,
+    maxBodyBytes: 1 << 20,
+    onRequestLog: () => {},
+  });
+  keep.push(h, t, policy);
+  const refs: WeakRef<object>[] = [];
+  // One function per request, so no frame of this one holds a Request.
+  const one = async (i: number) => {
+    const req = new Request("http://proxy.test/v1/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "fake-model", prompt: "x".repeat(300) + i }),
+    });
+    refs.push(new WeakRef(req));
+    const res = await h(req);
+    await res.arrayBuffer();
+  };
+  for (let i = 0; i < 8; i++) await one(i);
+  // A request of another client last, as in a server: the last Request may
+  // stay referenced by what the handler touched last.
+  await one(99);
+  await collect();
+  return refs.slice(0, 8).filter((w) => w.deref() !== undefined).length;
+}
+const control = await run("least-inflight");
+const cacheAware = await run("cache-aware");
+console.log(JSON.stringify({ control, cacheAware }));
+`);
+  assert.equal(r.control, 0, "control: least-inflight keeps no Request");
+  assert.equal(
+    r.cacheAware,
+    0,
+    `cache-aware kept ${r.cacheAware} of 8 answered Requests alive (its pending lone picks)`,
+  );
+});
