@@ -79,7 +79,10 @@ Deno.test("affinity of picks made while the other backends were saturated is not
  * returns what it printed as JSON. `LIB` and `TESTS` in `code` are replaced
  * by the absolute URLs of lib/ and tests/.
  */
-async function withGc(code: string): Promise<Record<string, number>> {
+async function withGc(
+  code: string,
+  v8Flags = "--expose-gc",
+): Promise<Record<string, number>> {
   const root = new URL("../../", import.meta.url);
   const dir = await Deno.makeTempDir();
   const file = `${dir}/gc_probe.ts`;
@@ -94,7 +97,7 @@ async function withGc(code: string): Promise<Record<string, number>> {
         "run",
         "-A",
         "--no-check",
-        "--v8-flags=--expose-gc",
+        `--v8-flags=${v8Flags}`,
         "--config",
         new URL("deno.json", root).pathname,
         file,
@@ -214,4 +217,27 @@ console.log(JSON.stringify({ control, cacheAware }));
     0,
     `cache-aware kept ${r.cacheAware} of 8 answered Requests alive (its pending lone picks)`,
   );
+});
+
+// Every route with a prefix to make later has the same shape, with fast
+// properties: a getter defined on each route made each one a dictionary-mode
+// object, slower to build and to read in every routing step.
+Deno.test("routes with a lazy prefix share one shape with fast properties", async () => {
+  const r = await withGc(
+    `
+import { routeInfoFor } from "LIB/proxy/route_info.ts";
+const fast = new Function("r", "return %HasFastProperties(r)");
+const same = new Function("a", "b", "return %HaveSameMap(a, b)");
+const header = (n: string) => (n === "content-type" ? "application/json" : null);
+const routes = [1, 2, 3].map((i) =>
+  routeInfoFor(header, new TextEncoder().encode(JSON.stringify({ prompt: "q".repeat(100 * i) })), null, new Set(["m"]), { prefix: true })
+);
+console.log(JSON.stringify({
+  fast: routes.every((x) => fast(x)) ? 1 : 0,
+  same: same(routes[0], routes[1]) && same(routes[1], routes[2]) ? 1 : 0,
+}));
+`,
+    "--allow-natives-syntax",
+  );
+  assert.deepEqual(r, { fast: 1, same: 1 });
 });
