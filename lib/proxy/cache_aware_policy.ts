@@ -31,7 +31,8 @@
  * hashing run for 64 requests at once, off the other 63's paths.
  *
  * State (the prefix record and the capacities) is owned by this object and
- * written only by `select()`, and is bounded: the prefix record is one LRU
+ * written only by its own methods (`select()`; `matched()` and `entries`
+ * record pending picks first; `saturated()` learns capacities), and is bounded: the prefix record is one LRU
  * over all backends with `maxEntries` blocks; capacities keep at most
  * `MAX_BACKENDS` entries.
  */

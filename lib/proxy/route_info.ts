@@ -71,7 +71,10 @@ export function routeInfoFor(
     // never pays for it. A body over LAZY_PREFIX_BYTES is read now, so a
     // route kept for later holds little.
     const make = lazyPrefix(contentType, text === null ? body : null, text);
-    if (body !== null && body.byteLength > LAZY_PREFIX_BYTES) make();
+    // What a kept route holds is the body's whole buffer, not just its view.
+    if (body !== null && Math.max(body.byteLength, body.buffer.byteLength) > LAZY_PREFIX_BYTES) {
+      make();
+    }
     Object.defineProperty(info, MAKE_PREFIX, { value: make });
   }
   return info;

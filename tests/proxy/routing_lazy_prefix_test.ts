@@ -6,10 +6,15 @@
  * lookup); kept as the cases it got wrong.
  */
 import assert from "node:assert/strict";
+import {
+  LAZY_PREFIX_BYTES,
+  prefixBlocks,
+  type RouteInfo,
+  routeInfoFor,
+} from "../../lib/proxy/route_info.ts";
 import { Admission } from "../../lib/proxy/admission.ts";
 import { CacheAware } from "../../lib/proxy/cache_aware_policy.ts";
 import { pickTarget } from "../../lib/proxy/policies.ts";
-import type { RouteInfo } from "../../lib/proxy/route_info.ts";
 import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
 
 const gpu4090 = { name: "RTX 4090", count: 1 };
@@ -240,4 +245,28 @@ console.log(JSON.stringify({
     "--allow-natives-syntax",
   );
   assert.deepEqual(r, { fast: 1, same: 1 });
+});
+
+const jsonType = (n: string) => (n === "content-type" ? "application/json" : null);
+
+// What a kept route holds is its body's whole buffer: a small body that is a
+// view of a large read buffer (a chunked body's piece, a lone streamed chunk)
+// has its prefix made at once, so the route never keeps that buffer.
+Deno.test("a small body viewing a large buffer is read at once, not kept by the route", () => {
+  const prompt = "p".repeat(300);
+  const bytes = new TextEncoder().encode(JSON.stringify({ prompt }));
+  const backing = new Uint8Array(64 * 1024);
+  backing.set(bytes);
+  const body = backing.subarray(0, bytes.byteLength);
+  assert.ok(body.byteLength <= LAZY_PREFIX_BYTES && backing.byteLength > LAZY_PREFIX_BYTES);
+  // knownModels of one model: no parse for the model, so the route keeps the body itself.
+  const route = routeInfoFor(jsonType, body, null, new Set(["m"]), { prefix: true });
+  // The connection's buffer is done with; were the route's prefix made (or
+  // the body copied) at the call, this changes nothing.
+  backing.fill(0x20);
+  assert.deepEqual(
+    route.prefix,
+    prefixBlocks(prompt),
+    "a route must not read its prefix later through a view of a 64 KiB buffer",
+  );
 });
