@@ -32,9 +32,9 @@
  *
  * State (the prefix record and the capacities) is owned by this object and
  * written only by its own methods (`select()`; `matched()` and `entries`
- * record pending picks first; `saturated()` learns capacities), and is bounded: the prefix record is one LRU
- * over all backends with `maxEntries` blocks; capacities keep at most
- * `MAX_BACKENDS` entries.
+ * record pending picks first; `saturated()` learns capacities), and is
+ * bounded: the prefix record is one LRU over all backends with `maxEntries`
+ * blocks; capacities keep at most `MAX_BACKENDS` entries.
  */
 import type { Policy } from "./policies.ts";
 import { RoundRobin } from "./policies.ts";

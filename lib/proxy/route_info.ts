@@ -72,9 +72,7 @@ export function routeInfoFor(
     // route kept for later holds little.
     const make = lazyPrefix(contentType, text === null ? body : null, text);
     // What a kept route holds is the body's whole buffer, not just its view.
-    if (body !== null && Math.max(body.byteLength, body.buffer.byteLength) > LAZY_PREFIX_BYTES) {
-      make();
-    }
+    if (body !== null && body.buffer.byteLength > LAZY_PREFIX_BYTES) make();
     Object.defineProperty(info, MAKE_PREFIX, { value: make });
   }
   return info;

@@ -742,7 +742,7 @@ function wholeSseAnswer(): Http1Response {
   return { status: 200, statusText: "OK", headers, body: sse };
 }
 
-// Its observer runs after delivery: its clock must still read the arrival.
+// Its usage observer times events as they arrived: delivery may come much later.
 Deno.test("relay: an SSE answer that came whole is timed when it arrived, not when the client took it", async () => {
   let t = 1_000;
   const clock = { now: () => t, sleep: () => new Promise<void>(() => {}) };

@@ -44,7 +44,7 @@ function secondTurnGoesTo(n: number, eager: boolean): number {
     saturated: (t) => t.id === 2 && bSaturated,
   });
   const route = (prefix: number[]): RouteInfo => {
-    // A route as the relay makes it: the prefix is a getter.
+    // The prefix behind a getter, as on the relay's lazy routes.
     const r = {};
     Object.defineProperty(r, "prefix", { get: () => prefix, configurable: true });
     return r;
