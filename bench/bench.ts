@@ -582,6 +582,12 @@ function fmt(v: number | undefined): string {
   return v.toFixed(2);
 }
 
+/** `fmt` with its sign: "+0.04", "-0.01", and "+0.00" (not "-0.00") for what rounds to zero. */
+function signed(v: number): string {
+  const text = fmt(v).replace(/^-(?=0(?:\.0+)?$)/, "");
+  return text === "–" || text.startsWith("-") ? text : `+${text}`;
+}
+
 function med(res: ScenarioResult, p: PathName, key: string): number {
   return median(res.rounds[p].map((m) => m[key]).filter((v) => v !== undefined));
 }
@@ -725,7 +731,7 @@ export function floorLines(all: ScenarioResult[], floor: PathName[] = FLOOR_PATH
     if (measured.length === 0) continue;
     // A path with errors or rounds without a p50 says so, as in the verdicts.
     const over = (p: PathName) =>
-      withErrors(`+${fmt(med(r, p, "p50Ms") - med(r, "b", "p50Ms"))} ms`, r, [p], "p50Ms")[0];
+      withErrors(`${signed(med(r, p, "p50Ms") - med(r, "b", "p50Ms"))} ms`, r, [p], "p50Ms")[0];
     out.push(
       `  ${r.id}: p50 over (b) ssh -L: ` +
         [...measured, "c" as const].map((p) => `(${p}) ${PATH_LABEL[p]} ${over(p)}`)

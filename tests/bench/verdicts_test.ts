@@ -88,6 +88,18 @@ Deno.test("floorLines: each floor path over (b), and a floor with errors or lost
     floorLines([broken], ["h"]).at(-1)!,
     /\(h\) SSH floor \+0\.04 ms, 10 errors, 2 rounds without a p50Ms on h/,
   );
+  // A floor at or under (b): its sign as it is, and no "+-0.00".
+  const level = scenario("S1", {
+    b: [ok(0.3)],
+    c: [ok(0.5)],
+    h: [ok(0.299)],
+    i: [ok(0.28)],
+  });
+  assert.equal(
+    floorLines([level], ["h", "i"]).at(-1),
+    "  S1: p50 over (b) ssh -L: (h) SSH floor +0.00 ms, (i) HTTP floor -0.02 ms, " +
+      "(c) vastproxy +0.20 ms",
+  );
   // No floor path measured: no floor lines at all.
   assert.deepEqual(floorLines([scenario("S2W", { b, c: b })], ["h", "i"]), []);
 });
