@@ -7,6 +7,7 @@
 import { makeInstanceRecord, startFakeVastApi } from "../lib/sim/fake_vast_api.ts";
 // The same loopback sshd setup the tunnel tests use.
 import { freePort, generateKey, writeSshdConfig } from "../tests/_helpers/sshd.ts";
+import { RUNTIME_V8_ARG } from "../scripts/compile.ts";
 
 /** API key the fake vast API expects. */
 export const BENCH_API_KEY = "bench-vast-key-0c41e2";
@@ -431,9 +432,14 @@ function proxyEnv(): Record<string, string> {
   return env;
 }
 
-/** BENCH_PROXY_FLAGS: runtime flags for the proxy (and those floors), e.g. a V8 flag. */
-function proxyFlags(): string[] {
-  return (Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean);
+/**
+ * Runtime flags for the proxy (and the floors on its stack): the V8
+ * settings the product ships with (scripts/compile.ts), so the bench
+ * measures what users run, then BENCH_PROXY_FLAGS (e.g. another V8 flag;
+ * repeated `--v8-flags` add up).
+ */
+export function proxyFlags(): string[] {
+  return [RUNTIME_V8_ARG, ...(Deno.env.get("BENCH_PROXY_FLAGS") ?? "").split(" ").filter(Boolean)];
 }
 
 /** How long a floor relay may live; the bench stops it long before. */

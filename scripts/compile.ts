@@ -34,6 +34,26 @@ export const RUNTIME_PERMISSIONS = [
   "--allow-sys=homedir,hostname,osRelease",
 ];
 
+/**
+ * V8 settings the product runs with, wherever it runs: baked into the
+ * executable by `deno compile`, and on the `deno task start`/`demo` lines
+ * (deno.json; a test keeps them in step) and the bench's proxy processes.
+ *
+ * `--no-memory-reducer`: after ~8 s without much allocation V8 runs
+ * "memory reducing" collections that shrink the heap to its live size. A
+ * proxy is idle between bursts all the time, so the next requests ran on a
+ * shrunk heap: measured on the bench's 2-core machine after 20–60 s idle,
+ * c=1 p50 was 0.04–0.2 ms later and CPU per request 15–45% higher
+ * than with the reducer off, and c=32 throughput after an idle gap 3% lower
+ * (docs/BENCHMARKS.md, ninth pass). The heap still shrinks with every
+ * ordinary collection; only the idle-time shrinking is off (RSS after idle
+ * measured 105 MB with it off against 109 MB with it on).
+ */
+export const RUNTIME_V8_FLAGS = ["--no-memory-reducer"] as const;
+
+/** `RUNTIME_V8_FLAGS` as the one deno argument that sets them. */
+export const RUNTIME_V8_ARG = `--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`;
+
 /** The host's own target triple, used when DENORT_BIN pins one runtime. */
 export function hostTarget(): string {
   const arch = Deno.build.arch === "aarch64" ? "aarch64" : "x86_64";
@@ -57,6 +77,7 @@ export function compileArgs(target: string): string[] {
   return [
     "compile",
     ...RUNTIME_PERMISSIONS,
+    RUNTIME_V8_ARG,
     "--no-check",
     "--target",
     target,

@@ -12,7 +12,7 @@ import {
   startFakeVastApi,
 } from "../../lib/sim/fake_vast_api.ts";
 // The permissions the released binary gets: serve must work within them.
-import { RUNTIME_PERMISSIONS } from "../../scripts/compile.ts";
+import { RUNTIME_PERMISSIONS, RUNTIME_V8_ARG } from "../../scripts/compile.ts";
 import { freePort, generateKey, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 
 const KEY = "proc-test-vast-key-51c2";
@@ -68,6 +68,7 @@ function spawnServe(w: World, extra: string[] = []) {
     args: [
       "run",
       ...RUNTIME_PERMISSIONS,
+      RUNTIME_V8_ARG,
       "main.ts",
       "--api-url",
       w.api.url,
@@ -232,6 +233,7 @@ Deno.test({
         args: [
           "run",
           ...RUNTIME_PERMISSIONS,
+          RUNTIME_V8_ARG,
           "main.ts",
           "--api-url",
           api.url,

@@ -5,8 +5,11 @@ import {
   isDownloadFailure,
   outputName,
   RUNTIME_PERMISSIONS,
+  RUNTIME_V8_ARG,
+  RUNTIME_V8_FLAGS,
   TARGETS,
 } from "../../scripts/compile.ts";
+import { proxyFlags } from "../../bench/_fixture.ts";
 
 const root = new URL("../..", import.meta.url).pathname;
 
@@ -16,6 +19,7 @@ Deno.test("compileArgs() grants only the runtime permissions, never --allow-all"
     assert.ok(!args.includes("--allow-all") && !args.includes("-A"));
     assert.ok(!args.includes("--allow-run"), "vastproxy starts no programs");
     for (const p of RUNTIME_PERMISSIONS) assert.ok(args.includes(p));
+    assert.ok(args.includes(RUNTIME_V8_ARG), "the executable runs with the product's V8 settings");
     assert.equal(args[args.indexOf("--target") + 1], target);
     assert.equal(args.at(-1), "main.ts");
   }
@@ -31,6 +35,38 @@ Deno.test("compileArgs() grants only the runtime permissions, never --allow-all"
   );
   assert.equal(outputName("x86_64-pc-windows-msvc"), "dist/vastproxy-x86_64-pc-windows-msvc.exe");
   assert.ok((TARGETS as readonly string[]).includes(hostTarget()));
+});
+
+Deno.test("every way vastproxy is run sets its V8 flags: compile, deno tasks, the bench", () => {
+  assert.deepEqual([...RUNTIME_V8_FLAGS], ["--no-memory-reducer"]);
+  assert.equal(RUNTIME_V8_ARG, "--v8-flags=--no-memory-reducer");
+  const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
+  for (const task of ["start", "demo"]) {
+    const words = String(config.tasks[task]).split(/\s+/);
+    // A runtime flag only counts before the script name.
+    const script = words.indexOf("main.ts");
+    assert.ok(script > 0, `task ${task} runs main.ts`);
+    assert.ok(
+      words.slice(0, script).includes(RUNTIME_V8_ARG),
+      `deno.json task "${task}" must pass ${RUNTIME_V8_ARG} before main.ts`,
+    );
+  }
+  assert.equal(proxyFlags()[0], RUNTIME_V8_ARG, "the bench measures the shipped settings");
+});
+
+Deno.test("V8 accepts the product's flags (deno refuses a flag V8 does not know)", async () => {
+  const run = (flag: string) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["eval", flag, "console.log('up')"].filter(Boolean),
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+  const ok = await run(RUNTIME_V8_ARG);
+  assert.equal(ok.code, 0, new TextDecoder().decode(ok.stderr));
+  assert.equal(new TextDecoder().decode(ok.stdout).trim(), "up");
+  // The check can fail: a misspelt flag is refused.
+  const bad = await run("--v8-flags=--no-memory-reducr");
+  assert.notEqual(bad.code, 0);
 });
 
 Deno.test("isDownloadFailure() recognises deno's runtime download errors", () => {
