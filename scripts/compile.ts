@@ -41,13 +41,9 @@ export const RUNTIME_PERMISSIONS = [
  *
  * `--no-memory-reducer`: after ~8 s without much allocation V8 runs
  * "memory reducing" collections that shrink the heap to its live size. A
- * proxy is idle between bursts all the time, so the next requests ran on a
- * shrunk heap: measured on the bench's 2-core machine after 20–60 s idle,
- * c=1 p50 was 0.04–0.2 ms later and CPU per request 15–45% higher
- * than with the reducer off, and c=32 throughput after an idle gap 3% lower
- * (docs/BENCHMARKS.md, ninth pass). The heap still shrinks with every
- * ordinary collection; only the idle-time shrinking is off (RSS after idle
- * measured 105 MB with it off against 109 MB with it on).
+ * proxy is idle between bursts all the time, and the next requests ran
+ * slower and cost more CPU on the shrunk heap (numbers in
+ * docs/BENCHMARKS.md, ninth pass). Ordinary collections still run.
  */
 export const RUNTIME_V8_FLAGS = ["--no-memory-reducer"] as const;
 
