@@ -27,7 +27,8 @@ import { Marks } from "./marks.ts";
 import { createPolicy } from "../proxy/policies.ts";
 import { Admission } from "../proxy/admission.ts";
 import { guardResponse } from "../proxy/guard.ts";
-import { createHandler, type RequestLogLine } from "../proxy/relay.ts";
+import { createHandler } from "../proxy/relay.ts";
+import { logRequest, type RequestLogLine } from "../core/request_log.ts";
 import type { QueueStatus, StatusSnapshot } from "../proxy/snapshot.ts";
 import { errorText } from "../core/errors.ts";
 import { type Http1Server, serveHttp1 } from "../http1/server.ts";
@@ -240,17 +241,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
     maxBytes: config.maxBufferedBytes,
     maxBodyBytes: config.maxBodyBytes,
   });
-  const onRequestLog = deps.onRequestLog ?? ((l: RequestLogLine) =>
-    logger.log("info", "request", {
-      method: l.method,
-      path: l.path,
-      instance: l.instance ?? "-",
-      status: l.status,
-      bytes: l.bytes,
-      ms: Math.round(l.durationMs),
-      attempts: l.attempts,
-      cancelled: l.clientCancelled || undefined,
-    }));
+  // The headless writer formats request lines itself (`LineLogger.request`).
+  const onRequestLog = deps.onRequestLog ?? ((l: RequestLogLine) => logRequest(logger, l));
   const policy = createPolicy(config.policy);
   // A policy that can tell saturation enables the admission queue.
   const admission = policy.saturated

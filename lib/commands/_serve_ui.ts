@@ -6,6 +6,7 @@
  */
 import type { CliIo } from "../cli/cli_io.ts";
 import type { LogFields, Logger, LogLevel } from "../core/logger.ts";
+import { logRequest, type RequestLogLine } from "../core/request_log.ts";
 import type { RunningProxy } from "../app/proxy_app.ts";
 import { LineLogger, shouldUseColor } from "../ui/log.ts";
 import { denoTerminal, enterRawMode, exitRawMode, LiveUI, UiLogBuffer } from "../ui/live.ts";
@@ -31,6 +32,10 @@ export class SwitchLogger implements Logger {
   /** Forwards one record. */
   log(level: LogLevel, msg: string, fields?: LogFields): void {
     this.#target.log(level, msg, fields);
+  }
+  /** Forwards one request line, to the target's own formatter when it has one. */
+  request(line: RequestLogLine): void {
+    logRequest(this.#target, line);
   }
 }
 

@@ -4,6 +4,8 @@
  * tests use `MemoryLogger` to assert on what was said.
  */
 
+import type { RequestLogLine } from "./request_log.ts";
+
 /** Severity of a log record. */
 export type LogLevel = "debug" | "info" | "warn" | "error";
 
@@ -22,6 +24,12 @@ export interface LogRecord {
 export interface Logger {
   /** Records one event. */
   log(level: LogLevel, msg: string, fields?: LogFields): void;
+  /**
+   * Records one request line (info level), when the logger formats those
+   * itself; `logRequest()` falls back to `log()` without it. The line is
+   * handed over: the caller must not change it afterwards.
+   */
+  request?(line: RequestLogLine): void;
 }
 
 /** A logger that drops everything. */

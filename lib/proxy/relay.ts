@@ -38,23 +38,9 @@ import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
 import { routeInfoFor } from "./route_info.ts";
 import { type LlmObserver, llmObserverFor } from "./llm_stats.ts";
+import type { RequestLogLine } from "../core/request_log.ts";
 
-/** One line of the request log. Carries the path only: query strings may hold secrets. */
-export interface RequestLogLine {
-  method: string;
-  path: string;
-  /** Backend that answered, or null when the proxy answered itself. */
-  instance: number | null;
-  /** Status sent to the client (499 when the client left before the response headers, as nginx logs it). */
-  status: number;
-  /** Response body bytes relayed. */
-  bytes: number;
-  /** From request arrival to the end of the response body, ms. */
-  durationMs: number;
-  /** Upstream attempts made (0 when none). */
-  attempts: number;
-  clientCancelled: boolean;
-}
+export type { RequestLogLine } from "../core/request_log.ts";
 
 /** What `createHandler` needs. */
 export interface RelayDeps {

@@ -10,6 +10,7 @@ import {
   type LogRecord,
   redact,
 } from "../core/logger.ts";
+import { REQUEST_MSG, requestLogFields, type RequestLogLine } from "../core/request_log.ts";
 import { paint, type Style } from "./ansi.ts";
 import { safeText, terminalJson } from "./terminal_text.ts";
 
@@ -142,6 +143,11 @@ export const MAX_BATCH_BYTES = 64 * 1024;
 /** Lines a `LineLogger` holds for a slow writer before it starts dropping. */
 export const MAX_QUEUED_LINES = 10_000;
 
+/** A request line waiting for a batched write, with the time it was logged. */
+class QueuedRequest {
+  constructor(readonly time: number, readonly line: RequestLogLine) {}
+}
+
 /**
  * A `Logger` writing one line per record. Writes are chained so lines keep
  * their order even though the writer is asynchronous; `flush()` waits for
@@ -155,7 +161,7 @@ export class LineLogger implements Logger {
    * Lines waiting for the writer: formatted (newline included), or records
    * of batched lines, formatted when the batch is written.
    */
-  #queue: (string | LogRecord)[] = [];
+  #queue: (string | LogRecord | QueuedRequest)[] = [];
   /** The running drain, while there is one. */
   #draining: Promise<void> | null = null;
   /** Lines dropped since the queue was last full. */
@@ -164,6 +170,8 @@ export class LineLogger implements Logger {
   #queuedChars = 0;
   /** The pending `batchMs` timer, while lines wait for it. */
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** A text request line's level and message, coloured and redacted once. */
+  #requestHead: string;
 
   /** See `LineLoggerOptions` for defaults. */
   constructor(opts: LineLoggerOptions) {
@@ -176,6 +184,34 @@ export class LineLogger implements Logger {
       now: opts.now ?? Date.now,
       batchMs: opts.batchMs ?? 0,
     };
+    this.#requestHead = `${paint("INFO ", LEVEL_STYLE.info, this.#opts.color)} ${
+      safeText(redact(REQUEST_MSG, this.#opts.secrets))
+    }`;
+  }
+
+  /**
+   * Queues one request line (info level), formatted by `#formatRequest`:
+   * the same text as `log("info", "request", requestLogFields(line))`
+   * without the records and field loops of the general path, which ran
+   * once per request. `line` is kept, not copied, until the batch is written.
+   */
+  request(line: RequestLogLine): void {
+    if (!levelEnabled("info", this.#opts.level)) return;
+    if (this.#queue.length >= MAX_QUEUED_LINES) {
+      this.#dropped++;
+      return;
+    }
+    const time = this.#opts.now();
+    const batched = this.#opts.batchMs > 0;
+    if (batched) {
+      this.#queue.push(new QueuedRequest(time, line));
+      this.#queuedChars += 112 + line.method.length + line.path.length;
+    } else {
+      const text = this.#formatRequest(time, line);
+      this.#queue.push(text + "\n");
+      this.#queuedChars += text.length + 1;
+    }
+    this.#queued(batched);
   }
 
   /** Formats and queues one line. */
@@ -212,11 +248,16 @@ export class LineLogger implements Logger {
       this.#queue.push(line + "\n");
       this.#queuedChars += line.length + 1;
     }
+    this.#queued(batched);
+  }
+
+  /** Starts or schedules the drain for what was just queued. */
+  #queued(batched: boolean): void {
     if (this.#draining) return; // the running drain takes it
     if (batched && this.#queuedChars < MAX_BATCH_BYTES) {
       // At a thousand requests a second, a write per turn was a write (and a
       // hop to Deno's blocking-I/O thread and back) per request line.
-      this.#timer ??= setTimeout(() => this.#startDrain(), wait);
+      this.#timer ??= setTimeout(() => this.#startDrain(), this.#opts.batchMs);
       return;
     }
     this.#startDrain();
@@ -241,7 +282,13 @@ export class LineLogger implements Logger {
     try {
       while (this.#queue.length > 0) {
         let text = "";
-        for (const l of this.#queue) text += typeof l === "string" ? l : this.#formatLate(l) + "\n";
+        for (const l of this.#queue) {
+          text += typeof l === "string"
+            ? l
+            : l instanceof QueuedRequest
+            ? this.#formatRequest(l.time, l.line) + "\n"
+            : this.#formatLate(l) + "\n";
+        }
         this.#queue.length = 0;
         this.#queuedChars = 0;
         if (this.#dropped > 0) {
@@ -278,6 +325,40 @@ export class LineLogger implements Logger {
       return this.format(r);
     } catch {
       return this.format({ ...r, fields: { log_error: "fields could not be formatted" } });
+    }
+  }
+
+  /**
+   * A request line, without the newline: exactly what `format()` makes of
+   * `requestLogFields(line)` (tests compare the two), built in one pass.
+   * Values are redacted before they are quoted and the line after, as there.
+   */
+  #formatRequest(time: number, l: RequestLogLine): string {
+    try {
+      if (this.#opts.format === "json") {
+        return this.format({ time, level: "info", msg: REQUEST_MSG, fields: requestLogFields(l) });
+      }
+      const secrets = this.#opts.secrets;
+      let line =
+        `${paint(new Date(time).toISOString(), "dim", this.#opts.color)} ${this.#requestHead}` +
+        ` method=${formatValue(redact(l.method, secrets))} path=${
+          formatValue(redact(l.path, secrets))
+        }` +
+        ` instance=${l.instance === null ? "-" : formatValue(l.instance)} status=${
+          formatValue(l.status)
+        } bytes=${formatValue(l.bytes)} ms=${formatValue(Math.round(l.durationMs))} attempts=${
+          formatValue(l.attempts)
+        }`;
+      if (l.clientCancelled) line += " cancelled=true";
+      return redact(line, secrets);
+    } catch {
+      // As in #formatLate: a value that slipped past the types costs its fields, not the batch.
+      return this.format({
+        time,
+        level: "info",
+        msg: REQUEST_MSG,
+        fields: { log_error: "fields could not be formatted" },
+      });
     }
   }
 
