@@ -38,7 +38,7 @@ import { modelsResponse } from "./models.ts";
 import type { Pool, RouteTarget } from "./pool.ts";
 import { routeInfoFor } from "./route_info.ts";
 import { type LlmObserver, llmObserverFor } from "./llm_stats.ts";
-import type { RequestLogLine } from "../core/request_log.ts";
+import { logRequest, type RequestLogLine } from "../core/request_log.ts";
 
 export type { RequestLogLine } from "../core/request_log.ts";
 
@@ -83,8 +83,7 @@ export function createHandler(deps: RelayDeps): Handler {
   const policies = { policy: deps.policy, sticky: new Rendezvous() };
   const maxRetries = deps.maxRetries ?? 2;
   const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
-  const emitLine = deps.onRequestLog ??
-    ((l: RequestLogLine) => logger.log("info", "request", { ...l }));
+  const emitLine = deps.onRequestLog ?? ((l: RequestLogLine) => logRequest(logger, l));
   // A failing log sink costs its line, never the request: lines are also
   // written from a `delivered.then`, where a throw would be an unhandled
   // rejection and end the process.

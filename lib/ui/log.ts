@@ -143,6 +143,31 @@ export const MAX_BATCH_BYTES = 64 * 1024;
 /** Lines a `LineLogger` holds for a slow writer before it starts dropping. */
 export const MAX_QUEUED_LINES = 10_000;
 
+/**
+ * Text a `LineLogger` holds for a slow writer before it starts dropping,
+ * in UTF-16 units of the values queued: a client's request path can be
+ * hundreds of kilobytes once percent-encoded, so a line count alone does
+ * not bound memory.
+ */
+export const MAX_QUEUED_CHARS = 16 * 1024 * 1024;
+
+/** Longest string value a log line shows; the rest is cut, after redaction, and counted. */
+export const MAX_FIELD_CHARS = 2048;
+
+/**
+ * `s` cut to `MAX_FIELD_CHARS`, saying how much was left out. Apply it to a
+ * redacted value: cutting first could leave part of a secret that no longer
+ * matches it.
+ */
+export function clipped(s: string): string {
+  if (s.length <= MAX_FIELD_CHARS) return s;
+  let end = MAX_FIELD_CHARS;
+  // Not between the halves of a surrogate pair.
+  const last = s.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
+  return `${s.slice(0, end)}…(+${s.length - end} chars)`;
+}
+
 /** A request line waiting for a batched write, with the time it was logged. */
 class QueuedRequest {
   constructor(readonly time: number, readonly line: RequestLogLine) {}
@@ -172,6 +197,8 @@ export class LineLogger implements Logger {
   #timer: ReturnType<typeof setTimeout> | undefined;
   /** A text request line's level and message, coloured and redacted once. */
   #requestHead: string;
+  /** What a request line adds to its method and path, at most (for `#queuedChars`). */
+  #requestChars: number;
 
   /** See `LineLoggerOptions` for defaults. */
   constructor(opts: LineLoggerOptions) {
@@ -187,6 +214,17 @@ export class LineLogger implements Logger {
     this.#requestHead = `${paint("INFO ", LEVEL_STYLE.info, this.#opts.color)} ${
       safeText(redact(REQUEST_MSG, this.#opts.secrets))
     }`;
+    // The longest numbers a line shows, plus quotes and the newline.
+    this.#requestChars = 6 + this.#formatRequest(0, {
+      method: "",
+      path: "",
+      instance: Number.MAX_SAFE_INTEGER,
+      status: 999,
+      bytes: Number.MAX_SAFE_INTEGER,
+      durationMs: 1e12,
+      attempts: 999,
+      clientCancelled: true,
+    }).length;
   }
 
   /**
@@ -197,15 +235,12 @@ export class LineLogger implements Logger {
    */
   request(line: RequestLogLine): void {
     if (!levelEnabled("info", this.#opts.level)) return;
-    if (this.#queue.length >= MAX_QUEUED_LINES) {
-      this.#dropped++;
-      return;
-    }
+    if (this.#full()) return;
     const time = this.#opts.now();
     const batched = this.#opts.batchMs > 0;
     if (batched) {
       this.#queue.push(new QueuedRequest(time, line));
-      this.#queuedChars += 112 + line.method.length + line.path.length;
+      this.#queuedChars += this.#requestChars + line.method.length + line.path.length;
     } else {
       const text = this.#formatRequest(time, line);
       this.#queue.push(text + "\n");
@@ -220,10 +255,7 @@ export class LineLogger implements Logger {
     // A slow reader of our output (a stalled pipe, a log shipper) must not
     // grow memory without bound or hold up requests: past MAX_QUEUED_LINES,
     // lines are dropped and the gap is reported once the queue drains.
-    if (this.#queue.length >= MAX_QUEUED_LINES) {
-      this.#dropped++;
-      return;
-    }
+    if (this.#full()) return;
     const time = this.#opts.now();
     const wait = this.#opts.batchMs;
     const batched = wait > 0 && LEVEL_RANK[level] < LEVEL_RANK.warn;
@@ -249,6 +281,13 @@ export class LineLogger implements Logger {
       this.#queuedChars += line.length + 1;
     }
     this.#queued(batched);
+  }
+
+  /** True (and the line counted as dropped) when the queue holds all it may. */
+  #full(): boolean {
+    if (this.#queue.length < MAX_QUEUED_LINES && this.#queuedChars < MAX_QUEUED_CHARS) return false;
+    this.#dropped++;
+    return true;
   }
 
   /** Starts or schedules the drain for what was just queued. */
@@ -282,12 +321,19 @@ export class LineLogger implements Logger {
     try {
       while (this.#queue.length > 0) {
         let text = "";
-        for (const l of this.#queue) {
-          text += typeof l === "string"
-            ? l
-            : l instanceof QueuedRequest
-            ? this.#formatRequest(l.time, l.line) + "\n"
-            : this.#formatLate(l) + "\n";
+        try {
+          for (const l of this.#queue) {
+            text += typeof l === "string"
+              ? l
+              : l instanceof QueuedRequest
+              ? this.#formatRequest(l.time, l.line) + "\n"
+              : this.#formatLate(l) + "\n";
+          }
+        } catch {
+          // Past V8's longest string, say: the batch is lost, never the
+          // process (a rejected drain is an unhandled rejection).
+          text = "";
+          this.#dropped += this.#queue.length;
         }
         this.#queue.length = 0;
         this.#queuedChars = 0;
@@ -341,8 +387,8 @@ export class LineLogger implements Logger {
       const secrets = this.#opts.secrets;
       let line =
         `${paint(new Date(time).toISOString(), "dim", this.#opts.color)} ${this.#requestHead}` +
-        ` method=${formatValue(redact(l.method, secrets))} path=${
-          formatValue(redact(l.path, secrets))
+        ` method=${formatValue(clipped(redact(l.method, secrets)))} path=${
+          formatValue(clipped(redact(l.path, secrets)))
         }` +
         ` instance=${l.instance === null ? "-" : formatValue(l.instance)} status=${
           formatValue(l.status)
@@ -371,7 +417,7 @@ export class LineLogger implements Logger {
     for (const k in r.fields) {
       if (!Object.hasOwn(r.fields, k)) continue;
       const v = r.fields[k];
-      fields[k] = typeof v === "string" ? redact(v, secrets) : v;
+      fields[k] = typeof v === "string" ? clipped(redact(v, secrets)) : v;
     }
     const clean: LogRecord = { ...r, msg: redact(r.msg, secrets), fields };
     const line = this.#opts.format === "json"

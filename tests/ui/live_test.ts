@@ -3,6 +3,7 @@ import { FakeClock, flushMicrotasks } from "../../lib/core/clock.ts";
 import type { BackendSnapshot, StatusSnapshot } from "../../lib/proxy/snapshot.ts";
 import { TERM } from "../../lib/ui/ansi.ts";
 import { LiveUI, UiLogBuffer } from "../../lib/ui/live.ts";
+import { MAX_FIELD_CHARS } from "../../lib/ui/log.ts";
 
 function fleet(clock: FakeClock, requests = 0): StatusSnapshot {
   const b = (id: number) =>
@@ -181,4 +182,14 @@ Deno.test("UiLogBuffer keeps only the last lines", () => {
     "INFO  m4",
     "WARN  multi line",
   ]);
+});
+
+Deno.test("UiLogBuffer cuts a huge value after redacting it, and redacts a quoted secret", () => {
+  const buf = new UiLogBuffer({ now: () => 0, secrets: ['se"cret-key'] });
+  const path = "/" + "a".repeat(MAX_FIELD_CHARS - 4) + 'se"cret-key' + "%C3%BF".repeat(20_000);
+  buf.log("info", "request", { path, why: 'said se"cret-key' });
+  const [line] = buf.lines();
+  assert.ok(line.length < 2 * MAX_FIELD_CHARS, `${line.length} chars`);
+  assert.ok(!line.includes('se\\"c') && !line.includes('se"c'), line.slice(-120));
+  assert.match(line, /…\(\+\d+ chars\)" why="said \[redacted\]"$/);
 });

@@ -1,5 +1,12 @@
 import assert from "node:assert/strict";
-import { LineLogger, MAX_QUEUED_LINES } from "../../lib/ui/log.ts";
+import {
+  clipped,
+  LineLogger,
+  MAX_BATCH_BYTES,
+  MAX_FIELD_CHARS,
+  MAX_QUEUED_CHARS,
+  MAX_QUEUED_LINES,
+} from "../../lib/ui/log.ts";
 import { MemoryLogger } from "../../lib/core/logger.ts";
 import { logRequest, requestLogFields, type RequestLogLine } from "../../lib/core/request_log.ts";
 import { SwitchLogger } from "../../lib/commands/_serve_ui.ts";
@@ -12,6 +19,7 @@ function logger(opts: {
   color?: boolean;
   secrets?: string[];
   batchMs?: number;
+  level?: "info" | "warn";
   now?: () => number;
 }) {
   const decoder = new TextDecoder();
@@ -71,6 +79,7 @@ const PIECES = [
   "[redacted]",
   "%2F",
   "",
+  "/" + "p".repeat(1500),
 ];
 // A quote or backslash in a secret is escaped by quoting: only redacting the
 // value before it is quoted catches it.
@@ -183,16 +192,131 @@ Deno.test("LineLogger.request keeps the order of lines logged either way, and th
     "INFO  request method=GET path=/b instance=1 status=200 bytes=0 ms=0 attempts=1",
   ]);
   // Request lines are info: a logger set to warn writes none.
-  const warnOnly = logger({ batchMs: 5 });
-  const filtered = new LineLogger({
-    writer: { write: (p) => warnOnly.log.log("error", `wrote ${p.length}`) ?? p.length },
-    level: "warn",
-  });
-  filtered.request(line("/c"));
-  filtered.log("warn", "kept");
-  await filtered.flush();
-  await warnOnly.log.flush();
-  assert.match(warnOnly.text(), /^\S+ ERROR wrote \d+\n$/);
+  const filtered = logger({ level: "warn", batchMs: 5 });
+  filtered.log.request(line("/c"));
+  filtered.log.log("warn", "kept");
+  await filtered.log.flush();
+  assert.equal(filtered.text(), "2026-12-01T23:40:05.007Z WARN  kept\n");
+});
+
+Deno.test("LineLogger.request: a batch waits for batchMs only up to MAX_BATCH_BYTES", async () => {
+  for (const opts of [{}, { color: true }, { format: "json" as const }]) {
+    const writes: number[] = [];
+    const log = new LineLogger({
+      writer: {
+        write(p: Uint8Array) {
+          writes.push(p.length);
+          return p.length;
+        },
+      },
+      now: () => T,
+      batchMs: 60_000,
+      ...opts,
+    });
+    const line: RequestLogLine = {
+      method: "POST",
+      path: "/v1/chat/completions",
+      instance: 12,
+      status: 200,
+      bytes: 1234567,
+      durationMs: 12345.6,
+      attempts: 1,
+      clientCancelled: true,
+    };
+    // One line per turn, as requests end: the bound, not the timer, starts the write.
+    for (let i = 0; i < 2_000 && writes.length === 0; i++) {
+      log.request(line);
+      await Promise.resolve();
+      await new Promise((r) => setTimeout(r, 0));
+    }
+    assert.equal(writes.length, 1, `no write before the timer (${JSON.stringify(opts)})`);
+    assert.ok(
+      writes[0] <= MAX_BATCH_BYTES && writes[0] > MAX_BATCH_BYTES / 2,
+      `first write ${writes[0]} bytes (${JSON.stringify(opts)})`,
+    );
+    await log.flush();
+  }
+});
+
+Deno.test("LineLogger: a huge path is cut after redaction, and says how much is left out", async () => {
+  const secret = "sk-secret-key";
+  // The secret straddles the cut: cut first, half of it would be written.
+  const path = "/" + "a".repeat(MAX_FIELD_CHARS - 6) + secret + "%C3%BF".repeat(60_000);
+  const line: RequestLogLine = {
+    method: "GET",
+    path,
+    instance: null,
+    status: 401,
+    bytes: 0,
+    durationMs: 0,
+    attempts: 0,
+    clientCancelled: false,
+  };
+  for (const batchMs of [0, 5]) {
+    const dedicated = logger({ secrets: [secret], batchMs });
+    const general = logger({ secrets: [secret], batchMs });
+    dedicated.log.request(line);
+    general.log.log("info", "request", requestLogFields(line));
+    await Promise.all([dedicated.log.flush(), general.log.flush()]);
+    const text = dedicated.text();
+    assert.equal(text, general.text());
+    assert.ok(text.length < MAX_FIELD_CHARS + 200, `${text.length} chars`);
+    assert.ok(!text.includes("sk-sec"), "part of the secret was written");
+    const redacted = path.replace(secret, "[redacted]");
+    const shown = `${redacted.slice(0, MAX_FIELD_CHARS)}…(+${
+      redacted.length - MAX_FIELD_CHARS
+    } chars)`;
+    assert.ok(text.includes(` path="${shown}" instance=-`), text.slice(0, 200));
+  }
+  assert.equal(clipped("x".repeat(MAX_FIELD_CHARS)), "x".repeat(MAX_FIELD_CHARS));
+  // A surrogate pair is never split.
+  const emoji = "x".repeat(MAX_FIELD_CHARS - 1) + "😀";
+  assert.equal(clipped(emoji), "x".repeat(MAX_FIELD_CHARS - 1) + "…(+2 chars)");
+});
+
+Deno.test("LineLogger: a stalled writer holds at most MAX_QUEUED_CHARS of huge lines, and nothing rejects", async () => {
+  for (const general of [false, true]) {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    let written = 0;
+    let text = "";
+    const decoder = new TextDecoder();
+    const log = new LineLogger({
+      writer: {
+        async write(p: Uint8Array) {
+          await gate;
+          written += p.length;
+          text = decoder.decode(p.subarray(Math.max(0, p.length - 200)));
+          return p.length;
+        },
+      },
+      now: () => 0,
+      batchMs: 5,
+    });
+    const path = "/" + "%C3%BF".repeat(65_000); // what a 65 KB target of 0xFF bytes becomes
+    const n = 1_000;
+    for (let i = 0; i < n; i++) {
+      const line: RequestLogLine = {
+        method: "GET",
+        path,
+        instance: null,
+        status: 401,
+        bytes: 0,
+        durationMs: 0,
+        attempts: 0,
+        clientCancelled: false,
+      };
+      if (general) log.log("info", "request", requestLogFields(line));
+      else log.request(line);
+      if (i === 0) await new Promise((r) => setTimeout(r, 20)); // the first batch is stuck writing
+    }
+    release();
+    await log.flush();
+    const kept = Math.ceil(MAX_QUEUED_CHARS / path.length);
+    const dropped = Number(/dropped=(\d+)/.exec(text)?.[1]);
+    assert.ok(dropped >= n - 1 - kept - 1 && dropped < n - 1, `dropped ${dropped}`);
+    assert.ok(written < (kept + 2) * (MAX_FIELD_CHARS + 200), `${written} bytes written`);
+  }
 });
 
 Deno.test("LineLogger.request drops lines past MAX_QUEUED_LINES for a stalled writer, and says so", async () => {
@@ -259,6 +383,13 @@ Deno.test("logRequest and SwitchLogger: own formatter when the target has one, a
       cancelled: undefined,
     },
   }]);
+  // A target with its own formatter gets the line itself, not a record.
+  const got: unknown[] = [];
+  sw.switchTo({ log: (...a) => got.push(["log", ...a]), request: (l) => got.push(["request", l]) });
+  logRequest(sw, line);
+  assert.equal(got.length, 1);
+  assert.deepEqual(got[0], ["request", line]);
+  assert.equal((got[0] as unknown[])[1], line);
   const lines = logger({ batchMs: 5 });
   sw.switchTo(lines.log);
   logRequest(sw, line);
