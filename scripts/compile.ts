@@ -43,9 +43,14 @@ export const RUNTIME_PERMISSIONS = [
  * "memory reducing" collections that shrink the heap to its live size. A
  * proxy is idle between bursts all the time, and the next requests ran
  * slower and cost more CPU on the shrunk heap (numbers in
- * docs/BENCHMARKS.md, ninth pass). Ordinary collections still run.
+ * docs/BENCHMARKS.md, ninth pass).
+ *
+ * `--expose-gc`: with the reducer off, nothing gave a burst's memory back
+ * while the proxy was quiet (a peak of ~700 MB stayed for minutes). The
+ * proxy does that itself after a minute without requests
+ * (lib/app/idle_gc.ts), with the `gc` this flag exposes.
  */
-export const RUNTIME_V8_FLAGS = ["--no-memory-reducer"] as const;
+export const RUNTIME_V8_FLAGS = ["--no-memory-reducer", "--expose-gc"] as const;
 
 /** `RUNTIME_V8_FLAGS` as the one deno argument that sets them. */
 export const RUNTIME_V8_ARG = `--v8-flags=${RUNTIME_V8_FLAGS.join(",")}`;

@@ -24,6 +24,7 @@ import { guardBrowsers } from "../proxy/browser_guard.ts";
 import type { BackendEvent } from "../proxy/backend.ts";
 import { Fleet } from "../proxy/fleet.ts";
 import { Marks } from "./marks.ts";
+import { exposedGc, IDLE_GC_CHECK_MS, IdleGc } from "./idle_gc.ts";
 import { createPolicy } from "../proxy/policies.ts";
 import { Admission } from "../proxy/admission.ts";
 import { guardResponse } from "../proxy/guard.ts";
@@ -54,6 +55,11 @@ export interface ProxyDeps {
   sshDefaultKeyFiles?: string[];
   /** SSH user [root]. */
   sshUsername?: string;
+  /**
+   * A full collection, run after a quiet spell (idle_gc.ts) [V8's `gc` when
+   * the runtime exposes it, as `RUNTIME_V8_FLAGS` does; else none].
+   */
+  gc?: (() => void) | null;
 }
 
 /** Actions the UI's keys trigger; each logs its outcome. */
@@ -290,6 +296,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
   const onUnsendableHeader = (name: string) =>
     logger.log("warn", "dropped a response header the proxy cannot send", { header: name });
 
+  // Counted for the idle collector: any change is activity.
+  let requestsStarted = 0;
   try {
     server = serveHttp1({
       hostname: config.listen.hostname,
@@ -306,7 +314,10 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
           { status: 500 },
         );
       },
-    }, async (req, info) => guardResponse(await handler(req, info), onUnsendableHeader));
+    }, async (req, info) => {
+      requestsStarted++;
+      return guardResponse(await handler(req, info), onUnsendableHeader);
+    });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
       throw new Error(
@@ -357,6 +368,32 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       // holds up the next poll.
       void marks?.flush();
     });
+  })();
+
+  const gc = deps.gc === undefined ? exposedGc() : deps.gc;
+  const idleGc = gc
+    ? new IdleGc({
+      clock,
+      requests: () => requestsStarted,
+      inFlight: () => fleet.inFlight(),
+      memory: () => Deno.memoryUsage(),
+      gc,
+      logger,
+    })
+    : null;
+  const idleLoop = (async () => {
+    while (idleGc) {
+      try {
+        await clock.sleep(IDLE_GC_CHECK_MS, life.signal);
+      } catch {
+        return;
+      }
+      try {
+        idleGc.tick();
+      } catch (err) {
+        logger.log("warn", "idle memory collection failed", { error: errorText(err) });
+      }
+    }
   })();
 
   const actions: ProxyActions = {
@@ -414,6 +451,7 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
       // forever, so give it a moment and then close what is left.
       if (!(await raceTimeout(drained, SHUTDOWN_GRACE_MS, clock))) await http.closeAll();
       await pollLoop;
+      await idleLoop;
       if (marks && !(await raceTimeout(marks.clearAll(), MARKS_CLEAR_TIMEOUT_MS, clock))) {
         logger.log("warn", "could not clear --mark-label marks in time; some may remain", {});
       }

@@ -92,3 +92,51 @@ Deno.test("startProxy() applies --ssh-native-crypto to ssh2's AES-GCM, and the d
     await api.close();
   }
 });
+
+Deno.test("startProxy() gives memory back once after a minute without requests (idle_gc.ts)", async () => {
+  const engine = await startFakeEngine({ model: "m" });
+  const api = startFakeVastApi({
+    apiKey: "server-test-key",
+    instances: [makeInstanceRecord({ id: 12, jupyter_token: null })],
+  });
+  const factory = new FakeTunnelFactory({
+    autoUp: { baseUrl: engine.url, path: "direct", endpoint: "127.0.0.1:22" },
+  });
+  const logger = new MemoryLogger();
+  const clock = new FakeClock();
+  let collections = 0;
+  const proxy = await startProxy(
+    testServeConfig({ apiKey: "server-test-key", apiUrl: api.url, healthIntervalMs: 600_000 }),
+    { logger, tunnelFactory: factory, clock, gc: () => collections++ },
+  );
+  // Memory a burst would have taken, held so that it shows as growth.
+  const burst = new Uint8Array(64 * 1024 * 1024).fill(1);
+  try {
+    await eventually("healthy", () => proxy.status().counts.healthy === 1);
+    const res = await fetch(`${proxy.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ model: "m", messages: [{ role: "user", content: "hi" }] }),
+    });
+    assert.equal(res.status, 200);
+    await res.body?.cancel();
+    const advance = async (ms: number) => {
+      for (let t = 0; t < ms; t += 1_000) {
+        await clock.tick(1_000);
+        await new Promise((r) => setTimeout(r, 0));
+      }
+    };
+    await advance(50_000);
+    assert.equal(collections, 0, "a pause under a minute keeps its heap");
+    await advance(20_000);
+    assert.equal(collections, 1);
+    assert.match(logger.text(), /idle: gave memory back/);
+    await advance(60_000);
+    assert.equal(collections, 1, "one collection per pause");
+  } finally {
+    assert.equal(burst[burst.length - 1], 1);
+    await proxy.shutdown(0);
+    await api.close();
+    await engine.close();
+  }
+});

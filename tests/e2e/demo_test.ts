@@ -14,11 +14,11 @@ import { freePort } from "../_helpers/sshd.ts";
 
 const ROOT = new URL("../..", import.meta.url).pathname;
 
-/** The `deno run` permission flags of the `demo` task in deno.json. */
+/** The `deno run` flags of the `demo` task in deno.json: its permissions and V8 flags. */
 function demoTaskPermissions(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
   const words = String(config.tasks.demo).split(/\s+/);
-  return words.filter((w) => w.startsWith("--allow-"));
+  return words.filter((w) => w.startsWith("--allow-") || w.startsWith("--v8-flags="));
 }
 
 /** Drains a child's stream into a string the test can read at any time. */

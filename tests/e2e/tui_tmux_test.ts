@@ -28,10 +28,12 @@ if (!hasTmux) {
   console.error(`\n*** SKIPPING tests/e2e/tui_tmux_test.ts: ${msg} ***\n`);
 }
 
-/** The `deno run` permission flags of the `demo` task in deno.json. */
+/** The `deno run` flags of the `demo` task in deno.json: its permissions and V8 flags. */
 function demoTaskPermissions(): string[] {
   const config = JSON.parse(Deno.readTextFileSync(`${ROOT}deno.json`));
-  return String(config.tasks.demo).split(/\s+/).filter((w) => w.startsWith("--allow-"));
+  return String(config.tasks.demo).split(/\s+/).filter((w) =>
+    w.startsWith("--allow-") || w.startsWith("--v8-flags=")
+  );
 }
 
 function shellQuote(s: string): string {

@@ -38,17 +38,22 @@ Deno.test("compileArgs() grants only the runtime permissions, never --allow-all"
 });
 
 Deno.test("every way vastproxy is run sets its V8 flags: compile, deno tasks, the bench", () => {
-  assert.deepEqual([...RUNTIME_V8_FLAGS], ["--no-memory-reducer"]);
-  assert.equal(RUNTIME_V8_ARG, "--v8-flags=--no-memory-reducer");
+  assert.deepEqual([...RUNTIME_V8_FLAGS], ["--no-memory-reducer", "--expose-gc"]);
+  assert.equal(RUNTIME_V8_ARG, "--v8-flags=--no-memory-reducer,--expose-gc");
   const config = JSON.parse(Deno.readTextFileSync(`${root}deno.json`));
-  for (const task of ["start", "demo"]) {
+  const scripts: Record<string, string> = {
+    start: "main.ts",
+    demo: "main.ts",
+    soak: "scripts/soak.ts", // the proxy in-process: its memory check measures what ships
+  };
+  for (const [task, file] of Object.entries(scripts)) {
     const words = String(config.tasks[task]).split(/\s+/);
     // A runtime flag only counts before the script name.
-    const script = words.indexOf("main.ts");
-    assert.ok(script > 0, `task ${task} runs main.ts`);
+    const script = words.indexOf(file);
+    assert.ok(script > 0, `task ${task} runs ${file}`);
     assert.ok(
       words.slice(0, script).includes(RUNTIME_V8_ARG),
-      `deno.json task "${task}" must pass ${RUNTIME_V8_ARG} before main.ts`,
+      `deno.json task "${task}" must pass ${RUNTIME_V8_ARG} before ${file}`,
     );
   }
   assert.equal(proxyFlags()[0], RUNTIME_V8_ARG, "the bench measures the shipped settings");
@@ -67,6 +72,45 @@ Deno.test("V8 accepts the product's flags (deno refuses a flag V8 does not know)
   // The check can fail: a misspelt flag is refused.
   const bad = await run("--v8-flags=--no-memory-reducr");
   assert.notEqual(bad.code, 0);
+});
+
+/** The last value V8 printed for each of the product's flags (`--print-flag-values`). */
+function printedFlags(stdout: Uint8Array): { reducer?: string; exposeGc?: string } {
+  const lines = new TextDecoder().decode(stdout).split("\n");
+  return {
+    reducer: lines.findLast((l) => /^--(no-)?memory-reducer$/.test(l)),
+    exposeGc: lines.findLast((l) => /^--(no-)?expose-gc$/.test(l)),
+  };
+}
+
+Deno.test("the start and demo tasks' process really runs with the flags, and gc is exposed", async () => {
+  for (const task of ["start", "demo"]) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "-q", task, "--help"],
+      cwd: root,
+      env: { DENO_V8_FLAGS: "--print-flag-values" },
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    // The task runner prints V8's defaults first; the proxy's process prints last.
+    assert.deepEqual(printedFlags(out.stdout), {
+      reducer: "--no-memory-reducer",
+      exposeGc: "--expose-gc",
+    });
+  }
+  const probe = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: [
+        "eval",
+        ...args,
+        "import { exposedGc } from './lib/app/idle_gc.ts'; console.log(typeof exposedGc())",
+      ],
+      cwd: root,
+      stdout: "piped",
+    }).output().then((o) => new TextDecoder().decode(o.stdout).trim());
+  assert.equal(await probe([RUNTIME_V8_ARG]), "function");
+  assert.equal(await probe([]), "object", "without the flag there is no gc (null)");
 });
 
 Deno.test("isDownloadFailure() recognises deno's runtime download errors", () => {
@@ -115,5 +159,15 @@ Deno.test({
     const version = await new Deno.Command(bin, { args: ["--version"], stdout: "piped" }).output();
     assert.equal(version.code, 0);
     assert.match(new TextDecoder().decode(version.stdout), /^\d+\.\d+\.\d+/);
+    // The flags are baked in: they show in the running binary.
+    const flags = await new Deno.Command(bin, {
+      args: ["--version"],
+      env: { DENO_V8_FLAGS: "--print-flag-values" },
+      stdout: "piped",
+    }).output();
+    assert.deepEqual(printedFlags(flags.stdout), {
+      reducer: "--no-memory-reducer",
+      exposeGc: "--expose-gc",
+    });
   },
 });
