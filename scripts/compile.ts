@@ -47,8 +47,8 @@ export const RUNTIME_PERMISSIONS = [
  *
  * `--expose-gc`: with the reducer off, nothing gave a burst's memory back
  * while the proxy was quiet (a peak of ~700 MB stayed for minutes). The
- * proxy does that itself after a minute without requests
- * (lib/app/idle_gc.ts), with the `gc` this flag exposes.
+ * proxy does that itself once it goes quiet (lib/app/idle_gc.ts), with the
+ * `gc` this flag exposes.
  */
 export const RUNTIME_V8_FLAGS = ["--no-memory-reducer", "--expose-gc"] as const;
 

@@ -1,26 +1,38 @@
 /**
- * Gives a burst's memory back once the proxy has been idle for a while.
+ * Gives a burst's memory back once the proxy has gone quiet.
  *
  * The product runs with V8's memory reducer off (`RUNTIME_V8_FLAGS` in
  * scripts/compile.ts): the reducer shrinks the heap after ~8 s of little
  * allocation, and the requests after such a pause then ran slower
- * (docs/BENCHMARKS.md, ninth pass). Off, nothing shrinks the heap while
- * nothing allocates: after a burst of large bodies a quiet proxy held its
- * peak (~700 MB) for minutes. This owner does what the reducer did, on the
- * proxy's own terms: once no request has started for `idleMs` and none is in
- * flight, and the heap (with the buffers it owns) has grown by `growthBytes`
- * since the last collection, it runs one full collection. A pause shorter
- * than `idleMs` keeps its heap.
+ * (docs/BENCHMARKS.md, ninth pass). Off, nothing collected while nothing
+ * allocated: after a burst of large bodies a quiet proxy held its peak
+ * (~700 MB) for minutes. This owner collects on the proxy's own terms,
+ * once per quiet spell (no request started, none in flight):
+ *
+ * - after `IDLE_GC_STEPS[0]` (10 s), when heap plus external memory grew by
+ *   128 MiB or more since the last collection: a burst of large bodies or
+ *   many streams. Soon matters: the freed buffers go back to malloc, and
+ *   malloc can return its heap to the system only while nothing newer sits
+ *   above them; a proxy left with that garbage for a minute had allocated
+ *   enough small things on top to keep ~600 MB resident after the collection
+ *   (measured: 200 MB at 10 s, 660 MB at 60 s);
+ * - after `IDLE_GC_STEPS[1]` (60 s), on 32 MiB: the ordinary warm heap of
+ *   steady traffic, which the reducer would have shrunk after 8 s.
+ *
+ * The collection is V8's "last resort" one (all available garbage, in as
+ * many passes as weak references need, heap shrunk): one plain pass freed
+ * 8 of 540 MiB after a burst of uploads.
  */
 import type { Clock } from "../core/clock.ts";
 import type { Logger } from "../core/logger.ts";
 
-/** Quiet time before memory is given back, ms. */
-export const IDLE_GC_AFTER_MS = 60_000;
+/** Quiet time and growth since the last collection that call for one, in order. */
+export const IDLE_GC_STEPS: readonly { afterMs: number; growthBytes: number }[] = Object.freeze([
+  { afterMs: 10_000, growthBytes: 128 * 1024 * 1024 },
+  { afterMs: 60_000, growthBytes: 32 * 1024 * 1024 },
+]);
 /** How often idleness is checked, ms. */
 export const IDLE_GC_CHECK_MS = 5_000;
-/** Growth of heap plus external memory since the last collection that is worth one. */
-export const IDLE_GC_GROWTH_BYTES = 32 * 1024 * 1024;
 
 /** Memory as `Deno.memoryUsage()` reports it (the fields used here). */
 export interface MemoryReading {
@@ -39,15 +51,14 @@ export interface IdleGcDeps {
   /** A full collection (V8's `gc`, exposed by `--expose-gc`). */
   gc: () => void;
   logger: Logger;
-  idleMs?: number;
-  growthBytes?: number;
+  /** [IDLE_GC_STEPS] */
+  steps?: readonly { afterMs: number; growthBytes: number }[];
 }
 
-/** The idle-memory owner; `tick()` is called every `IDLE_GC_CHECK_MS`. */
+/** The idle-memory owner; `tick()` is called every `IDLE_GC_CHECK_MS`. Steps are in order of `afterMs`. */
 export class IdleGc {
   readonly #deps: IdleGcDeps;
-  readonly #idleMs: number;
-  readonly #growth: number;
+  readonly #steps: readonly { afterMs: number; growthBytes: number }[];
   #seenRequests: number;
   #activeAt: number;
   /** Heap plus external memory after the last collection (or at start). */
@@ -57,14 +68,13 @@ export class IdleGc {
 
   constructor(deps: IdleGcDeps) {
     this.#deps = deps;
-    this.#idleMs = deps.idleMs ?? IDLE_GC_AFTER_MS;
-    this.#growth = deps.growthBytes ?? IDLE_GC_GROWTH_BYTES;
+    this.#steps = deps.steps ?? IDLE_GC_STEPS;
     this.#seenRequests = deps.requests();
     this.#activeAt = deps.clock.now();
     this.#baseline = size(deps.memory());
   }
 
-  /** Checks for a long enough pause; collects at most once per pause. Returns whether it did. */
+  /** Checks the quiet spell against the steps; collects at most once per spell. Returns whether it did. */
   tick(): boolean {
     const now = this.#deps.clock.now();
     const requests = this.#deps.requests();
@@ -74,9 +84,13 @@ export class IdleGc {
       this.#collected = false;
       return false;
     }
-    if (this.#collected || now - this.#activeAt < this.#idleMs) return false;
+    if (this.#collected) return false;
+    const quiet = now - this.#activeAt;
+    let growth = Infinity;
+    for (const step of this.#steps) if (quiet >= step.afterMs) growth = step.growthBytes;
+    if (growth === Infinity) return false;
     const before = size(this.#deps.memory());
-    if (before < this.#baseline + this.#growth) return false;
+    if (before < this.#baseline + growth) return false;
     const started = performance.now();
     this.#deps.gc();
     const after = size(this.#deps.memory());
@@ -97,8 +111,9 @@ function size(m: MemoryReading): number {
   return m.heapTotal + m.external;
 }
 
-/** V8's `gc` when the runtime exposes it (`--expose-gc`), else null. */
+/** V8's last-resort `gc` when the runtime exposes it (`--expose-gc`), else null. */
 export function exposedGc(): (() => void) | null {
   const gc = (globalThis as { gc?: unknown }).gc;
-  return typeof gc === "function" ? () => (gc as () => void)() : null;
+  if (typeof gc !== "function") return null;
+  return () => gc({ type: "major", execution: "sync", flavor: "last-resort" });
 }
