@@ -296,8 +296,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
   const onUnsendableHeader = (name: string) =>
     logger.log("warn", "dropped a response header the proxy cannot send", { header: name });
 
-  // Counted for the idle collector: any change is activity.
-  let requestsStarted = 0;
+  // Requests inside the handler, for the idle collector.
+  let handling = 0;
   try {
     server = serveHttp1({
       hostname: config.listen.hostname,
@@ -315,8 +315,14 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
         );
       },
     }, async (req, info) => {
-      requestsStarted++;
-      return guardResponse(await handler(req, info), onUnsendableHeader);
+      // Until the handler returns (body read, admission, engine's answer);
+      // a streamed answer then counts in the backend's in-flight.
+      handling++;
+      try {
+        return guardResponse(await handler(req, info), onUnsendableHeader);
+      } finally {
+        handling--;
+      }
     });
   } catch (err) {
     if (err instanceof Deno.errors.AddrInUse) {
@@ -373,9 +379,8 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
   const gc = deps.gc === undefined ? exposedGc() : deps.gc;
   const idleGc = gc
     ? new IdleGc({
-      clock,
-      requests: () => requestsStarted,
-      inFlight: () => fleet.inFlight(),
+      requests: () => fleet.traffic().finished,
+      busy: () => handling + fleet.traffic().inFlight,
       memory: () => Deno.memoryUsage(),
       gc,
       logger,

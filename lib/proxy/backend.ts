@@ -117,6 +117,11 @@ export class Backend implements RouteTarget {
     return this.#inFlight;
   }
 
+  /** Requests finished through this backend so far. */
+  get requests(): number {
+    return this.#requests;
+  }
+
   /** Models from the last successful health check. */
   get models(): readonly string[] {
     return this.#models;

@@ -47,6 +47,8 @@ export class Fleet implements Pool {
   // Backends on their way out (removed or replaced by a rebuild), so that
   // `drainAll` can wait for them too.
   #retiring = new Set<Promise<void>>();
+  /** Backends out of the map that still drain: their streams are still traffic. */
+  #draining = new Set<Backend>();
   #queue: Promise<void> = Promise.resolve();
   #life = new AbortController();
   #closed = false;
@@ -118,11 +120,18 @@ export class Fleet implements Pool {
     return new Map([...this.#backends].map(([id, b]) => [id, b.histogram()]));
   }
 
-  /** Requests being answered now, over every backend (cheaper than `status()`). */
-  inFlight(): number {
-    let n = 0;
-    for (const b of this.#backends.values()) n += b.inFlight;
-    return n;
+  /**
+   * Requests relayed so far and being relayed now, over every backend,
+   * those still draining after a rebuild or removal included (cheaper than
+   * `status()`; for the idle collector).
+   */
+  traffic(): { finished: number; inFlight: number } {
+    let finished = 0, inFlight = 0;
+    for (const b of new Set([...this.#backends.values(), ...this.#draining])) {
+      finished += b.requests;
+      inFlight += b.inFlight;
+    }
+    return { finished, inFlight };
   }
 
   /** LLM metrics per instance id and model label, for /vastproxy/metrics. */
@@ -247,11 +256,15 @@ export class Fleet implements Pool {
 
   /** Drains and closes `b`, then drops it from the map if it still holds the id. */
   #retire(b: Backend, timeoutMs: number): Promise<void> {
+    this.#draining.add(b);
     const done = b.drainAndClose(timeoutMs).then(() => {
       if (this.#backends.get(b.id) === b) this.#remove(b.id);
     });
     this.#retiring.add(done);
-    void done.finally(() => this.#retiring.delete(done));
+    void done.finally(() => {
+      this.#retiring.delete(done);
+      this.#draining.delete(b);
+    });
     return done;
   }
 

@@ -17,9 +17,8 @@ function world() {
     logger: new MemoryLogger(),
   };
   const idle = new IdleGc({
-    clock: { now: () => w.now },
     requests: () => w.requests,
-    inFlight: () => w.inFlight,
+    busy: () => w.inFlight,
     memory: () => w.memory,
     gc: () => {
       w.collections++;

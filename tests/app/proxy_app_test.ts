@@ -93,7 +93,7 @@ Deno.test("startProxy() applies --ssh-native-crypto to ssh2's AES-GCM, and the d
   }
 });
 
-Deno.test("startProxy() gives memory back once after a minute without requests (idle_gc.ts)", async () => {
+Deno.test("startProxy() gives memory back once per quiet spell: probes are not traffic, uploads and requests are (idle_gc.ts)", async () => {
   const engine = await startFakeEngine({ model: "m" });
   const api = startFakeVastApi({
     apiKey: "server-test-key",
@@ -106,13 +106,18 @@ Deno.test("startProxy() gives memory back once after a minute without requests (
   const clock = new FakeClock();
   let collections = 0;
   const proxy = await startProxy(
-    testServeConfig({ apiKey: "server-test-key", apiUrl: api.url, healthIntervalMs: 600_000 }),
+    testServeConfig({
+      apiKey: "server-test-key",
+      apiUrl: api.url,
+      healthIntervalMs: 600_000,
+      bodyTimeoutMs: 3_600_000,
+    }),
     { logger, tunnelFactory: factory, clock, gc: () => collections++ },
   );
-  // Memory a burst would have taken, held so that it shows as growth.
-  const burst = new Uint8Array(64 * 1024 * 1024).fill(1);
-  try {
-    await eventually("healthy", () => proxy.status().counts.healthy === 1);
+  // 64 MiB of growth: the one-minute step (32 MiB), not the burst step (128 MiB).
+  const held = new Uint8Array(64 * 1024 * 1024).fill(1);
+  let upload: Deno.TcpConn | undefined;
+  const chat = async () => {
     const res = await fetch(`${proxy.url}/v1/chat/completions`, {
       method: "POST",
       headers: { "content-type": "application/json" },
@@ -120,21 +125,50 @@ Deno.test("startProxy() gives memory back once after a minute without requests (
     });
     assert.equal(res.status, 200);
     await res.body?.cancel();
-    const advance = async (ms: number) => {
-      for (let t = 0; t < ms; t += 1_000) {
-        await clock.tick(1_000);
-        await new Promise((r) => setTimeout(r, 0));
-      }
+  };
+  // Fake time in 1-s steps, a real turn between them for sockets.
+  const advance = async (ms: number, each?: () => Promise<void>) => {
+    for (let t = 1_000; t <= ms; t += 1_000) {
+      await clock.tick(1_000);
+      await new Promise((r) => setTimeout(r, 0));
+      if (each && t % 5_000 === 0) await each();
+    }
+  };
+  try {
+    await eventually("healthy", () => proxy.status().counts.healthy === 1);
+    await advance(10_000);
+    await chat();
+    // A load balancer's probe every 5 s is not traffic.
+    const probe = async () => {
+      const res = await fetch(`${proxy.url}/vastproxy/healthz`);
+      await res.body?.cancel();
     };
-    await advance(50_000);
-    assert.equal(collections, 0, "a pause under a minute keeps its heap");
-    await advance(20_000);
-    assert.equal(collections, 1);
+    await advance(50_000, probe);
+    assert.equal(collections, 0, "under a minute of quiet keeps the heap");
+    // A relayed request starts the minute again.
+    await chat();
+    await advance(55_000, probe);
+    assert.equal(collections, 0, "the minute starts again at the last relayed request");
+    // An upload still arriving is under way, however long it takes.
+    upload = await Deno.connect({ hostname: "127.0.0.1", port: Number(new URL(proxy.url).port) });
+    await upload.write(new TextEncoder().encode(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n" +
+        'Content-Length: 1000\r\n\r\n{"model":',
+    ));
+    // The server reads the head in its own time: a short real wait, as above.
+    await new Promise((r) => setTimeout(r, 50));
+    await advance(180_000);
+    assert.equal(collections, 0, "nothing is collected under a pending upload");
+    upload.close();
+    upload = undefined;
+    await advance(70_000, probe);
+    assert.equal(collections, 1, "collected once the quiet spell reached a minute");
     assert.match(logger.text(), /idle: gave memory back/);
-    await advance(60_000);
-    assert.equal(collections, 1, "one collection per pause");
+    await advance(120_000, probe);
+    assert.equal(collections, 1, "one collection per quiet spell");
   } finally {
-    assert.equal(burst[burst.length - 1], 1);
+    upload?.close();
+    assert.equal(held[held.length - 1], 1);
     await proxy.shutdown(0);
     await api.close();
     await engine.close();

@@ -117,9 +117,12 @@ Deno.test("Fleet.apply() rebuilds on a connection change; the old one drains wit
   // The other backend is untouched.
   assert.equal(other.state, "healthy");
   assert.equal(other.inFlight, 1);
+  // The draining backend's request is still traffic (the idle collector must not run under it).
+  assert.deepEqual(fleet.traffic(), { finished: 0, inFlight: 2 });
   oldRequest(ok);
   await flushMicrotasks();
   assert.equal(old.state, "removed");
+  assert.deepEqual(fleet.traffic(), { finished: 0, inFlight: 1 }, "gone once drained");
   assert.equal(factory.opened[0].closeCalls.length, 1);
   assert.equal(factory.last(2).closeCalls.length, 0);
   otherRequest(ok);
