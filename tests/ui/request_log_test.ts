@@ -13,6 +13,21 @@ import { SwitchLogger } from "../../lib/commands/_serve_ui.ts";
 
 const T = Date.parse("2026-12-01T23:40:05.007Z");
 
+/** A request line: a plain GET unless told otherwise. */
+function requestLine(fields: Partial<RequestLogLine> = {}): RequestLogLine {
+  return {
+    method: "GET",
+    path: "/",
+    instance: 1,
+    status: 200,
+    bytes: 0,
+    durationMs: 0,
+    attempts: 1,
+    clientCancelled: false,
+    ...fields,
+  };
+}
+
 /** A logger and the text of everything it wrote. */
 function logger(opts: {
   format?: "text" | "json";
@@ -144,16 +159,13 @@ Deno.test("LineLogger.request writes exactly what log() writes for the same requ
 
 Deno.test("LineLogger.request: the usual line, and secrets redacted", async () => {
   const { log, text } = logger({ secrets: ["sk-secret-key"], batchMs: 5 });
-  const line: RequestLogLine = {
+  const line = requestLine({
     method: "POST",
     path: "/v1/chat/completions",
     instance: 3,
-    status: 200,
     bytes: 512,
     durationMs: 12.6,
-    attempts: 1,
-    clientCancelled: false,
-  };
+  });
   log.request(line);
   log.request({
     ...line,
@@ -172,16 +184,7 @@ Deno.test("LineLogger.request: the usual line, and secrets redacted", async () =
 
 Deno.test("LineLogger.request keeps the order of lines logged either way, and the level filter", async () => {
   const { log, text } = logger({ batchMs: 5 });
-  const line = (path: string): RequestLogLine => ({
-    method: "GET",
-    path,
-    instance: 1,
-    status: 200,
-    bytes: 0,
-    durationMs: 0,
-    attempts: 1,
-    clientCancelled: false,
-  });
+  const line = (path: string) => requestLine({ path });
   log.request(line("/a"));
   log.log("info", "between");
   log.request(line("/b"));
@@ -213,16 +216,14 @@ Deno.test("LineLogger.request: a batch waits for batchMs only up to MAX_BATCH_BY
       batchMs: 60_000,
       ...opts,
     });
-    const line: RequestLogLine = {
+    const line = requestLine({
       method: "POST",
       path: "/v1/chat/completions",
       instance: 12,
-      status: 200,
       bytes: 1234567,
       durationMs: 12345.6,
-      attempts: 1,
       clientCancelled: true,
-    };
+    });
     // One line per turn, as requests end: the bound, not the timer, starts the write.
     for (let i = 0; i < 2_000 && writes.length === 0; i++) {
       log.request(line);
@@ -242,16 +243,7 @@ Deno.test("LineLogger: a huge path is cut after redaction, and says how much is 
   const secret = "sk-secret-key";
   // The secret straddles the cut: cut first, half of it would be written.
   const path = "/" + "a".repeat(MAX_FIELD_CHARS - 6) + secret + "%C3%BF".repeat(60_000);
-  const line: RequestLogLine = {
-    method: "GET",
-    path,
-    instance: null,
-    status: 401,
-    bytes: 0,
-    durationMs: 0,
-    attempts: 0,
-    clientCancelled: false,
-  };
+  const line = requestLine({ path, instance: null, status: 401, attempts: 0 });
   for (const batchMs of [0, 5]) {
     const dedicated = logger({ secrets: [secret], batchMs });
     const general = logger({ secrets: [secret], batchMs });
@@ -296,16 +288,7 @@ Deno.test("LineLogger: a stalled writer holds at most MAX_QUEUED_CHARS of huge l
     const path = "/" + "%C3%BF".repeat(65_000); // what a 65 KB target of 0xFF bytes becomes
     const n = 1_000;
     for (let i = 0; i < n; i++) {
-      const line: RequestLogLine = {
-        method: "GET",
-        path,
-        instance: null,
-        status: 401,
-        bytes: 0,
-        durationMs: 0,
-        attempts: 0,
-        clientCancelled: false,
-      };
+      const line = requestLine({ path, instance: null, status: 401, attempts: 0 });
       if (general) log.log("info", "request", requestLogFields(line));
       else log.request(line);
       if (i === 0) await new Promise((r) => setTimeout(r, 20)); // the first batch is stuck writing
@@ -336,16 +319,7 @@ Deno.test("LineLogger.request drops lines past MAX_QUEUED_LINES for a stalled wr
     batchMs: 5,
   });
   for (let i = 0; i < MAX_QUEUED_LINES + 7; i++) {
-    log.request({
-      method: "GET",
-      path: `/${i}`,
-      instance: 1,
-      status: 200,
-      bytes: 0,
-      durationMs: 0,
-      attempts: 1,
-      clientCancelled: false,
-    });
+    log.request(requestLine({ path: `/${i}` }));
   }
   release();
   await log.flush();
@@ -355,7 +329,7 @@ Deno.test("LineLogger.request drops lines past MAX_QUEUED_LINES for a stalled wr
 });
 
 Deno.test("logRequest and SwitchLogger: own formatter when the target has one, an info record otherwise", async () => {
-  const line: RequestLogLine = {
+  const line = requestLine({
     method: "POST",
     path: "/v1/completions",
     instance: null,
@@ -363,8 +337,7 @@ Deno.test("logRequest and SwitchLogger: own formatter when the target has one, a
     bytes: 10,
     durationMs: 0.4,
     attempts: 0,
-    clientCancelled: false,
-  };
+  });
   const memory = new MemoryLogger(() => T);
   const sw = new SwitchLogger(memory);
   logRequest(sw, line);
