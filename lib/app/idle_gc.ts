@@ -45,16 +45,12 @@ export interface MemoryReading {
 /** What `IdleGc` watches and calls. */
 export interface IdleGcDeps {
   /**
-   * Requests relayed so far: any change is activity. Admin and health
-   * requests are not in it, so a load balancer's probe does not keep a
-   * quiet proxy from collecting.
+   * `finished`: requests relayed so far, any change is activity (admin and
+   * health requests are not in it, so a load balancer's probe does not
+   * keep a quiet proxy from collecting). `busy`: requests under way, bodies
+   * still arriving, held for admission, waiting for an engine, or streaming.
    */
-  requests: () => number;
-  /**
-   * Requests under way: bodies still arriving, held for admission, waiting
-   * for an engine, or streaming (a long stream is activity).
-   */
-  busy: () => number;
+  traffic: () => { finished: number; busy: number };
   memory: () => MemoryReading;
   /** A full collection (V8's `gc`, exposed by `--expose-gc`). */
   gc: () => void;
@@ -85,15 +81,15 @@ export class IdleGc {
     this.#deps = deps;
     this.#steps = deps.steps ?? IDLE_GC_STEPS;
     this.#checkMs = deps.checkMs ?? IDLE_GC_CHECK_MS;
-    this.#seenRequests = deps.requests();
+    this.#seenRequests = deps.traffic().finished;
     this.#baseline = size(deps.memory());
   }
 
   /** Checks the quiet spell against the steps; collects at most once per spell. Returns whether it did. */
   tick(): boolean {
-    const requests = this.#deps.requests();
-    if (requests !== this.#seenRequests || this.#deps.busy() > 0) {
-      this.#seenRequests = requests;
+    const { finished, busy } = this.#deps.traffic();
+    if (finished !== this.#seenRequests || busy > 0) {
+      this.#seenRequests = finished;
       this.#quietTicks = 0;
       this.#collected = false;
       return false;

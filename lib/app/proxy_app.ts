@@ -379,8 +379,10 @@ export async function startProxy(config: ServeConfig, deps: ProxyDeps): Promise<
   const gc = deps.gc === undefined ? exposedGc() : deps.gc;
   const idleGc = gc
     ? new IdleGc({
-      requests: () => fleet.traffic().finished,
-      busy: () => handling + fleet.traffic().inFlight,
+      traffic: () => {
+        const { finished, inFlight } = fleet.traffic();
+        return { finished, busy: handling + inFlight };
+      },
       memory: () => Deno.memoryUsage(),
       gc,
       logger,

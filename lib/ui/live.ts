@@ -10,7 +10,7 @@ import { type LogFields, type Logger, type LogLevel, redact } from "../core/logg
 import type { StatusSnapshot } from "../proxy/snapshot.ts";
 import { TERM } from "./ansi.ts";
 import { type Action, KeyController, parseKeys, promptFor } from "./keys.ts";
-import { clipped, formatText, levelEnabled } from "./log.ts";
+import { formatText, levelEnabled, shownFields } from "./log.ts";
 import { renderStatus } from "./table.ts";
 
 /** The terminal as the UI needs it; `write` should be synchronous on a real TTY (see `denoTerminal`). */
@@ -67,14 +67,11 @@ export class UiLogBuffer implements Logger {
   /** Formats and keeps one record; notifies listeners (which only mark dirty). */
   log(level: LogLevel, msg: string, fields: LogFields = {}): void {
     if (!levelEnabled(level, this.#level)) return;
-    // Values redacted before they are cut (clipped), as the headless writer does.
-    const shown: LogFields = {};
-    for (const k in fields) {
-      if (!Object.hasOwn(fields, k)) continue;
-      const v = fields[k];
-      shown[k] = typeof v === "string" ? clipped(redact(v, this.#secrets)) : v;
-    }
-    const line = formatText({ time: this.#now(), level, msg, fields: shown }, { time: "clock" });
+    // Values redacted before they are cut, as the headless writer does.
+    const line = formatText(
+      { time: this.#now(), level, msg, fields: shownFields(fields, this.#secrets) },
+      { time: "clock" },
+    );
     this.#lines.push(redact(line.replace(/[\r\n\t]+/g, " "), this.#secrets));
     if (this.#lines.length > this.#capacity) {
       this.#lines.splice(0, this.#lines.length - this.#capacity);

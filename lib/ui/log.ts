@@ -168,6 +168,22 @@ export function clipped(s: string): string {
   return `${s.slice(0, end)}…(+${s.length - end} chars)`;
 }
 
+/** A log value as a line shows it: secrets redacted, then cut (`clipped`). */
+export function shownValue(s: string, secrets: readonly string[]): string {
+  return clipped(redact(s, secrets));
+}
+
+/** `fields` with every string value as `shownValue` makes it; other values kept. */
+export function shownFields(fields: LogFields, secrets: readonly string[]): LogFields {
+  const shown: LogFields = {};
+  for (const k in fields) {
+    if (!Object.hasOwn(fields, k)) continue;
+    const v = fields[k];
+    shown[k] = typeof v === "string" ? shownValue(v, secrets) : v;
+  }
+  return shown;
+}
+
 /** A request line waiting for a batched write, with the time it was logged. */
 class QueuedRequest {
   constructor(readonly time: number, readonly line: RequestLogLine) {}
@@ -387,8 +403,8 @@ export class LineLogger implements Logger {
       const secrets = this.#opts.secrets;
       let line =
         `${paint(new Date(time).toISOString(), "dim", this.#opts.color)} ${this.#requestHead}` +
-        ` method=${formatValue(clipped(redact(l.method, secrets)))} path=${
-          formatValue(clipped(redact(l.path, secrets)))
+        ` method=${formatValue(shownValue(l.method, secrets))} path=${
+          formatValue(shownValue(l.path, secrets))
         }` +
         ` instance=${l.instance === null ? "-" : formatValue(l.instance)} status=${
           formatValue(l.status)
@@ -413,13 +429,11 @@ export class LineLogger implements Logger {
     const secrets = this.#opts.secrets;
     // Redact values before formatting (JSON escaping could otherwise hide a
     // secret from the final pass) and the whole line after.
-    const fields: LogFields = {};
-    for (const k in r.fields) {
-      if (!Object.hasOwn(r.fields, k)) continue;
-      const v = r.fields[k];
-      fields[k] = typeof v === "string" ? clipped(redact(v, secrets)) : v;
-    }
-    const clean: LogRecord = { ...r, msg: redact(r.msg, secrets), fields };
+    const clean: LogRecord = {
+      ...r,
+      msg: redact(r.msg, secrets),
+      fields: shownFields(r.fields, secrets),
+    };
     const line = this.#opts.format === "json"
       ? formatJson(clean)
       : formatText(clean, { color: this.#opts.color });

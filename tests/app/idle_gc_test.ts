@@ -17,8 +17,7 @@ function world() {
     logger: new MemoryLogger(),
   };
   const idle = new IdleGc({
-    requests: () => w.requests,
-    busy: () => w.inFlight,
+    traffic: () => ({ finished: w.requests, busy: w.inFlight }),
     memory: () => w.memory,
     gc: () => {
       w.collections++;
