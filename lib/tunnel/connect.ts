@@ -276,7 +276,10 @@ function handshake(
         readyTimeout: opts.readyTimeoutMs,
         keepaliveInterval: opts.keepaliveIntervalMs,
         keepaliveCountMax: opts.keepaliveCountMax,
-        algorithms: opts.algorithms ?? SSH_ALGORITHMS,
+        // No compression, ever: every sshd offers "none" (RFC 4253 requires
+        // it), and open_queue.ts reads a payload's message type off the
+        // opened packet, which only holds for uncompressed payloads.
+        algorithms: { ...(opts.algorithms ?? SSH_ALGORITHMS), compress: ["none"] },
       });
     };
     const started = Deno.connect({ hostname: endpoint.host, port: endpoint.port }).then(

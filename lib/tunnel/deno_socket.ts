@@ -20,6 +20,7 @@
  */
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
+import { type PacketSource, readingFrom } from "./open_queue.ts";
 
 /** Read buffer size: one SSH packet is at most 35,000 bytes in ssh2. */
 const READ_SIZE = 64 * 1024;
@@ -52,7 +53,7 @@ export function socketError(err: unknown): Error & { code?: string } {
 }
 
 /** A connected TCP socket with the `net.Socket` surface ssh2 uses. */
-export class DenoSocket extends EventEmitter {
+export class DenoSocket extends EventEmitter implements PacketSource {
   readonly connecting = false;
   writable = true;
   readable = true;
@@ -75,6 +76,10 @@ export class DenoSocket extends EventEmitter {
   #resume: (() => void) | null = null;
   #endRequested = false;
   #closeEmitted = false;
+  /** Reads wait for these (open_queue.ts: too many bytes still opening). */
+  #readHolds = new Set<Promise<void>>();
+  /** The end of input is reported after these (open_queue.ts: packets still opening). */
+  #endHolds = new Set<Promise<void>>();
 
   constructor(conn: Deno.TcpConn) {
     super();
@@ -190,6 +195,40 @@ export class DenoSocket extends EventEmitter {
     return this;
   }
 
+  /** The read loop makes no read until `until` settles. */
+  holdReads(until: Promise<void>): void {
+    this.#readHolds.add(until);
+    until.finally(() => this.#readHolds.delete(until));
+  }
+
+  /** 'end', or the error of a failed read, waits until `until` settles. */
+  holdEnd(until: Promise<void>): void {
+    this.#endHolds.add(until);
+    until.finally(() => this.#endHolds.delete(until));
+  }
+
+  static async #waitFor(holds: Set<Promise<void>>): Promise<void> {
+    while (holds.size > 0) await Promise.all(holds);
+  }
+
+  /**
+   * Hands `bytes` to the 'data' listeners now, as if just read (open_queue.ts:
+   * the bytes after a key change, once ssh2 has its new decipher).
+   */
+  redeliver(bytes: Buffer): void {
+    if (this.destroyed) return;
+    try {
+      this.#emitData(bytes);
+    } catch (err) {
+      this.destroy(err);
+    }
+  }
+
+  /** Emits read bytes, saying where they came from (open_queue.ts). */
+  #emitData(chunk: Buffer): void {
+    readingFrom(this, chunk, () => this.emit("data", chunk));
+  }
+
   setNoDelay(noDelay = true): this {
     try {
       this.#conn.setNoDelay(noDelay);
@@ -207,6 +246,7 @@ export class DenoSocket extends EventEmitter {
       if (this.#paused) {
         await new Promise<void>((r) => (this.#resume = r));
       }
+      await DenoSocket.#waitFor(this.#readHolds);
       if (this.destroyed) return;
       let n: number | null;
       if (buf.length - at < MIN_READ) {
@@ -216,9 +256,11 @@ export class DenoSocket extends EventEmitter {
       try {
         n = await this.#conn.read(buf.subarray(at));
       } catch (err) {
+        await DenoSocket.#waitFor(this.#endHolds);
         if (!this.destroyed) this.#fail(err);
         return;
       }
+      if (n === null) await DenoSocket.#waitFor(this.#endHolds);
       if (this.destroyed) return;
       if (n === null) {
         this._readableState.ended = true;
@@ -233,7 +275,7 @@ export class DenoSocket extends EventEmitter {
       try {
         const chunk = Buffer.from(buf.buffer, at, n);
         at += n;
-        this.emit("data", chunk);
+        this.#emitData(chunk);
       } catch (err) {
         // A listener that throws must end this connection, not the process
         // (this loop's rejection would be unhandled).

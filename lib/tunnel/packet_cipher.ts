@@ -31,6 +31,7 @@
 import { Buffer } from "node:buffer";
 import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import * as ssh2CryptoModule from "ssh2/lib/protocol/crypto.js";
+import { ASYNC_OPEN_MIN_BYTES, GcmAuthError, OpenQueue, sourceOf } from "./open_queue.ts";
 
 // ---------------------------------------------------------------- AES tables
 
@@ -339,13 +340,7 @@ export function sealPacket(
   return out;
 }
 
-/** A tag did not verify (the same message node:crypto gives). */
-export class GcmAuthError extends Error {
-  constructor() {
-    super("Unsupported state or unable to authenticate data");
-    this.name = "GcmAuthError";
-  }
-}
+export { GcmAuthError };
 
 /**
  * Opens one packet: `n` cipher-text bytes at `data[p..]` followed by the
@@ -416,6 +411,8 @@ interface Ssh2GcmDecipher {
   _vpHave?: number;
   /** Encrypted length of the current packet, once its 4 length bytes are in. */
   _vpLen?: number;
+  /** Packets opening asynchronously, and those behind them (open_queue.ts). */
+  _vpQ?: OpenQueue;
 }
 
 function encrypt(this: Ssh2GcmCipher, packet: Buffer): void {
@@ -459,27 +456,28 @@ function allocPacket(payloadLen: number): Buffer {
   return packet;
 }
 
-function checkLength(len: number): void {
-  if (len + 20 > MAX_PACKET_SIZE || len < 16 || (len & 15) !== 0) {
-    throw new Error("Bad packet length");
-  }
+function lengthOk(len: number): boolean {
+  return len + 20 <= MAX_PACKET_SIZE && len >= 16 && (len & 15) === 0;
 }
 
 /**
  * ssh2's decipher contract: consume `data[p..dataLen)`, call `_onPayload`
  * per packet; if it returns something other than undefined, stop and return
- * the position after that packet (false) or its value.
+ * the position after that packet (false) or its value. Large packets read
+ * from a socket that says so open asynchronously (open_queue.ts), and the
+ * packets behind them wait their turn.
  */
 function decrypt(this: Ssh2GcmDecipher, data: Buffer, p: number, dataLen: number): unknown {
+  if (this._vpQ?.stopped) return this._vpQ.hold(data, p, dataLen);
   while (p < dataLen) {
-    let plain: Buffer;
+    let ret: unknown;
     const have = this._vpHave ?? 0;
     if (have === 0 && dataLen - p >= 4) {
       // Fast path: the length is here; open in place if the whole packet is.
       const len = be32(data, p);
-      checkLength(len);
+      if (!lengthOk(len)) return badLength(this);
       if (dataLen - p >= len + 20) {
-        plain = open(this, data, p + 4, len);
+        ret = take(this, data, data, p + 4, len);
         p += len + 20;
       } else {
         this._vpLen = len;
@@ -503,7 +501,7 @@ function decrypt(this: Ssh2GcmDecipher, data: Buffer, p: number, dataLen: number
           return;
         }
         const len = be32(buf, 0);
-        checkLength(len);
+        if (!lengthOk(len)) return badLength(this);
         this._vpLen = len;
         const full = Buffer.allocUnsafe(len + 20);
         full.set(buf.subarray(0, 4), 0);
@@ -518,22 +516,72 @@ function decrypt(this: Ssh2GcmDecipher, data: Buffer, p: number, dataLen: number
         this._vpHave = got;
         return;
       }
-      plain = open(this, buf, 4, this._vpLen!);
       this._vpBuf = undefined;
       this._vpHave = 0;
+      ret = take(this, data, buf, 4, this._vpLen!);
     }
-    packetCipherStats.opened++;
-    const payload = Buffer.from(plain.buffer, plain.byteOffset + 1, plain.length - plain[0] - 1);
-    this.inSeqno = (this.inSeqno + 1) >>> 0;
-    ivIncrement(this._decipherIV);
-    const ret = this._onPayload(payload);
     if (ret !== undefined) return ret === false ? p : ret;
+    if (this._vpQ?.stopped) return this._vpQ.hold(data, p, dataLen);
   }
+}
+
+/** A bad length: thrown at once, or queued behind the packets still opening. */
+function badLength(d: Ssh2GcmDecipher): void {
+  const err = new Error("Bad packet length");
+  if (!d._vpQ?.active) throw err;
+  d._vpQ.push(null, err);
+}
+
+/**
+ * One whole packet: `len` encrypted bytes at `buf[off..]`, then the tag,
+ * completed by the chunk `data`. Opened and delivered now (the return value
+ * is `_onPayload`'s), or queued (undefined) when it is large or packets
+ * before it are still opening.
+ */
+function take(d: Ssh2GcmDecipher, data: Buffer, buf: Buffer, off: number, len: number): unknown {
+  let q = d._vpQ;
+  if (len >= ASYNC_OPEN_MIN_BYTES) {
+    const source = q ? null : sourceOf(data);
+    if (source) {
+      q = d._vpQ = new OpenQueue(source, d._decipherKey, (payload) => deliver(d, payload));
+    }
+    if (q) {
+      q.openAsync(buf.subarray(off, off + len + 16) as Uint8Array<ArrayBuffer>, d._decipherIV, len);
+      ivIncrement(d._decipherIV);
+      return;
+    }
+  }
+  if (q?.active) {
+    let plain: Buffer | null = null;
+    let err: unknown;
+    try {
+      plain = open(d, buf, off, len);
+    } catch (e) {
+      err = e;
+    }
+    ivIncrement(d._decipherIV);
+    q.push(plain, err);
+    return;
+  }
+  const plain = open(d, buf, off, len);
+  ivIncrement(d._decipherIV);
+  return deliver(d, Buffer.from(plain.buffer, plain.byteOffset + 1, plain.length - plain[0] - 1));
+}
+
+function deliver(d: Ssh2GcmDecipher, payload: Buffer): unknown {
+  packetCipherStats.opened++;
+  d.inSeqno = (d.inSeqno + 1) >>> 0;
+  return d._onPayload(payload);
 }
 
 function open(d: Ssh2GcmDecipher, data: Buffer, p: number, len: number): Buffer {
   const k = d._vpKey ??= gcmKey(d._decipherKey);
   return openPacket(k, d._decipherSSLName, d._decipherKey, d._decipherIV, data, p, len);
+}
+
+/** ssh2 retires a decipher (after NEWKEYS, or as the connection closes). */
+function freeDecipher(this: Ssh2GcmDecipher): void {
+  this._vpQ?.free();
 }
 
 interface Ssh2CryptoModule {
@@ -580,6 +628,7 @@ export interface GcmMethods {
   allocPacket: (this: object, payloadLen: number) => Buffer;
   encrypt: (this: object, packet: Buffer) => void;
   decrypt: (this: object, data: Buffer, p: number, dataLen: number) => unknown;
+  free: (this: object) => void;
 }
 
 /** ssh2's own `allocPacket`/`encrypt`/`decrypt`, as they were when this module loaded. */
@@ -587,6 +636,7 @@ export const SSH2_GCM: GcmMethods = {
   allocPacket: CLASSES.cipher.prototype.allocPacket as GcmMethods["allocPacket"],
   encrypt: CLASSES.cipher.prototype.encrypt as GcmMethods["encrypt"],
   decrypt: CLASSES.decipher.prototype.decrypt as GcmMethods["decrypt"],
+  free: CLASSES.decipher.prototype.free as GcmMethods["free"],
 };
 
 /** This module's `allocPacket`/`encrypt`/`decrypt` (tests and the benchmark call both on one class). */
@@ -594,6 +644,7 @@ export const OWN_GCM: GcmMethods = {
   allocPacket: allocPacket as GcmMethods["allocPacket"],
   encrypt: encrypt as GcmMethods["encrypt"],
   decrypt: decrypt as GcmMethods["decrypt"],
+  free: freeDecipher as GcmMethods["free"],
 };
 
 /**
@@ -613,6 +664,7 @@ export function installPacketCipher(): boolean {
   CLASSES.cipher.prototype.allocPacket = OWN_GCM.allocPacket;
   CLASSES.cipher.prototype.encrypt = OWN_GCM.encrypt;
   CLASSES.decipher.prototype.decrypt = OWN_GCM.decrypt;
+  CLASSES.decipher.prototype.free = OWN_GCM.free;
   return true;
 }
 
@@ -621,6 +673,7 @@ export function uninstallPacketCipher(): void {
   CLASSES.cipher.prototype.allocPacket = SSH2_GCM.allocPacket;
   CLASSES.cipher.prototype.encrypt = SSH2_GCM.encrypt;
   CLASSES.decipher.prototype.decrypt = SSH2_GCM.decrypt;
+  CLASSES.decipher.prototype.free = SSH2_GCM.free;
 }
 
 /** True while the replacement is installed. */

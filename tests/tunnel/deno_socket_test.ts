@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import { DenoSocket, socketError } from "../../lib/tunnel/deno_socket.ts";
 import { concat } from "../../lib/http1/_response_writer.ts";
+import { sourceOf } from "../../lib/tunnel/open_queue.ts";
+import { Buffer } from "node:buffer";
 
 /** A loopback server whose accepted connection the test drives by hand. */
 async function pair(): Promise<{ sock: DenoSocket; peer: Deno.TcpConn; close(): void }> {
@@ -300,5 +302,54 @@ Deno.test("DenoSocket: writes across turns, during slow in-flight writes and aro
     }
   } finally {
     close();
+  }
+});
+
+Deno.test("DenoSocket: says it is the source of what it emits; holdReads() stops reads until released; redeliver() emits in place", async () => {
+  const t = await pair();
+  try {
+    const got: string[] = [];
+    const sources: unknown[] = [];
+    let release!: () => void;
+    t.sock.on("data", (b: Uint8Array) => {
+      sources.push(sourceOf(b));
+      const s = new TextDecoder().decode(b);
+      got.push(s);
+      if (s === "first") t.sock.holdReads(new Promise<void>((r) => (release = r)));
+    });
+    t.sock.resume();
+    await t.peer.write(new TextEncoder().encode("first"));
+    await until(() => got.length === 1, "first chunk");
+    await t.peer.write(new TextEncoder().encode("second"));
+    await tick(30);
+    assert.deepEqual(got, ["first"], "no read while held");
+    t.sock.redeliver(Buffer.from("again"));
+    assert.deepEqual(got, ["first", "again"], "redelivered at once");
+    release();
+    await until(() => got.length === 3, "second chunk after release");
+    assert.deepEqual(got, ["first", "again", "second"]);
+    assert.ok(sources.every((s) => s === t.sock), "every emit names the socket");
+    assert.equal(sourceOf(Buffer.from("first")), null, "outside an emit there is no source");
+  } finally {
+    t.close();
+  }
+});
+
+Deno.test("DenoSocket: holdEnd() defers 'end' (and the close after it) until released", async () => {
+  const t = await pair();
+  try {
+    const seen = events(t.sock);
+    let release!: () => void;
+    t.sock.holdEnd(new Promise<void>((r) => (release = r)));
+    t.sock.on("data", () => {});
+    t.sock.resume();
+    t.peer.close();
+    await tick(30);
+    assert.equal(seen.length, 0, "'end' waits for the hold");
+    release();
+    await until(() => seen.includes("close"), "close after release");
+    assert.deepEqual(seen, ["end", "close"]);
+  } finally {
+    t.close();
   }
 });

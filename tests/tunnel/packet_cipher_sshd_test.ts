@@ -14,6 +14,7 @@ import type { ClientChannel } from "ssh2";
 import { connectEndpoint, endClient, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
 import { loadAuthSources } from "../../lib/tunnel/keys.ts";
 import { packetCipherInstalled, packetCipherStats } from "../../lib/tunnel/packet_cipher.ts";
+import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
 import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
@@ -76,6 +77,7 @@ Deno.test({
           negotiated.push(n.cs.cipher, n.sc.cipher);
         });
         const before = { ...packetCipherStats };
+        const asyncBefore = openQueueStats.openedAsync;
         try {
           const ch = await new Promise<ClientChannel>((resolve, reject) =>
             conn.client.forwardOut(
@@ -101,6 +103,9 @@ Deno.test({
           `opened ${d("opened")} (JS ${d("openedJs")})`;
         assert.ok(d("sealedJs") > 100 && d("sealed") - d("sealedJs") > 50, counts);
         assert.ok(d("openedJs") > 100 && d("opened") - d("openedJs") > 50, counts);
+        // Large inbound packets opened in WebCrypto, in order, across the rekeys.
+        const opensAsync = openQueueStats.openedAsync - asyncBefore;
+        assert.ok(opensAsync > 50, `${counts}, async ${opensAsync}`);
       }
     } finally {
       await echo.close();
