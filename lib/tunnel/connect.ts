@@ -15,11 +15,14 @@ import { type ConnectAttempt, HostKeyMismatchError, SshConnectError } from "./er
 import { authMethods, type AuthSource, describeSources } from "./keys.ts";
 import { fingerprint, type HostKeyCheck, type KnownHosts } from "./known_hosts.ts";
 import { installPacketCipher } from "./packet_cipher.ts";
+import { installChannelDestroy } from "./channel_destroy.ts";
 
 // AES-GCM packets sealed and opened without per-packet cipher construction,
 // in one write each (lib/tunnel/packet_cipher.ts; docs/BENCHMARKS.md, "SSH
 // packet cost"). Every ssh2 connection in this process uses it.
 installPacketCipher();
+// Closing a channel without building an error nobody receives (channel_destroy.ts).
+installChannelDestroy();
 
 /** Everything one attempt needs; the factory builds it once per tunnel. */
 export interface ConnectOptions {
