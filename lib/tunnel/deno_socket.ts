@@ -137,6 +137,12 @@ export class DenoSocket extends EventEmitter implements PacketSource {
       while (at < bytes.byteLength) at += await this.#conn.write(bytes.subarray(at));
     } catch (err) {
       this.#inFlight = false;
+      // Nothing more can be sent; what was read may still be opening
+      // (holdEnd), and reaches ssh2 before the error ends the connection.
+      this.writable = false;
+      this.#pending = [];
+      this.#pendingBytes = 0;
+      await DenoSocket.#waitFor(this.#endHolds);
       this.#fail(err);
       return;
     }
@@ -197,14 +203,19 @@ export class DenoSocket extends EventEmitter implements PacketSource {
 
   /** The read loop makes no read until `until` settles. */
   holdReads(until: Promise<void>): void {
-    this.#readHolds.add(until);
-    until.finally(() => this.#readHolds.delete(until));
+    DenoSocket.#addHold(this.#readHolds, until);
   }
 
-  /** 'end', or the error of a failed read, waits until `until` settles. */
+  /** 'end', or the error of a failed read or write, waits until `until` settles. */
   holdEnd(until: Promise<void>): void {
-    this.#endHolds.add(until);
-    until.finally(() => this.#endHolds.delete(until));
+    DenoSocket.#addHold(this.#endHolds, until);
+  }
+
+  /** Holds count as settled either way: a rejected one must not go unhandled. */
+  static #addHold(holds: Set<Promise<void>>, until: Promise<void>): void {
+    const settled = until.then(() => {}, () => {});
+    holds.add(settled);
+    void settled.then(() => holds.delete(settled));
   }
 
   static async #waitFor(holds: Set<Promise<void>>): Promise<void> {
