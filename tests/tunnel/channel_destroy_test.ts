@@ -4,60 +4,33 @@
  * connect.ts runs it) against an in-process ssh2 Server. A channel whose two
  * sides finish is destroyed by Node's stream machinery; the replacement must
  * not call `end()` on its finished writable side (ssh2's does, building an
- * error nobody receives), and must still end and close a channel whose
- * writable side is open.
+ * error nobody receives), and must otherwise behave as ssh2's own: an open
+ * writable side is ended and the channel closed; a side that is ending but
+ * not finished, destroy() twice, and a peer that closed first raise nothing
+ * (those edges from a hostile review, run against both versions).
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import type net from "node:net";
-import ssh2 from "ssh2";
-import { DenoSocket } from "../../lib/tunnel/deno_socket.ts";
 import "../../lib/tunnel/connect.ts";
 import { channelDestroyInstalled, SSH2_DESTROY } from "../../lib/tunnel/channel_destroy.ts";
-
-const { Client, Server, utils } = ssh2 as any;
-const hostKey = utils.generateKeyPairSync("ed25519").private;
+import { ssh2Pair } from "../_helpers/ssh2_server.ts";
 
 /** An exec channel to a server that echoes until EOF, then exits and closes. */
 async function withChannel(fn: (ch: any, serverSaw: string[]) => Promise<void>): Promise<void> {
   const serverSaw: string[] = [];
-  const server = new Server({ hostKeys: [hostKey] }, (c: any) => {
-    c.on("error", () => {});
-    c.on("authentication", (ctx: any) => ctx.accept());
-    c.on("ready", () => {
-      c.on("session", (accept: any) => {
-        accept().on("exec", (acc: any) => {
-          const st = acc();
-          st.on("data", (b: Buffer) => st.write(b));
-          st.on("end", () => {
-            serverSaw.push("eof");
-            st.exit(0);
-            st.end();
-          });
-          st.on("close", () => serverSaw.push("close"));
-        });
-      });
+  const pair = await ssh2Pair((st) => {
+    st.on("data", (b: Buffer) => st.write(b));
+    st.on("end", () => {
+      serverSaw.push("eof");
+      st.exit(0);
+      st.end();
     });
+    st.on("close", () => serverSaw.push("close"));
   });
-  await new Promise<void>((r) => server.listen(0, "127.0.0.1", r));
-  const port = (server.address() as net.AddressInfo).port;
-  const client = new Client();
   try {
-    client.on("error", () => {});
-    const ready = new Promise<void>((r) => client.on("ready", r));
-    client.connect({
-      sock: new DenoSocket(await Deno.connect({ hostname: "127.0.0.1", port })),
-      username: "u",
-      password: "p",
-    });
-    await ready;
-    const ch = await new Promise<any>((resolve, reject) =>
-      client.exec("x", (err: unknown, c: any) => err ? reject(err) : resolve(c))
-    );
-    await fn(ch, serverSaw);
+    await fn(await pair.exec(), serverSaw);
   } finally {
-    client.end();
-    server.close();
+    pair.close();
   }
 }
 
@@ -72,12 +45,15 @@ function spyEnd(ch: any): boolean[] {
   return calls;
 }
 
+const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
+
 Deno.test("channel destroy: installed by connect.ts", () => {
   assert.equal(channelDestroyInstalled(), true);
 });
 
 for (const own of [true, false]) {
-  Deno.test(`channel destroy: a channel finished both ways closes${own ? " without end() on its finished side" : " (ssh2's own: end() again)"}`, async () => {
+  const tag = own ? "ours" : "ssh2's";
+  Deno.test(`channel destroy (${tag}): a channel finished both ways closes${own ? " without end() on its finished side" : ", calling end() again"}`, async () => {
     await withChannel(async (ch, serverSaw) => {
       if (!own) ch.destroy = SSH2_DESTROY;
       const calls = spyEnd(ch);
@@ -94,6 +70,46 @@ for (const own of [true, false]) {
       assert.ok(serverSaw.includes("eof"));
     });
   });
+
+  Deno.test(`channel destroy (${tag}): writable ending but not finished (window full), destroy twice`, async () => {
+    await withChannel(async (ch) => {
+      if (!own) ch.destroy = SSH2_DESTROY;
+      const errs: unknown[] = [];
+      ch.on("error", (e: unknown) => errs.push(e));
+      ch.resume();
+      ch.write(Buffer.alloc(3 * 1024 * 1024, 1));
+      ch.end();
+      assert.equal(ch.writableEnded, true);
+      assert.equal(ch.writableFinished, false);
+      const closed = new Promise((r) => ch.on("close", r));
+      ch.destroy();
+      ch.destroy();
+      await Promise.race([
+        closed,
+        tick(3000).then(() => {
+          throw new Error("no close");
+        }),
+      ]);
+      assert.deepEqual(errs, []);
+    });
+  });
+
+  Deno.test(`channel destroy (${tag}): peer closed first, then destroy() twice`, async () => {
+    await withChannel(async (ch, serverSaw) => {
+      if (!own) ch.destroy = SSH2_DESTROY;
+      const errs: unknown[] = [];
+      ch.on("error", (e: unknown) => errs.push(e));
+      ch.resume();
+      const closed = new Promise((r) => ch.on("close", r));
+      ch.end(Buffer.from("x"));
+      await closed;
+      ch.destroy();
+      ch.destroy();
+      await tick(20);
+      assert.deepEqual(errs, []);
+      assert.ok(serverSaw.includes("eof"));
+    });
+  });
 }
 
 Deno.test("channel destroy: an open writable side is still ended (EOF sent) and the channel closed", async () => {
@@ -104,9 +120,7 @@ Deno.test("channel destroy: an open writable side is still ended (EOF sent) and 
     ch.destroy();
     await closed;
     assert.deepEqual(calls.slice(0, 1), [false], "destroy() ended the open side");
-    for (let i = 0; i < 100 && !serverSaw.includes("eof"); i++) {
-      await new Promise((r) => setTimeout(r, 5));
-    }
+    for (let i = 0; i < 100 && !serverSaw.includes("eof"); i++) await tick(5);
     assert.ok(serverSaw.includes("eof"), `server saw ${serverSaw}`);
   });
 });

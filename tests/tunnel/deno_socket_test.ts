@@ -3,26 +3,9 @@ import { DenoSocket, socketError } from "../../lib/tunnel/deno_socket.ts";
 import { concat } from "../../lib/http1/_response_writer.ts";
 import { sourceOf } from "../../lib/tunnel/open_queue.ts";
 import { Buffer } from "node:buffer";
+import { socketPair } from "../_helpers/socket_pair.ts";
 
-/** A loopback server whose accepted connection the test drives by hand. */
-async function pair(): Promise<{ sock: DenoSocket; peer: Deno.TcpConn; close(): void }> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-  const peer = await accepted;
-  listener.close();
-  const sock = new DenoSocket(conn);
-  return {
-    sock,
-    peer,
-    close() {
-      sock.destroy();
-      try {
-        peer.close();
-      } catch { /* closed by the test */ }
-    },
-  };
-}
+const pair = socketPair;
 
 async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const out = new Uint8Array(n);

@@ -6,25 +6,9 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import type { Client, ClientChannel } from "ssh2";
-import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
-import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import { endClient } from "../../lib/tunnel/connect.ts";
 import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
-import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
-
-async function connect(port: number, keyPath: string) {
-  return await connectEndpoint(
-    { host: "127.0.0.1", port, path: "direct" },
-    {
-      instanceId: 1,
-      username: "root",
-      auth: loadAuthSources({ sshKeys: [keyPath] }),
-      knownHosts: null,
-      readyTimeoutMs: 10_000,
-      keepaliveIntervalMs: 60_000,
-      keepaliveCountMax: 3,
-    },
-  );
-}
+import { connectTestSshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 
 function exec(client: Client, cmd: string): Promise<ClientChannel> {
   return new Promise((resolve, reject) => client.exec(cmd, (e, c) => e ? reject(e) : resolve(c)));
@@ -39,7 +23,7 @@ Deno.test({
     const before = openQueueStats.openedAsync;
     try {
       for (let round = 0; round < 3; round++) {
-        const conn = await connect(sshd.port, sshd.clientKeyPath);
+        const conn = await connectTestSshd(sshd);
         try {
           const ch = await exec(conn.client, "head -c 12582912 /dev/zero | tr '\\0' 'a'; exit 7");
           let n = 0;
@@ -82,7 +66,7 @@ Deno.test({
     globalThis.addEventListener("unhandledrejection", onU);
     try {
       for (const at of [1, 3_000_000, 6_000_000]) {
-        const conn = await connect(sshd.port, sshd.clientKeyPath);
+        const conn = await connectTestSshd(sshd);
         const closed = new Promise<void>((r) => conn.client.on("close", () => r()));
         conn.client.on("error", () => {});
         const ch = await exec(conn.client, "head -c 33554432 /dev/zero");

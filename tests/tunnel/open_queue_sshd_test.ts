@@ -8,10 +8,9 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import type { ClientChannel } from "ssh2";
-import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
-import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import { endClient } from "../../lib/tunnel/connect.ts";
 import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
-import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { connectTestSshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 Deno.test({
@@ -22,18 +21,7 @@ Deno.test({
     const echo = echoServer();
     const before = { ...openQueueStats };
     try {
-      const conn = await connectEndpoint(
-        { host: "127.0.0.1", port: sshd.port, path: "direct" },
-        {
-          instanceId: 1,
-          username: "root",
-          auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
-          knownHosts: null,
-          readyTimeoutMs: 10_000,
-          keepaliveIntervalMs: 60_000,
-          keepaliveCountMax: 3,
-        },
-      );
+      const conn = await connectTestSshd(sshd);
       let handshakes = 0;
       conn.client.on("handshake", () => handshakes++);
       try {

@@ -11,11 +11,10 @@ import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import type { ClientChannel } from "ssh2";
-import { connectEndpoint, endClient, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
-import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import { endClient, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
 import { packetCipherInstalled, packetCipherStats } from "../../lib/tunnel/packet_cipher.ts";
 import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
-import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { connectTestSshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
@@ -57,19 +56,7 @@ Deno.test({
           cipher: [cipher],
           hmac: ["hmac-sha2-256-etm@openssh.com"],
         } as SshAlgorithms;
-        const conn = await connectEndpoint(
-          { host: "127.0.0.1", port: sshd.port, path: "direct" },
-          {
-            instanceId: 1,
-            username: "root",
-            auth: loadAuthSources({ sshKeys: [sshd.clientKeyPath] }),
-            knownHosts: null,
-            readyTimeoutMs: 10_000,
-            keepaliveIntervalMs: 60_000,
-            keepaliveCountMax: 3,
-            algorithms,
-          },
-        );
+        const conn = await connectTestSshd(sshd, algorithms);
         let handshakes = 0;
         const negotiated: string[] = [];
         conn.client.on("handshake", (n) => {

@@ -6,27 +6,10 @@
  */
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
-import { DenoSocket } from "../../lib/tunnel/deno_socket.ts";
 import { OpenQueue, type PacketSource } from "../../lib/tunnel/open_queue.ts";
+import { socketPair } from "../_helpers/socket_pair.ts";
 
-async function pair(): Promise<{ sock: DenoSocket; peer: Deno.TcpConn; close(): void }> {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const accepted = listener.accept();
-  const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-  const peer = await accepted;
-  listener.close();
-  const sock = new DenoSocket(conn);
-  return {
-    sock,
-    peer,
-    close() {
-      sock.destroy();
-      try {
-        peer.close();
-      } catch { /* closed */ }
-    },
-  };
-}
+const pair = socketPair;
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("socket holds: destroy() while the read loop waits on a hold that never settles still emits 'close'", async () => {
