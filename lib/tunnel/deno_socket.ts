@@ -257,7 +257,8 @@ export class DenoSocket extends EventEmitter implements PacketSource {
       if (this.#paused) {
         await new Promise<void>((r) => (this.#resume = r));
       }
-      await DenoSocket.#waitFor(this.#readHolds);
+      // Checked first: an async call and its await on every read cost a turn.
+      if (this.#readHolds.size > 0) await DenoSocket.#waitFor(this.#readHolds);
       if (this.destroyed) return;
       let n: number | null;
       if (buf.length - at < MIN_READ) {

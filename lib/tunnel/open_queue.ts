@@ -47,7 +47,10 @@ export interface PacketSource {
   destroy(err?: unknown): unknown;
 }
 
-let reading: { source: PacketSource; chunk: Uint8Array } | null = null;
+// The chunk a socket is handing on right now, and that socket (two
+// variables, not an object: this runs for every read).
+let readingSource: PacketSource | null = null;
+let readingChunk: Uint8Array | null = null;
 
 /**
  * Runs `emit` (a socket handing `chunk` to ssh2) with `source` as the place
@@ -55,12 +58,14 @@ let reading: { source: PacketSource; chunk: Uint8Array } | null = null;
  * packets asynchronously.
  */
 export function readingFrom(source: PacketSource, chunk: Uint8Array, emit: () => void): void {
-  const outer = reading;
-  reading = { source, chunk };
+  const outerSource = readingSource, outerChunk = readingChunk;
+  readingSource = source;
+  readingChunk = chunk;
   try {
     emit();
   } finally {
-    reading = outer;
+    readingSource = outerSource;
+    readingChunk = outerChunk;
   }
 }
 
@@ -70,7 +75,7 @@ export function readingFrom(source: PacketSource, chunk: Uint8Array, emit: () =>
  * another's channel, a test calling it directly) get no source.
  */
 export function sourceOf(data: Uint8Array): PacketSource | null {
-  return reading !== null && reading.chunk === data ? reading.source : null;
+  return readingChunk === data ? readingSource : null;
 }
 
 /**
