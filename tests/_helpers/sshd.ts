@@ -7,6 +7,7 @@
 import type { BackendSpec, SshEndpoint } from "../../lib/core/backend_spec.ts";
 import { connectEndpoint, type Connection, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
 import { loadAuthSources } from "../../lib/tunnel/keys.ts";
+import type { Client, ClientChannel } from "ssh2";
 
 /** Where the system sshd lives. */
 export const SSHD_PATH = "/usr/sbin/sshd";
@@ -376,4 +377,17 @@ export function connectTestSshd(sshd: Sshd, algorithms?: SshAlgorithms): Promise
     keepaliveCountMax: 3,
     algorithms,
   });
+}
+
+/** A `direct-tcpip` channel from `client` to `127.0.0.1:port` inside the sshd's host. */
+export function forwardTo(client: Client, port: number): Promise<ClientChannel> {
+  return new Promise((resolve, reject) =>
+    client.forwardOut(
+      "127.0.0.1",
+      0,
+      "127.0.0.1",
+      port,
+      (err, ch) => err ? reject(err) : resolve(ch),
+    )
+  );
 }

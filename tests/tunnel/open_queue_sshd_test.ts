@@ -7,10 +7,9 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import type { ClientChannel } from "ssh2";
 import { endClient } from "../../lib/tunnel/connect.ts";
 import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
-import { connectTestSshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { connectTestSshd, forwardTo, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 Deno.test({
@@ -25,15 +24,7 @@ Deno.test({
       let handshakes = 0;
       conn.client.on("handshake", () => handshakes++);
       try {
-        const ch = await new Promise<ClientChannel>((resolve, reject) =>
-          conn.client.forwardOut(
-            "127.0.0.1",
-            0,
-            "127.0.0.1",
-            echo.port,
-            (e, c) => e ? reject(e) : resolve(c),
-          )
-        );
+        const ch = await forwardTo(conn.client, echo.port);
         const data = randomBytes(24 * 1024 * 1024);
         const got: Buffer[] = [];
         let n = 0;

@@ -14,7 +14,7 @@ import type { ClientChannel } from "ssh2";
 import { endClient, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
 import { packetCipherInstalled, packetCipherStats } from "../../lib/tunnel/packet_cipher.ts";
 import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
-import { connectTestSshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { connectTestSshd, forwardTo, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
@@ -66,15 +66,7 @@ Deno.test({
         const before = { ...packetCipherStats };
         const asyncBefore = openQueueStats.openedAsync;
         try {
-          const ch = await new Promise<ClientChannel>((resolve, reject) =>
-            conn.client.forwardOut(
-              "127.0.0.1",
-              0,
-              "127.0.0.1",
-              echo.port,
-              (err, c) => err ? reject(err) : resolve(c),
-            )
-          );
+          const ch = await forwardTo(conn.client, echo.port);
           await roundTrip(ch, randomBytes(3 * 1024 * 1024));
           ch.close();
         } finally {

@@ -11,10 +11,9 @@
 import assert from "node:assert/strict";
 import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import type { ClientChannel } from "ssh2";
 import { connectEndpoint, endClient } from "../../lib/tunnel/connect.ts";
 import { loadAuthSources } from "../../lib/tunnel/keys.ts";
-import { sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import { forwardTo, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 import { startTcpMitm } from "../_helpers/tcp_mitm.ts";
 
@@ -47,15 +46,7 @@ for (const attack of ["flip", "garbage", "cut", "length"] as const) {
           conn.client.on("error", () => errors++);
           conn.client.on("close", () => (isClosed = true));
           try {
-            const ch = await new Promise<ClientChannel>((resolve, reject) =>
-              conn.client.forwardOut(
-                "127.0.0.1",
-                0,
-                "127.0.0.1",
-                echo.port,
-                (err, c) => err ? reject(err) : resolve(c),
-              )
-            );
+            const ch = await forwardTo(conn.client, echo.port);
             ch.on("error", () => {});
             // Armed while the session is quiet, so a bad length lands at a
             // packet boundary; the next chunk from sshd carries echoed data.
