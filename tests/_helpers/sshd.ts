@@ -391,3 +391,42 @@ export function forwardTo(client: Client, port: number): Promise<ClientChannel> 
     )
   );
 }
+
+/**
+ * Writes `data` to a channel to an echo server in pieces of the given sizes
+ * (cycled in a scrambled order, with backpressure) and checks that exactly
+ * those bytes come back.
+ */
+export async function roundTrip(
+  ch: ClientChannel,
+  data: Uint8Array,
+  sizes = [1, 17, 40, 330, 1000, 1100, 4096, 20_000, 32_768, 65_000],
+): Promise<void> {
+  const got: Uint8Array[] = [];
+  let n = 0;
+  const back = new Promise<void>((resolve, reject) => {
+    ch.on("data", (b: Uint8Array) => {
+      got.push(b.slice());
+      n += b.length;
+      if (n >= data.length) resolve();
+    });
+    ch.on("close", () => reject(new Error(`channel closed after ${n} of ${data.length} bytes`)));
+  });
+  for (let off = 0, i = 0; off < data.length; i++) {
+    const step = sizes[(i * 7) % sizes.length];
+    if (!ch.write(data.subarray(off, Math.min(data.length, off + step)))) {
+      await new Promise((r) => ch.once("drain", r));
+    }
+    off += step;
+  }
+  await back;
+  const all = new Uint8Array(n);
+  let at = 0;
+  for (const g of got) {
+    all.set(g, at);
+    at += g.length;
+  }
+  if (n !== data.length || !all.every((b, k) => b === data[k])) {
+    throw new Error(`echoed bytes differ (${n} back of ${data.length})`);
+  }
+}

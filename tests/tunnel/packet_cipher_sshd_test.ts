@@ -8,40 +8,20 @@
  * the packets (not ssh2's own classes).
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import type { ClientChannel } from "ssh2";
 import { endClient, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
 import { packetCipherInstalled, packetCipherStats } from "../../lib/tunnel/packet_cipher.ts";
 import { openQueueStats } from "../../lib/tunnel/open_queue.ts";
-import { connectTestSshd, forwardTo, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import {
+  connectTestSshd,
+  forwardTo,
+  roundTrip,
+  sshdAvailable,
+  startSshd,
+} from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
-
-/** Writes `data` in pieces of varying size (with backpressure) and checks the echo. */
-async function roundTrip(ch: ClientChannel, data: Buffer): Promise<void> {
-  const got: Buffer[] = [];
-  let n = 0;
-  const back = new Promise<void>((resolve, reject) => {
-    ch.on("data", (b: Buffer) => {
-      got.push(Buffer.from(b));
-      n += b.length;
-      if (n >= data.length) resolve();
-    });
-    ch.on("close", () => reject(new Error(`channel closed after ${n} of ${data.length} bytes`)));
-  });
-  const sizes = [1, 17, 40, 330, 1000, 1100, 4096, 20_000, 32_768, 65_000];
-  for (let off = 0, i = 0; off < data.length; i++) {
-    const step = sizes[(i * 7) % sizes.length];
-    if (!ch.write(data.subarray(off, Math.min(data.length, off + step)))) {
-      await new Promise((r) => ch.once("drain", r));
-    }
-    off += step;
-  }
-  await back;
-  assert.ok(Buffer.concat(got).equals(data), "echoed bytes differ");
-}
 
 Deno.test({
   name: "own AES-GCM packets: MBs both ways through OpenSSH across many rekeys (RekeyLimit 64K)",
