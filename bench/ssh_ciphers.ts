@@ -38,7 +38,7 @@ import {
   SSH2_GCM,
   uninstallPacketCipher,
 } from "../lib/tunnel/packet_cipher.ts";
-import { startSshd } from "../tests/_helpers/sshd.ts";
+import { forwardTo, startSshd } from "../tests/_helpers/sshd.ts";
 import { median, quantile } from "./_stats.ts";
 
 interface Candidate {
@@ -253,18 +253,6 @@ function exchanger(ch: ClientChannel) {
     });
 }
 
-function forward(client: import("ssh2").Client, port: number): Promise<ClientChannel> {
-  return new Promise((resolve, reject) =>
-    client.forwardOut(
-      "127.0.0.1",
-      0,
-      "127.0.0.1",
-      port,
-      (err, ch) => err ? reject(err) : resolve(ch),
-    )
-  );
-}
-
 async function connBench(
   cand: Candidate,
   sshdPort: number,
@@ -289,7 +277,7 @@ async function connBench(
   try {
     const msg = Buffer.alloc(300, 0x61);
     // Latency: one channel, sequential.
-    const ch = await forward(client, ports.echo);
+    const ch = await forwardTo(client, ports.echo);
     const ex = exchanger(ch);
     for (let i = 0; i < 200; i++) await ex(msg);
     const lats: number[] = [];
@@ -303,7 +291,9 @@ async function connBench(
     ch.close();
 
     // Throughput: 32 channels.
-    const chans = await Promise.all(Array.from({ length: 32 }, () => forward(client, ports.echo)));
+    const chans = await Promise.all(
+      Array.from({ length: 32 }, () => forwardTo(client, ports.echo)),
+    );
     const exs = chans.map(exchanger);
     await Promise.all(exs.map((e) => e(msg)));
     let n = 0;
@@ -321,7 +311,7 @@ async function connBench(
     for (const c of chans) c.close();
 
     // Bulk down: the server sends bulkBytes and closes (EOF on the channel).
-    const down = await forward(client, ports.down);
+    const down = await forwardTo(client, ports.down);
     c0 = cpuMs();
     let t = performance.now();
     let got = 0;
@@ -335,7 +325,7 @@ async function connBench(
     down.close();
 
     // Bulk up: we send bulkBytes; the server answers one byte.
-    const up = await forward(client, ports.up);
+    const up = await forwardTo(client, ports.up);
     const block = Buffer.alloc(32 * 1024, 0x62);
     c0 = cpuMs();
     t = performance.now();

@@ -404,13 +404,16 @@ export async function roundTrip(
 ): Promise<void> {
   const got: Uint8Array[] = [];
   let n = 0;
+  let onData!: (b: Uint8Array) => void, onClose!: () => void;
   const back = new Promise<void>((resolve, reject) => {
-    ch.on("data", (b: Uint8Array) => {
+    onData = (b: Uint8Array) => {
       got.push(b.slice());
       n += b.length;
       if (n >= data.length) resolve();
-    });
-    ch.on("close", () => reject(new Error(`channel closed after ${n} of ${data.length} bytes`)));
+    };
+    onClose = () => reject(new Error(`channel closed after ${n} of ${data.length} bytes`));
+    ch.on("data", onData);
+    ch.on("close", onClose);
   });
   for (let off = 0, i = 0; off < data.length; i++) {
     const step = sizes[(i * 7) % sizes.length];
@@ -419,7 +422,13 @@ export async function roundTrip(
     }
     off += step;
   }
-  await back;
+  try {
+    await back;
+  } finally {
+    // The channel may carry another round trip after this one.
+    ch.off("data", onData);
+    ch.off("close", onClose);
+  }
   const all = new Uint8Array(n);
   let at = 0;
   for (const g of got) {

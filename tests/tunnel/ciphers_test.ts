@@ -4,11 +4,17 @@
  * negotiates and carries data intact in both directions across a rekey.
  */
 import assert from "node:assert/strict";
-import { Buffer } from "node:buffer";
 import { randomBytes } from "node:crypto";
-import type { Client, ClientChannel, NegotiatedAlgorithms } from "ssh2";
+import type { Client, NegotiatedAlgorithms } from "ssh2";
 import { endClient, SSH_ALGORITHMS, type SshAlgorithms } from "../../lib/tunnel/connect.ts";
-import { connectTestSshd, type Sshd, sshdAvailable, startSshd } from "../_helpers/sshd.ts";
+import {
+  connectTestSshd,
+  forwardTo,
+  roundTrip,
+  type Sshd,
+  sshdAvailable,
+  startSshd,
+} from "../_helpers/sshd.ts";
 import { echoServer } from "../_helpers/echo_server.ts";
 
 const ignore = !sshdAvailable();
@@ -23,44 +29,10 @@ function rekey(client: Client): Promise<NegotiatedAlgorithms> {
   });
 }
 
-/** Sends `data` (in odd-sized pieces, so packets vary) and checks the echo. */
-async function roundTrip(ch: ClientChannel, data: Buffer): Promise<void> {
-  const got: Buffer[] = [];
-  let n = 0;
-  const back = new Promise<void>((resolve) => {
-    const onData = (b: Buffer) => {
-      got.push(Buffer.from(b));
-      n += b.length;
-      if (n >= data.length) {
-        ch.off("data", onData);
-        resolve();
-      }
-    };
-    ch.on("data", onData);
-  });
-  for (let off = 0, step = 1; off < data.length; off += step, step = (step * 7 + 3) % 40_000 + 1) {
-    ch.write(data.subarray(off, Math.min(data.length, off + step)));
-  }
-  await back;
-  assert.ok(Buffer.concat(got).equals(data), "echoed bytes differ");
-}
-
-function forward(client: Client, port: number): Promise<ClientChannel> {
-  return new Promise((resolve, reject) =>
-    client.forwardOut(
-      "127.0.0.1",
-      0,
-      "127.0.0.1",
-      port,
-      (err, ch) => err ? reject(err) : resolve(ch),
-    )
-  );
-}
-
 async function exercise(sshd: Sshd, port: number, algorithms?: SshAlgorithms) {
   const conn = await connect(sshd, algorithms);
   try {
-    const ch = await forward(conn.client, port);
+    const ch = await forwardTo(conn.client, port);
     const data = randomBytes(300_000);
     await roundTrip(ch, data);
     const negotiated = await rekey(conn.client);
