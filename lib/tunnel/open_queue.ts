@@ -116,8 +116,16 @@ interface Entry {
 const NEWKEYS = 21;
 
 /** True for SSH message types of the transport's key exchange (RFC 4250: 20–49). */
-export function isKexMessage(type: number): boolean {
+function isKexMessage(type: number): boolean {
   return type >= 20 && type <= 49;
+}
+
+/**
+ * The payload of an opened packet (`plain`: padding length, payload,
+ * padding), as a view: what ssh2's `onPayload` receives.
+ */
+export function payloadOf(plain: Buffer): Buffer {
+  return Buffer.from(plain.buffer, plain.byteOffset + 1, plain.length - plain[0] - 1);
 }
 
 /**
@@ -134,7 +142,6 @@ export class OpenQueue {
   #entries: Entry[] = [];
   #bytes = 0;
   #rest: Buffer[] = [];
-  #restBytes = 0;
   #stopped = false;
   #dead = false;
   #release: (() => void) | null = null;
@@ -160,7 +167,6 @@ export class OpenQueue {
   hold(data: Buffer, p: number, end: number): void {
     if (this.#dead || p >= end) return;
     this.#rest.push(Buffer.from(data.subarray(p, end)));
-    this.#restBytes += end - p;
     this.#count(end - p);
     openQueueStats.held++;
   }
@@ -205,9 +211,9 @@ export class OpenQueue {
     const e = this.#push(plain?.length ?? 0, true);
     e.plain = plain;
     e.err = err;
-    // plain[0] is the padding length; the payload's first byte is its type.
+    // A payload's first byte is its message type.
     if (err !== undefined) this.#stopped = e.stop = true;
-    else if (plain && plain.length - plain[0] - 1 > 0 && isKexMessage(plain[1])) {
+    else if (plain && payloadOf(plain).length > 0 && isKexMessage(plain[1])) {
       this.#stopped = e.stop = true;
     }
   }
@@ -263,12 +269,7 @@ export class OpenQueue {
       }
       let ret: unknown;
       try {
-        const payload = Buffer.from(
-          plain.buffer,
-          plain.byteOffset + 1,
-          plain.length - plain[0] - 1,
-        );
-        ret = this.#deliver(payload);
+        ret = this.#deliver(payloadOf(plain));
       } catch (err) {
         return this.#fail(err);
       }
@@ -284,9 +285,8 @@ export class OpenQueue {
       // with whatever decipher it now has (this one again, unless NEWKEYS).
       this.#stopped = false;
       const rest = this.#rest.length === 1 ? this.#rest[0] : Buffer.concat(this.#rest);
-      this.#bytes -= this.#restBytes;
+      this.#bytes -= rest.length;
       this.#rest = [];
-      this.#restBytes = 0;
       this.#unholdBelowHalf();
       if (rest.length > 0 && !this.#source.destroyed) {
         openQueueStats.redelivered++;
@@ -319,7 +319,6 @@ export class OpenQueue {
     this.#dead = true;
     this.#entries = [];
     this.#rest = [];
-    this.#restBytes = 0;
     this.#bytes = 0;
     this.#unhold();
     if (err !== undefined) this.#source.destroy(err);

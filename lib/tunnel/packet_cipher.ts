@@ -31,7 +31,13 @@
 import { Buffer } from "node:buffer";
 import { createCipheriv, createDecipheriv, randomFillSync } from "node:crypto";
 import * as ssh2CryptoModule from "ssh2/lib/protocol/crypto.js";
-import { ASYNC_OPEN_MIN_BYTES, GcmAuthError, OpenQueue, sourceOf } from "./open_queue.ts";
+import {
+  ASYNC_OPEN_MIN_BYTES,
+  GcmAuthError,
+  OpenQueue,
+  payloadOf,
+  sourceOf,
+} from "./open_queue.ts";
 
 // ---------------------------------------------------------------- AES tables
 
@@ -340,8 +346,6 @@ export function sealPacket(
   return out;
 }
 
-export { GcmAuthError };
-
 /**
  * Opens one packet: `n` cipher-text bytes at `data[p..]` followed by the
  * 16-byte tag, with packet length `len` (= n) as additional data. Returns
@@ -565,7 +569,7 @@ function take(d: Ssh2GcmDecipher, data: Buffer, buf: Buffer, off: number, len: n
   }
   const plain = open(d, buf, off, len);
   ivIncrement(d._decipherIV);
-  return deliver(d, Buffer.from(plain.buffer, plain.byteOffset + 1, plain.length - plain[0] - 1));
+  return deliver(d, payloadOf(plain));
 }
 
 function deliver(d: Ssh2GcmDecipher, payload: Buffer): unknown {
