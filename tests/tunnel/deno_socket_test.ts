@@ -5,8 +5,6 @@ import { sourceOf } from "../../lib/tunnel/open_queue.ts";
 import { Buffer } from "node:buffer";
 import { socketPair } from "../_helpers/socket_pair.ts";
 
-const pair = socketPair;
-
 async function readN(conn: Deno.Conn, n: number): Promise<Uint8Array> {
   const out = new Uint8Array(n);
   let at = 0;
@@ -37,7 +35,7 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 }
 
 Deno.test("DenoSocket: writes of one turn arrive in order, in one segment", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const parts = ["len.", "body-of-the-packet.", "mac!"];
     for (const p of parts) assert.equal(t.sock.write(new TextEncoder().encode(p)), true);
@@ -53,7 +51,7 @@ Deno.test("DenoSocket: writes of one turn arrive in order, in one segment", asyn
 });
 
 Deno.test("DenoSocket: nothing is read before resume(), and nothing sent meanwhile is lost", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     await t.peer.write(new TextEncoder().encode("SSH-2.0-banner\r\n"));
     await tick(20);
@@ -70,7 +68,7 @@ Deno.test("DenoSocket: nothing is read before resume(), and nothing sent meanwhi
 });
 
 Deno.test("DenoSocket: each 'data' chunk is its own memory (ssh2 may keep slices)", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const got: Uint8Array[] = [];
     t.sock.on("data", (b: Uint8Array) => got.push(b));
@@ -87,7 +85,7 @@ Deno.test("DenoSocket: each 'data' chunk is its own memory (ssh2 may keep slices
 });
 
 Deno.test("DenoSocket: chunks kept across many reads, past the read buffer's end, stay intact", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const got: Uint8Array[] = [];
     let total = 0;
@@ -118,7 +116,7 @@ Deno.test("DenoSocket: chunks kept across many reads, past the read buffer's end
 });
 
 Deno.test("DenoSocket: end() sends what was queued, then EOF; the peer's EOF closes it once", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const seen = events(t.sock);
     t.sock.resume();
@@ -139,7 +137,7 @@ Deno.test("DenoSocket: end() sends what was queued, then EOF; the peer's EOF clo
 });
 
 Deno.test("DenoSocket: the peer's EOF ends and closes it (no half-open socket left behind)", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const seen = events(t.sock);
     t.sock.resume();
@@ -153,7 +151,7 @@ Deno.test("DenoSocket: the peer's EOF ends and closes it (no half-open socket le
 });
 
 Deno.test("DenoSocket: destroy() closes at once and emits 'close' exactly once", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const seen = events(t.sock);
     t.sock.resume();
@@ -171,7 +169,7 @@ Deno.test("DenoSocket: destroy() closes at once and emits 'close' exactly once",
 });
 
 Deno.test("DenoSocket: a reset by the peer ends and closes it once (Deno reads a reset as EOF)", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const seen = events(t.sock);
     t.sock.resume();
@@ -210,7 +208,7 @@ Deno.test("DenoSocket: connecting to a closed port is refused with ECONNREFUSED"
 });
 
 Deno.test("DenoSocket: a 'data' listener that throws ends the connection, not the process", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const seen = events(t.sock);
     t.sock.on("data", () => {
@@ -227,7 +225,7 @@ Deno.test("DenoSocket: a 'data' listener that throws ends the connection, not th
 });
 
 Deno.test("DenoSocket: destroy(err) without an 'error' listener does not throw", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     let closed = false;
     t.sock.on("close", () => (closed = true));
@@ -239,7 +237,7 @@ Deno.test("DenoSocket: destroy(err) without an 'error' listener does not throw",
 });
 
 Deno.test("DenoSocket: writes across turns, during slow in-flight writes and around end() arrive whole and in order", async () => {
-  const { sock, peer, close } = await pair();
+  const { sock, peer, close } = await socketPair();
   try {
     // Deterministic pseudo-random sizes and turn boundaries.
     let seed = 12345;
@@ -289,7 +287,7 @@ Deno.test("DenoSocket: writes across turns, during slow in-flight writes and aro
 });
 
 Deno.test("DenoSocket: says it is the source of what it emits; holdReads() stops reads until released; redeliver() emits in place", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const got: string[] = [];
     const sources: unknown[] = [];
@@ -319,7 +317,7 @@ Deno.test("DenoSocket: says it is the source of what it emits; holdReads() stops
 });
 
 Deno.test("DenoSocket: holdEnd() defers 'end' (and the close after it) until released", async () => {
-  const t = await pair();
+  const t = await socketPair();
   try {
     const seen = events(t.sock);
     let release!: () => void;

@@ -9,11 +9,10 @@ import { Buffer } from "node:buffer";
 import { OpenQueue, type PacketSource } from "../../lib/tunnel/open_queue.ts";
 import { socketPair } from "../_helpers/socket_pair.ts";
 
-const pair = socketPair;
 const tick = (ms = 0) => new Promise((r) => setTimeout(r, ms));
 
 Deno.test("socket holds: destroy() while the read loop waits on a hold that never settles still emits 'close'", async () => {
-  const t = await pair();
+  const t = await socketPair();
   const seen: string[] = [];
   t.sock.on("close", () => seen.push("close"));
   t.sock.on("data", () => seen.push("data"));
@@ -29,7 +28,7 @@ Deno.test("socket holds: destroy() while the read loop waits on a hold that neve
 });
 
 Deno.test("socket holds: EOF with an end hold that never settles: 'end' never comes (documented hang)", async () => {
-  const t = await pair();
+  const t = await socketPair();
   const seen: string[] = [];
   t.sock.on("end", () => seen.push("end"));
   t.sock.on("close", () => seen.push("close"));
@@ -45,7 +44,7 @@ Deno.test("socket holds: EOF with an end hold that never settles: 'end' never co
 });
 
 Deno.test("socket holds: a hold promise that rejects must not become an unhandled rejection", async () => {
-  const t = await pair();
+  const t = await socketPair();
   const unhandled: unknown[] = [];
   const onUnhandled = (e: PromiseRejectionEvent) => {
     e.preventDefault();
@@ -156,7 +155,7 @@ Deno.test("socket holds: free() during delivery of NEWKEYS still redelivers the 
 });
 
 Deno.test("socket holds: a write error destroys the socket while an end hold is pending (it waits: read data still opening reaches ssh2 first)", async () => {
-  const t = await pair();
+  const t = await socketPair();
   const seen: string[] = [];
   t.sock.on("close", () => seen.push("close"));
   t.sock.on("error", () => seen.push("error"));
