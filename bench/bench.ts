@@ -49,6 +49,12 @@ export type PathName = "a" | "b" | "c" | "d" | "e" | "f" | "g" | "h" | "i";
  * checkout's proxy in the same interleaved rounds: before/after in one run.
  */
 const BASELINE_ROOT = Deno.env.get("BENCH_BASELINE_ROOT") || undefined;
+/**
+ * Runtime flags for path (c) only (`BENCH_CANDIDATE_FLAGS="--v8-flags=…"`):
+ * with BENCH_BASELINE_ROOT set to this checkout, (c) against (d) is a
+ * flag's before/after in one run, on the same code.
+ */
+const CANDIDATE_FLAGS = (Deno.env.get("BENCH_CANDIDATE_FLAGS") ?? "").split(" ").filter(Boolean);
 /** Paths measured in this run; (e) is appended by `main()` once the Go core builds. */
 const PATHS: PathName[] = BASELINE_ROOT ? ["a", "b", "c", "d"] : ["a", "b", "c"];
 const PATH_LABEL: Record<PathName, string> = {
@@ -183,7 +189,10 @@ async function setup(
   let goCore: (Proc & { url: string }) | undefined;
   const relays: Partial<Record<PathName, Proc & { url: string }>> = {};
   try {
-    proxy = await startProxyProc(world, ports, { tag, runtimeFlags: profileFlags(s, tag) });
+    proxy = await startProxyProc(world, ports, {
+      tag,
+      runtimeFlags: [...CANDIDATE_FLAGS, ...profileFlags(s, tag)],
+    });
     if (BASELINE_ROOT) {
       baseline = await startProxyProc(world, ports, {
         tag: `${tag}-base`,
@@ -287,7 +296,34 @@ function requestsJob(targets: string[], concurrency: number, durationMs: number)
   };
 }
 
-/** Runs `rounds` × (a, b, c, …) of `job(path)` and collects `pick(result)`. */
+/**
+ * The order of the paths in round `round` (1-based): the first round in
+ * the table's order, each later one a shuffle seeded by its number, so a
+ * run's order is the same every time. A fixed order biased the results:
+ * with two copies of the same proxy as (c) and (d), the one run right
+ * after the other had a p50 at concurrency 1 lower by 0.05–0.15 ms in 5
+ * of 6 rounds (docs/BENCHMARKS.md, twelfth pass).
+ */
+export function roundOrder<P>(paths: readonly P[], round: number): P[] {
+  const out = [...paths];
+  if (round <= 1) return out;
+  // mulberry32: a tiny PRNG, enough to vary neighbours.
+  let state = (round * 0x9e3779b9) >>> 0;
+  const next = () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+  for (let i = out.length - 1; i > 0; i--) {
+    const j = Math.floor(next() * (i + 1));
+    [out[i], out[j]] = [out[j], out[i]];
+  }
+  return out;
+}
+
+/** Runs `rounds` × (a, b, c, …, in `roundOrder`) of `job(path)` and collects `pick(result)`. */
 async function interleave<R, J = Job>(
   s: Settings,
   load: { run(job: J): Promise<unknown> },
@@ -297,7 +333,7 @@ async function interleave<R, J = Job>(
   paths: PathName[] = PATHS,
 ): Promise<void> {
   for (let round = 1; round <= s.rounds; round++) {
-    for (const p of paths) {
+    for (const p of roundOrder(paths, round)) {
       const r = await load.run(job(p)) as R;
       const m = pick(r, p);
       res.rounds[p].push(m);
