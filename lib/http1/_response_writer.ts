@@ -3,6 +3,7 @@
  * framing body chunks for a response's framing, and telling a body chunk
  * that is ready now from one still waiting on I/O.
  */
+import { allocBytes } from "../core/slab.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import type { ResponseFraming } from "./response_head.ts";
 
@@ -49,11 +50,12 @@ export class Framer {
   }
 }
 
+/** `parts` as one buffer for one write (from the slab when small: an SSE event is). */
 export function concat(parts: Uint8Array[]): Uint8Array {
   if (parts.length === 1) return parts[0];
   let n = 0;
   for (const p of parts) n += p.byteLength;
-  const out = new Uint8Array(n);
+  const out = allocBytes(n);
   let at = 0;
   for (const p of parts) {
     out.set(p, at);

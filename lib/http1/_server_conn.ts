@@ -710,6 +710,22 @@ export class ServerConn {
 
   // --- writing -----------------------------------------------------------------
 
+  /**
+   * `head` (if any) and `chunks` framed, in one write. Its own function so
+   * the framing bytes (slab views: chunk-size lines, the joined buffer)
+   * end with it, not in a streaming loop's frame until its next write.
+   */
+  async #writeFramed(
+    head: Uint8Array | null,
+    framer: Framer,
+    chunks: Uint8Array[],
+    last: boolean,
+  ): Promise<void> {
+    const parts = framer.frame(chunks, last);
+    if (head !== null) parts.unshift(head);
+    if (parts.length > 0) await this.#writeAll(concat(parts));
+  }
+
   async #writeAll(bytes: Uint8Array): Promise<void> {
     let at = 0;
     while (at < bytes.length) at += await this.#conn.write(bytes.subarray(at));
@@ -803,8 +819,14 @@ export class ServerConn {
         return await this.#writeResponse(fallback, head, keepAlive, ex);
       }
       const framer = new Framer(enc.framing);
-      await this.#writeAll(concat([enc.bytes, ...framer.frame(ready, ended)]));
-      if (ended) return { ok: framer.complete, close: enc.close };
+      // Only the flag outlives the first write: the head's bytes (a view of
+      // a shared slab, core/slab.ts) must not stay alive as long as the
+      // stream, and a suspended async function keeps every variable it set.
+      const close = enc.close;
+      const writing = this.#writeFramed(enc.bytes, framer, ready, ended);
+      enc = undefined;
+      await writing;
+      if (ended) return { ok: framer.complete, close };
       for (;;) {
         const batch: Uint8Array[] = [];
         let bytes = 0;
@@ -818,13 +840,12 @@ export class ServerConn {
           if (soon === PENDING) break;
           r = soon;
         }
-        const out = framer.frame(batch, r.done);
-        if (out.length > 0) await this.#writeAll(concat(out));
+        await this.#writeFramed(null, framer, batch, r.done);
         if (framer.overflow) {
           reader.cancel().catch(() => {});
           return { ok: false, close: true };
         }
-        if (r.done) return { ok: framer.complete, close: enc.close || !framer.complete };
+        if (r.done) return { ok: framer.complete, close: close || !framer.complete };
       }
     } catch {
       // The body failed mid-stream or the client left: the framing cannot be

@@ -341,6 +341,9 @@ export class Http1Client {
         throw new Http1Error("SSH channel closed before the request was sent", { sent: false });
       }
       conn.write(payload);
+      // Sent (ssh2 copied it into packets): not kept while the engine
+      // thinks, since a small payload is a view that pins a slab (core/slab.ts).
+      payload = EMPTY;
       conn.uses++;
       this.#requests++;
       ({ head, interim } = await readHead(conn, upgrade));

@@ -7,6 +7,8 @@
 
 // For bytes below 0x80 UTF-8 decoding is the identity, and Deno's UTF-8
 // decoder is about three times faster than its "ascii" (windows-1252) one.
+import { allocBytes } from "../core/slab.ts";
+
 const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex -- the ASCII range is the point
@@ -34,8 +36,12 @@ export function bytesToLatin1(bytes: Uint8Array): string {
  * such a string is not a byte string and cannot go on the wire as is.
  */
 export function latin1ToBytes(s: string): Uint8Array {
-  if (!NON_ASCII.test(s)) return encoder.encode(s);
-  const out = new Uint8Array(s.length);
+  // From the slab (slab.ts): heads are small, and live until written.
+  const out = allocBytes(s.length);
+  if (!NON_ASCII.test(s)) {
+    encoder.encodeInto(s, out);
+    return out;
+  }
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c > 0xff) throw new RangeError("header text is not a byte string");
@@ -64,7 +70,7 @@ export function writeLatin1(s: string, out: Uint8Array, at: number): number {
  */
 export function latin1WithTail(s: string, tail: Uint8Array | null): Uint8Array {
   if (tail === null || tail.byteLength === 0) return latin1ToBytes(s);
-  const out = new Uint8Array(s.length + tail.byteLength);
+  const out = allocBytes(s.length + tail.byteLength);
   out.set(tail, writeLatin1(s, out, 0));
   return out;
 }

@@ -21,6 +21,7 @@
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
 import { type PacketSource, readingFrom } from "./open_queue.ts";
+import { allocBytes } from "../core/slab.ts";
 
 /** Read buffer size: one SSH packet is at most 35,000 bytes in ssh2. */
 const READ_SIZE = 64 * 1024;
@@ -118,7 +119,8 @@ export class DenoSocket extends EventEmitter implements PacketSource {
     let out: Uint8Array;
     if (this.#pending.length === 1) out = this.#pending[0];
     else {
-      out = new Uint8Array(this.#pendingBytes);
+      // Written, then dropped: small ones come from the slab (slab.ts).
+      out = allocBytes(this.#pendingBytes);
       let at = 0;
       for (const p of this.#pending) {
         out.set(p, at);

@@ -16,6 +16,7 @@ import { Admission } from "../../lib/proxy/admission.ts";
 import { CacheAware } from "../../lib/proxy/cache_aware_policy.ts";
 import { pickTarget } from "../../lib/proxy/policies.ts";
 import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { COLLECT, withGc } from "../_helpers/gc_probe.ts";
 
 const gpu4090 = { name: "RTX 4090", count: 1 };
 
@@ -78,55 +79,6 @@ Deno.test("affinity of picks made while the other backends were saturated is not
       "backend was saturated may be dropped from the record",
   );
 });
-
-/**
- * Runs `code` (a module body) in a child Deno with `gc()` exposed and
- * returns what it printed as JSON. `LIB` and `TESTS` in `code` are replaced
- * by the absolute URLs of lib/ and tests/.
- */
-async function withGc(
-  code: string,
-  v8Flags = "--expose-gc",
-): Promise<Record<string, number>> {
-  const root = new URL("../../", import.meta.url);
-  const dir = await Deno.makeTempDir();
-  const file = `${dir}/gc_probe.ts`;
-  try {
-    await Deno.writeTextFile(
-      file,
-      code.replaceAll("LIB/", new URL("lib/", root).href)
-        .replaceAll("TESTS/", new URL("tests/", root).href),
-    );
-    const out = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "run",
-        "-A",
-        "--no-check",
-        `--v8-flags=${v8Flags}`,
-        "--config",
-        new URL("deno.json", root).pathname,
-        file,
-      ],
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const stderr = new TextDecoder().decode(out.stderr);
-    assert.ok(out.success, `probe failed: ${stderr}`);
-    return JSON.parse(new TextDecoder().decode(out.stdout).trim().split("\n").at(-1)!);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
-
-const COLLECT = `
-const g = (globalThis as unknown as { gc: () => void }).gc;
-async function collect() {
-  for (let i = 0; i < 3; i++) {
-    await new Promise((r) => setTimeout(r, 5));
-    g();
-  }
-}
-`;
 
 // A route kept for later (CacheAware's pending picks) must hold its body
 // and nothing else of the request: a closure made in routeInfoFor's scope
