@@ -1,8 +1,10 @@
 /**
- * `deno run bench/alloc.ts`: what one small byte buffer costs in Deno, made
- * each way the request path can make one, and what the encoders of
- * lib/http1/latin1.ts cost on top. Steady-state cost per call, so the
- * garbage collection each way causes is included. Numbers for
+ * `deno run bench/alloc.ts [--write]`: what one small byte buffer costs in
+ * Deno, made each way the request path can make one, and what the encoders
+ * of lib/http1/latin1.ts cost on top. Steady-state cost per call, so the
+ * garbage collection each way causes is included. `--write` (needs
+ * `--allow-net`) also writes 600-byte buffers of both kinds to a loopback
+ * TCP socket, to show a slab view costs a write nothing extra. Numbers for
  * docs/BENCHMARKS.md; no targets.
  */
 import { Buffer } from "node:buffer";
@@ -38,3 +40,36 @@ time("head + body, own buffer (before slab.ts)", () => {
 time("head + body, latin1WithTail", () => latin1WithTail(head, body));
 time("head, TextEncoder.encode (before slab.ts)", () => encoder.encode(head));
 time("head, latin1ToBytes", () => latin1ToBytes(head));
+
+if (Deno.args.includes("--write")) await writes();
+
+/** Allocate-and-write of 600 bytes to a loopback socket, fresh buffer against slab view. */
+async function writes(): Promise<void> {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const drained = (async () => {
+    const conn = await listener.accept();
+    const sink = new Uint8Array(64 * 1024);
+    while ((await conn.read(sink)) !== null) { /* discard */ }
+    conn.close();
+  })();
+  const conn = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  conn.setNoDelay(true);
+  const count = 20_000;
+  const round = async (make: () => Uint8Array) => {
+    const start = performance.now();
+    for (let i = 0; i < count; i++) await conn.write(make());
+    return (performance.now() - start) / count * 1000;
+  };
+  const fresh: number[] = [];
+  const slab: number[] = [];
+  for (let r = 0; r < 6; r++) {
+    fresh.push(await round(() => new Uint8Array(600)));
+    slab.push(await round(() => allocBytes(600)));
+  }
+  const show = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(" ");
+  console.log(`write 600 B, fresh buffer, µs per write by round: ${show(fresh)}`);
+  console.log(`write 600 B, slab view, µs per write by round:    ${show(slab)}`);
+  conn.close();
+  await drained;
+  listener.close();
+}
