@@ -48,6 +48,20 @@ export function allocBytes(n: number): Uint8Array<ArrayBuffer> {
   return view;
 }
 
+/** `parts` as one buffer for one write: the part itself when there is one, else joined by `allocBytes`. */
+export function concatBytes(parts: readonly Uint8Array[]): Uint8Array {
+  if (parts.length === 1) return parts[0];
+  let n = 0;
+  for (const p of parts) n += p.byteLength;
+  const out = allocBytes(n);
+  let at = 0;
+  for (const p of parts) {
+    out.set(p, at);
+    at += p.byteLength;
+  }
+  return out;
+}
+
 /** The slab the next small allocation comes from (for memory tests). */
 export function currentSlab(): ArrayBuffer {
   return slab;

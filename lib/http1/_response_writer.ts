@@ -3,7 +3,6 @@
  * framing body chunks for a response's framing, and telling a body chunk
  * that is ready now from one still waiting on I/O.
  */
-import { allocBytes } from "../core/slab.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import type { ResponseFraming } from "./response_head.ts";
 
@@ -48,20 +47,6 @@ export class Framer {
     if (last && f.kind === "chunked") out.push(LAST_CHUNK);
     return out;
   }
-}
-
-/** `parts` as one buffer for one write (from the slab when small: an SSE event is). */
-export function concat(parts: Uint8Array[]): Uint8Array {
-  if (parts.length === 1) return parts[0];
-  let n = 0;
-  for (const p of parts) n += p.byteLength;
-  const out = allocBytes(n);
-  let at = 0;
-  for (const p of parts) {
-    out.set(p, at);
-    at += p.byteLength;
-  }
-  return out;
 }
 
 /**

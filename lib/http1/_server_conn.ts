@@ -22,7 +22,8 @@ import { type HeaderPairs, headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
 import { type RawRequest, responseBytesOf, serverRequest } from "./raw.ts";
 import { RequestAbort } from "./request_abort.ts";
-import { concat, Framer, PENDING, settledSoon } from "./_response_writer.ts";
+import { Framer, PENDING, settledSoon } from "./_response_writer.ts";
+import { concatBytes } from "../core/slab.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -723,7 +724,7 @@ export class ServerConn {
   ): Promise<void> {
     const parts = framer.frame(chunks, last);
     if (head !== null) parts.unshift(head);
-    if (parts.length > 0) await this.#writeAll(concat(parts));
+    if (parts.length > 0) await this.#writeAll(concatBytes(parts));
   }
 
   async #writeAll(bytes: Uint8Array): Promise<void> {

@@ -5,10 +5,10 @@
  * per byte, both ways.
  */
 
-// For bytes below 0x80 UTF-8 decoding is the identity, and Deno's UTF-8
-// decoder is about three times faster than its "ascii" (windows-1252) one.
 import { allocBytes } from "../core/slab.ts";
 
+// For bytes below 0x80 UTF-8 decoding is the identity, and Deno's UTF-8
+// decoder is about three times faster than its "ascii" (windows-1252) one.
 const utf8 = new TextDecoder();
 const encoder = new TextEncoder();
 // deno-lint-ignore no-control-regex -- the ASCII range is the point
@@ -36,17 +36,9 @@ export function bytesToLatin1(bytes: Uint8Array): string {
  * such a string is not a byte string and cannot go on the wire as is.
  */
 export function latin1ToBytes(s: string): Uint8Array {
-  // From the slab (slab.ts): heads are small, and live until written.
+  // From the slab (core/slab.ts): heads are small, and live until written.
   const out = allocBytes(s.length);
-  if (!NON_ASCII.test(s)) {
-    encoder.encodeInto(s, out);
-    return out;
-  }
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c > 0xff) throw new RangeError("header text is not a byte string");
-    out[i] = c;
-  }
+  writeLatin1(s, out, 0);
   return out;
 }
 

@@ -21,7 +21,7 @@
 import { EventEmitter } from "node:events";
 import { Buffer } from "node:buffer";
 import { type PacketSource, readingFrom } from "./open_queue.ts";
-import { allocBytes } from "../core/slab.ts";
+import { concatBytes } from "../core/slab.ts";
 
 /** Read buffer size: one SSH packet is at most 35,000 bytes in ssh2. */
 const READ_SIZE = 64 * 1024;
@@ -66,7 +66,6 @@ export class DenoSocket extends EventEmitter implements PacketSource {
 
   #conn: Deno.TcpConn;
   #pending: Uint8Array[] = [];
-  #pendingBytes = 0;
   #flushQueued = false;
   /** A write is in flight: later bytes wait for it, so they stay in order. */
   #inFlight = false;
@@ -101,7 +100,6 @@ export class DenoSocket extends EventEmitter implements PacketSource {
     const bytes = typeof data === "string" ? Buffer.from(data, "latin1") : data;
     if (bytes.byteLength === 0) return true;
     this.#pending.push(bytes);
-    this.#pendingBytes += bytes.byteLength;
     if (!this.#flushQueued && !this.#inFlight) {
       this.#flushQueued = true;
       queueMicrotask(this.#flush);
@@ -116,19 +114,9 @@ export class DenoSocket extends EventEmitter implements PacketSource {
       if (this.#endRequested) this.#finishEnd();
       return;
     }
-    let out: Uint8Array;
-    if (this.#pending.length === 1) out = this.#pending[0];
-    else {
-      // Written, then dropped: small ones come from the slab (slab.ts).
-      out = allocBytes(this.#pendingBytes);
-      let at = 0;
-      for (const p of this.#pending) {
-        out.set(p, at);
-        at += p.byteLength;
-      }
-    }
+    // Written, then dropped: small joins come from the slab (core/slab.ts).
+    const out = concatBytes(this.#pending);
     this.#pending = [];
-    this.#pendingBytes = 0;
     this.#inFlight = true;
     void this.#writeAll(out);
   };
@@ -143,7 +131,6 @@ export class DenoSocket extends EventEmitter implements PacketSource {
       // (holdEnd), and reaches ssh2 before the error ends the connection.
       this.writable = false;
       this.#pending = [];
-      this.#pendingBytes = 0;
       await DenoSocket.#waitFor(this.#endHolds);
       this.#fail(err);
       return;

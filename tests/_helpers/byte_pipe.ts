@@ -4,7 +4,7 @@
  * concurrent connections, and check that a process exits by itself.
  */
 import assert from "node:assert/strict";
-import { concat } from "../../lib/http1/_response_writer.ts";
+import { concatBytes } from "../../lib/core/slab.ts";
 
 /** The next `n` bytes of `conn`; throws if it ends first. */
 export async function readExactly(conn: Deno.Conn, n: number): Promise<Uint8Array> {
@@ -27,7 +27,7 @@ export async function readToEnd(conn: Deno.Conn): Promise<Uint8Array> {
     if (n === null) break;
     parts.push(buf.slice(0, n));
   }
-  return concat(parts);
+  return concatBytes(parts);
 }
 
 /** How many bytes `conn` sends until it ends (a test server that only counts). */

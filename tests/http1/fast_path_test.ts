@@ -23,7 +23,7 @@ import {
   trimOws,
 } from "../../lib/http1/parse.ts";
 import { encodeResponseHead, type ResponseHeadOptions } from "../../lib/http1/response_head.ts";
-import { concat } from "../../lib/http1/_response_writer.ts";
+import { concatBytes } from "../../lib/core/slab.ts";
 import { responseWithPairs } from "../../lib/http1/raw.ts";
 import { type HeaderPairs, Http1Error } from "../../lib/http1/types.ts";
 
@@ -120,7 +120,9 @@ Deno.test("latin1WithTail is the head's bytes followed by the tail", () => {
   fc.assert(
     fc.property(fc.oneof(text, asciiText), bytes, (s, tail) => {
       const expected = outcome(() =>
-        tail === null || tail.byteLength === 0 ? latin1ToBytes(s) : concat([latin1ToBytes(s), tail])
+        tail === null || tail.byteLength === 0
+          ? latin1ToBytes(s)
+          : concatBytes([latin1ToBytes(s), tail])
       );
       assert.deepEqual(outcome(() => latin1WithTail(s, tail)), expected);
     }),
@@ -224,7 +226,7 @@ Deno.test("encodeResponseHead with a tail is the head followed by the body", () 
             responseWithPairs(body, { status }, pairs.map(([n, v]) => [n, v] as [string, string]));
           const old = outcome(() => {
             const enc = encodeResponseHead(make(), opts);
-            return body.byteLength > 0 ? concat([enc.bytes, body]) : enc.bytes;
+            return body.byteLength > 0 ? concatBytes([enc.bytes, body]) : enc.bytes;
           });
           const now = outcome(() => encodeResponseHead(make(), { ...opts, tail: body }).bytes);
           if (JSON.stringify(old) === JSON.stringify(now) || attempt === 2) {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { DenoSocket, socketError } from "../../lib/tunnel/deno_socket.ts";
-import { concat } from "../../lib/http1/_response_writer.ts";
+import { concatBytes } from "../../lib/core/slab.ts";
 import { sourceOf } from "../../lib/tunnel/open_queue.ts";
 import { Buffer } from "node:buffer";
 import { socketPair } from "../_helpers/socket_pair.ts";
@@ -257,7 +257,7 @@ Deno.test("DenoSocket: writes across turns, during slow in-flight writes and aro
         if (n === null) break;
         parts.push(buf.slice(0, n));
       }
-      return concat(parts);
+      return concatBytes(parts);
     })();
     for (let i = 0; i < 600; i++) {
       const size = rand(10) === 0 ? 200_000 + rand(300_000) : 1 + rand(2000);
