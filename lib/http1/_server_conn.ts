@@ -119,12 +119,23 @@ let nextConnectionId = 1;
  * `connectionId`, unique per accepted connection (unlike the remote
  * address, whose port a later client may get again).
  */
-export type ServerHandlerInfo = Deno.ServeHandlerInfo<Deno.NetAddr> & { connectionId: number };
+export type ServerHandlerInfo = Deno.ServeHandlerInfo<Deno.NetAddr> & {
+  connectionId: number;
+  /**
+   * `completed` without a promise: calls `fn(true)` once the response was
+   * written whole, `fn(false)` when it was not (the client left, a write
+   * failed). Called once, never inside the caller's own stack; a throwing
+   * `fn` is reported through the server's `onError`, never thrown.
+   */
+  onCompleted(fn: (delivered: boolean) => void): void;
+};
 
 /**
- * `info.completed` made only when someone reads it: the relay never does,
- * and a promise with its two callbacks and a catch per request add up. It
- * settles as the eager promise did, whether read before or after the end.
+ * How a request's response ended, told to whoever asked: `info.completed`
+ * (a promise, made only when someone reads it) or `info.onCompleted` (a
+ * callback). The relay asks for every answer it settles after delivery;
+ * the callback costs it no promise, reactions or turns per request. Either
+ * settles as an eager promise would, whether asked before or after the end.
  */
 class Completion {
   #state: "pending" | "ok" | "failed" = "pending";
@@ -132,6 +143,13 @@ class Completion {
   #promise: Promise<void> | null = null;
   #resolve: (() => void) | null = null;
   #reject: ((err: unknown) => void) | null = null;
+  #listeners: ((delivered: boolean) => void)[] | null = null;
+  readonly #report: (err: unknown) => void;
+
+  /** `report` gets what a listener threw (a listener must never break the connection). */
+  constructor(report: (err: unknown) => void) {
+    this.#report = report;
+  }
 
   get promise(): Promise<void> {
     if (this.#promise === null) {
@@ -148,10 +166,21 @@ class Completion {
     return this.#promise;
   }
 
+  listen(fn: (delivered: boolean) => void): void {
+    if (this.#state !== "pending") {
+      // Already over: still not inside the caller's stack, as a promise would.
+      const delivered = this.#state === "ok";
+      queueMicrotask(() => this.#call(fn, delivered));
+      return;
+    }
+    (this.#listeners ??= []).push(fn);
+  }
+
   succeed(): void {
     if (this.#state !== "pending") return;
     this.#state = "ok";
     this.#resolve?.();
+    this.#notify(true);
   }
 
   fail(err: unknown): void {
@@ -159,6 +188,22 @@ class Completion {
     this.#state = "failed";
     this.#error = err;
     this.#reject?.(err);
+    this.#notify(false);
+  }
+
+  #notify(delivered: boolean): void {
+    const listeners = this.#listeners;
+    if (listeners === null) return;
+    this.#listeners = null;
+    for (const fn of listeners) this.#call(fn, delivered);
+  }
+
+  #call(fn: (delivered: boolean) => void, delivered: boolean): void {
+    try {
+      fn(delivered);
+    } catch (err) {
+      this.#report(err);
+    }
   }
 }
 
@@ -176,6 +221,10 @@ class HandlerInfo implements ServerHandlerInfo {
 
   get completed(): Promise<void> {
     return this.#completion.promise;
+  }
+
+  onCompleted(fn: (delivered: boolean) => void): void {
+    this.#completion.listen(fn);
   }
 }
 
@@ -464,7 +513,7 @@ export class ServerConn {
       await this.#writeQuietly(simpleResponse(400));
       return false;
     }
-    const completion = new Completion();
+    const completion = new Completion(this.#reportListenerError);
     this.#watchPeer();
 
     let res: Response;
@@ -538,6 +587,13 @@ export class ServerConn {
     plan.onUpgrade({ conn: this.#conn, initial });
     return false;
   }
+
+  /** A completion listener threw: the server's `onError` hears of it (its answer goes nowhere). */
+  #reportListenerError = (err: unknown): void => {
+    try {
+      Promise.resolve(this.#opts.onError(err)).catch(() => {});
+    } catch { /* onError itself failed: nothing left to tell */ }
+  };
 
   /** The handler's error response, or a plain 500 when that fails too. */
   async #fallback(err: unknown): Promise<Response> {

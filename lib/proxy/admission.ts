@@ -59,7 +59,9 @@ export interface AdmissionStats {
 export const BUSY_RETRY_AFTER_S = 2;
 
 /** Requests routed per backend id that its in-flight count does not show yet. */
-type Granted = Map<number, number>;
+type Granted = ReadonlyMap<number, number>;
+/** What a request routed outside `wake` finds granted: nothing (never written). */
+const NONE_GRANTED: Granted = new Map();
 
 interface Waiter {
   tryRoute: (granted: Granted) => RouteDecision | null;
@@ -114,12 +116,12 @@ export class Admission {
     pick: (targets: readonly RouteTarget[]) => RouteDecision,
     signal?: AbortSignal | (() => AbortSignal),
   ): Promise<AdmissionResult> | AdmissionResult {
-    const tryRoute = (granted: Granted) => this.#tryRoute(pool, route, pick, granted);
     // FIFO: a newcomer never overtakes a held request.
     if (this.#queue.length === 0) {
-      const now = tryRoute(new Map());
+      const now = this.#tryRoute(pool, route, pick, NONE_GRANTED);
       if (now) return now;
     }
+    const tryRoute = (granted: Granted) => this.#tryRoute(pool, route, pick, granted);
     if (this.#queue.length >= this.#maxQueue) {
       this.#rejected++;
       return { ok: false, code: "server_busy", reason: "queue_full" };
@@ -143,9 +145,11 @@ export class Admission {
 
   /** Tries to route held requests, oldest first; the relay calls it on every release. */
   readonly wake = (): void => {
+    // Called on every release; nothing held is the usual case.
+    if (this.#queue.length === 0) return;
     // A released request's relay acquires its backend only after this
     // synchronous loop, so count what the loop itself hands out.
-    const granted: Granted = new Map();
+    const granted = new Map<number, number>();
     while (this.#queue.length > 0) {
       const decision = this.#queue[0].tryRoute(granted);
       if (!decision) return;

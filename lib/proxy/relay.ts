@@ -188,16 +188,17 @@ export function createHandler(deps: RelayDeps): Handler {
     const affinity = connectionKey(info);
 
     const upgrade = wantsUpgrade(header);
-    const tried = new Set<number>();
+    // Backends that failed this request; made by the first retry, not per request.
+    let tried: Set<number> | null = null;
     for (let attempt = 0;; attempt++) {
       const decision = deps.admission
         ? await deps.admission.admit(
           deps.pool,
           route,
-          (targets) => pickTarget(targets, route, policies, tried),
+          (targets) => pickTarget(targets, route, policies, tried ?? undefined),
           () => req.signal,
         )
-        : pickTarget(deps.pool.routable(), route, policies, tried);
+        : pickTarget(deps.pool.routable(), route, policies, tried ?? undefined);
       if (!decision.ok) {
         if (decision.code === "client_cancelled") {
           return log(new Response(null, { status: 499 }), { clientCancelled: true });
@@ -210,7 +211,7 @@ export function createHandler(deps: RelayDeps): Handler {
         return log(errorResponse(code), { attempts: attempt });
       }
       const backend = decision.target;
-      tried.add(backend.id);
+
       const result = await dispatch(backend, {
         req,
         target,
@@ -220,7 +221,7 @@ export function createHandler(deps: RelayDeps): Handler {
         clock,
         llm: { path, model: route.model ?? null },
         onHeaderDropped: (name) => dropped.note(backend.id, name),
-        delivered: () => (info as { completed?: Promise<void> } | undefined)?.completed,
+        info,
         onDone: (d) => line(d.status, d.instance, d.bytes, attempt + 1, d.clientCancelled),
         onReleased: deps.admission?.wake,
       });
@@ -233,6 +234,7 @@ export function createHandler(deps: RelayDeps): Handler {
           clientCancelled: true,
         });
       }
+      (tried ??= new Set()).add(backend.id);
       const retry = shouldRetry({
         error: result.error,
         attempt,
@@ -327,12 +329,8 @@ interface DispatchInput {
   /** What the LLM metrics need of the request (llm_stats.ts). */
   llm: { path: string; model: string | null };
   onHeaderDropped: (name: string) => void;
-  /**
-   * The server's promise that the response was written (`info.completed`),
-   * read only when needed: settles when the client got the answer, rejects
-   * when it did not. Absent: settle when the answer is handed over.
-   */
-  delivered?: () => Promise<void> | undefined;
+  /** The server's `info`: it tells when the answer was written (see `afterDelivery`). */
+  info: Deno.ServeHandlerInfo | undefined;
   /** Called once the backend's in-flight slot is released (admission re-routes held requests). */
   onReleased?: () => void;
   /** Called once when the response body ended, with what to log. */
@@ -494,13 +492,10 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     // The log line says what the client got, so the attempt settles once the
     // server has written the answer (or failed to). That also keeps the
     // settling work off the response's path.
-    const delivered = input.delivered?.();
-    if (delivered) {
-      delivered.then(() => settle(false), () => {
-        clientCancelled = true;
-        settle(false);
-      });
-    } else settle(false);
+    afterDelivery(input.info, (delivered) => {
+      if (!delivered) clientCancelled = true;
+      settle(false);
+    });
     return { response: respond(source) };
   }
   const reader = source.getReader();
@@ -540,6 +535,25 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     },
   }, { highWaterMark: 0 });
   return { response: respond(relayed) };
+}
+
+/**
+ * Calls `fn(delivered)` once the server wrote the answer (true) or failed to
+ * (false): through our server's `onCompleted` (no promise per request), else
+ * `Deno.serve`'s `completed` promise, else at once (no server: the answer
+ * counts as handed over).
+ */
+function afterDelivery(
+  info: Deno.ServeHandlerInfo | undefined,
+  fn: (delivered: boolean) => void,
+): void {
+  const server = info as
+    | { onCompleted?: (fn: (delivered: boolean) => void) => void; completed?: Promise<void> }
+    | undefined;
+  if (typeof server?.onCompleted === "function") return server.onCompleted(fn);
+  const completed = server?.completed;
+  if (completed) completed.then(() => fn(true), () => fn(false));
+  else fn(true);
 }
 
 /**

@@ -668,6 +668,77 @@ Deno.test("info.completed settles as before, whether read during or after the ex
   }
 });
 
+Deno.test("info.onCompleted tells what info.completed does, after the write, and a throwing listener costs nothing", async () => {
+  const told: string[] = [];
+  const errors: string[] = [];
+  let release!: () => void;
+  const hold = new Promise<void>((r) => (release = r));
+  let late: ServerHandlerInfo | undefined;
+  let inStack = false;
+  const server = serveHttp1({
+    hostname: "127.0.0.1",
+    port: 0,
+    onError: (err) => {
+      errors.push((err as Error).message);
+      return new Response(null, { status: 500 });
+    },
+  }, async (req, info) => {
+    const path = req.url.slice(req.url.indexOf("/", 7));
+    if (path === "/early") {
+      info.onCompleted((ok) => told.push(`early ${ok}`));
+      // A second listener, and one that throws: both heard, the throw reported.
+      info.onCompleted((ok) => told.push(`early again ${ok}`));
+      info.onCompleted(() => {
+        throw new Error("listener bug");
+      });
+    }
+    if (path === "/late") late = info;
+    if (path === "/gone") {
+      info.onCompleted((ok) => told.push(`gone ${ok}`));
+      await hold;
+    }
+    return new Response("END");
+  });
+  try {
+    for (const p of ["/early", "/late", "/early"]) {
+      const c = await RawClient.open(server.addr.port);
+      await c.send(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`);
+      await c.until((s) => s.endsWith("END"));
+      c.close();
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    // Asked after the end: told later, never inside the caller's stack.
+    inStack = true;
+    late!.onCompleted((ok) => told.push(`late ${ok} ${inStack ? "in stack" : "later"}`));
+    inStack = false;
+    await new Promise((r) => setTimeout(r, 0));
+    const c = await RawClient.open(server.addr.port);
+    await c.send("GET /gone HTTP/1.1\r\nHost: h\r\n\r\n");
+    await new Promise((r) => setTimeout(r, 50));
+    c.close();
+    await new Promise((r) => setTimeout(r, 50));
+    release();
+    await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(told, [
+      "early true",
+      "early again true",
+      "early true",
+      "early again true",
+      "late true later",
+      "gone false",
+    ]);
+    assert.deepEqual(errors, ["listener bug", "listener bug"]);
+    // The connection that served a throwing listener was still usable, and the server too.
+    const again = await RawClient.open(server.addr.port);
+    await again.send("GET /x HTTP/1.1\r\nHost: h\r\n\r\nGET /y HTTP/1.1\r\nHost: h\r\n\r\n");
+    await again.until((s) => s.split("END").length === 3);
+    again.close();
+  } finally {
+    release();
+    await server.closeAll();
+  }
+});
+
 Deno.test("responseBytesOf(): a bytes body beside the response, until someone reads res.body", async () => {
   const bytes = new TextEncoder().encode("abc");
   const res = responseWithPairs(bytes, { status: 200 }, []);
