@@ -23,7 +23,7 @@ import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
 import { type RawRequest, responseBytesOf, serverRequest } from "./raw.ts";
 import { RequestAbort } from "./request_abort.ts";
 import { Framer, PENDING, settledSoon } from "./_response_writer.ts";
-import { concatBytes } from "../core/slab.ts";
+import { allocBytes, concatBytes, SLAB_BYTES, SLAB_MAX } from "../core/slab.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -42,6 +42,8 @@ export interface ServerConnOptions {
   listenHost: string;
   /** True once the server is shutting down: finish the current response, then close. */
   stopping(): boolean;
+  /** Hears what an `onCompleted` listener threw (the connection goes on). */
+  onListenerError: (err: unknown) => void;
 }
 
 const EMPTY = new Uint8Array(0);
@@ -125,7 +127,9 @@ export type ServerHandlerInfo = Deno.ServeHandlerInfo<Deno.NetAddr> & {
    * `completed` without a promise: calls `fn(true)` once the response was
    * written whole, `fn(false)` when it was not (the client left, a write
    * failed). Called once, never inside the caller's own stack; a throwing
-   * `fn` is reported through the server's `onError`, never thrown.
+   * `fn` is logged by the server, never thrown. An exchange that switched
+   * protocols (101) is no HTTP exchange any more: like `completed`, it is
+   * never told.
    */
   onCompleted(fn: (delivered: boolean) => void): void;
 };
@@ -343,14 +347,33 @@ export class ServerConn {
     }
   }
 
+  /**
+   * Lets go of the buffer once all of it was consumed: a request that
+   * streams for minutes must not keep its head's bytes (a slab view,
+   * pinning the whole slab) through the connection.
+   */
+  #dropIfRead(): void {
+    if (this.#pos < this.#buf.length) return;
+    this.#buf = EMPTY;
+    this.#pos = 0;
+  }
+
   /** Appends the `n` bytes read into `scratch` to the unread ones. */
   #keep(scratch: Uint8Array, n: number): void {
     // Keep small reads compact: thousands of connections may each hold one.
     // A compacted read leaves the scratch unreferenced, so the next read
     // takes it instead of a fresh allocation; only head-size ones are kept,
-    // so an idle connection holds no more than its pending read did.
+    // so an idle connection holds no more than its pending read did. A
+    // small one (a request's head, often with its body) is copied into the
+    // shared slab (core/slab.ts): a buffer of its own per request cost
+    // several µs here, on every request's path.
     const compact = n * 4 < scratch.length;
-    const fresh = compact ? scratch.slice(0, n) : scratch.subarray(0, n);
+    let fresh: Uint8Array;
+    if (!compact) fresh = scratch.subarray(0, n);
+    else if (n <= SLAB_MAX) {
+      fresh = allocBytes(n);
+      fresh.set(scratch.subarray(0, n));
+    } else fresh = scratch.slice(0, n);
     if (compact && scratch.length === HEAD_READ) this.#scratch = scratch;
     if (this.#available() === 0) {
       this.#buf = fresh;
@@ -430,6 +453,9 @@ export class ServerConn {
     this.#headFrom = 0;
     this.#skipBlank();
     if (this.#available() === 0) {
+      // Nothing unread: a connection waiting for its next request pins no
+      // slab (or buffer) with its last read.
+      this.#dropIfRead();
       // The first head must arrive within the header timeout of the accept;
       // a kept-alive connection may be idle for the idle timeout first.
       this.#phase = first ? "head" : "idle";
@@ -450,6 +476,7 @@ export class ServerConn {
     const end = findHeadEnd(view, this.#headFrom);
     if (end !== -1 && end <= this.#opts.maxHeadBytes) {
       this.#pos += end;
+      this.#dropIfRead();
       return view.subarray(0, end);
     }
     if (end !== -1 || view.length > this.#opts.maxHeadBytes) return TOO_LARGE;
@@ -487,6 +514,10 @@ export class ServerConn {
     try {
       head = parseRequestHead(headBytes);
       framing = requestFraming(head);
+      // The bytes are parsed: this frame waits on the handler and a
+      // response that may stream for minutes, and V8 keeps every variable
+      // of a suspended async function (the bytes are a slab view).
+      headBytes = MORE;
     } catch (err) {
       const status = err instanceof BadRequestError ? err.status : 400;
       await this.#writeQuietly(simpleResponse(status));
@@ -588,11 +619,11 @@ export class ServerConn {
     return false;
   }
 
-  /** A completion listener threw: the server's `onError` hears of it (its answer goes nowhere). */
+  /** A completion listener threw: the server's report hears of it. */
   #reportListenerError = (err: unknown): void => {
     try {
-      Promise.resolve(this.#opts.onError(err)).catch(() => {});
-    } catch { /* onError itself failed: nothing left to tell */ }
+      this.#opts.onListenerError(err);
+    } catch { /* the report itself failed: nothing left to tell */ }
   };
 
   /** The handler's error response, or a plain 500 when that fails too. */
@@ -649,13 +680,16 @@ export class ServerConn {
     body.done = true;
     // #buf is never written, so a view of it stays the body for good; a copy
     // (a fresh buffer: the costliest allocation of a small request) only when
-    // the view would keep much more than the body alive.
+    // the view would keep much more than the body alive: a buffer larger
+    // than a slab, and more than VIEW_SPARE larger than the body.
     const buf = this.#buf;
     const end = this.#pos + length;
-    const bytes = buf.buffer.byteLength - length <= VIEW_SPARE
+    const behind = buf.buffer.byteLength;
+    const bytes = behind <= SLAB_BYTES || behind - length <= VIEW_SPARE
       ? buf.subarray(this.#pos, end)
       : buf.slice(this.#pos, end);
     this.#pos = end;
+    this.#dropIfRead();
     this.#readSize = HEAD_READ;
     this.#watchPeer(); // room in the buffer again
     return bytes;

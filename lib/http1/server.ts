@@ -91,6 +91,8 @@ export class Http1Server {
       maxHeadBytes: opts.maxHeadBytes ?? MAX_HEAD_BYTES,
       listenHost: `${host}:${this.addr.port}`,
       stopping: () => this.#stopping,
+      onListenerError: (err) =>
+        logger.log("error", "a response-completion listener failed", { error: errorText(err) }),
     };
     this.finished = this.#acceptLoop();
   }

@@ -85,8 +85,9 @@ export function createHandler(deps: RelayDeps): Handler {
   const bodies = deps.bodies ?? new BodyReader({ maxBodyBytes: deps.maxBodyBytes });
   const emitLine = deps.onRequestLog ?? ((l: RequestLogLine) => logRequest(logger, l));
   // A failing log sink costs its line, never the request: lines are also
-  // written from a `delivered.then`, where a throw would be an unhandled
-  // rejection and end the process.
+  // written after delivery, from our server's completion callback or, under
+  // Deno.serve, from a `completed.then`, where a throw would be an
+  // unhandled rejection and end the process.
   const emit = (l: RequestLogLine) => {
     try {
       emitLine(l);

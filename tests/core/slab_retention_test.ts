@@ -59,6 +59,78 @@ await server.shutdown();
   assert.ok(r.alive <= 2, `${r.alive} of ${N} open streams still hold their head's slab`);
 });
 
+Deno.test("slab: open SSE streams do not keep the slab their request's head and body were read into", async () => {
+  const r = await withGc(`
+import { serveHttp1 } from "LIB/http1/server.ts";
+import { rawRequestOf } from "LIB/http1/raw.ts";
+${SLABS}
+${COLLECT}
+const controllers = [];
+let taken = 0;
+const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, (req) => {
+  // As the relay's body reader does: the buffered body, whole, then dropped.
+  if (rawRequestOf(req)?.takeBody()?.length === 27) taken++;
+  return new Response(new ReadableStream({ start(c) { controllers.push(c); } }), {
+    headers: { "content-type": "text/event-stream" },
+  });
+});
+const refs = [];
+const conns = [];
+const buf = new Uint8Array(4096);
+const event = new TextEncoder().encode("data: {}\\n\\n");
+const body = '{"model":"m","stream":true}';
+for (let i = 0; i < ${N}; i++) {
+  nextSlab();
+  refs.push(new WeakRef(currentSlab()));
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  conns.push(c);
+  // Head and body in one write: one read, copied into the current slab.
+  await c.write(new TextEncoder().encode(
+    "POST /v1/chat/completions HTTP/1.1\\r\\nhost: x\\r\\ncontent-length: 27\\r\\n\\r\\n" + body,
+  ));
+  await c.read(buf); // the head
+  controllers[i].enqueue(event);
+  await c.read(buf);
+}
+nextSlab();
+await collect();
+console.log(JSON.stringify({ alive: alive(refs), streams: controllers.length, taken }));
+for (const c of controllers) c.close();
+for (const c of conns) c.close();
+await server.shutdown();
+`);
+  assert.equal(r.streams, N);
+  assert.equal(r.taken, N, "each body came whole from the buffer");
+  assert.ok(r.alive <= 2, `${r.alive} of ${N} open streams still hold their request's slab`);
+});
+
+Deno.test("slab: idle keep-alive connections do not keep the slab their last request was read into", async () => {
+  const r = await withGc(`
+import { serveHttp1 } from "LIB/http1/server.ts";
+${SLABS}
+${COLLECT}
+const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, () => new Response("ok"));
+const refs = [];
+const conns = [];
+const buf = new Uint8Array(4096);
+for (let i = 0; i < ${N}; i++) {
+  nextSlab();
+  refs.push(new WeakRef(currentSlab()));
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  conns.push(c);
+  await c.write(new TextEncoder().encode("GET /v1/models HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n"));
+  await c.read(buf); // the whole answer; the connection stays open, idle
+}
+nextSlab();
+await collect();
+console.log(JSON.stringify({ alive: alive(refs), open: server.connections }));
+for (const c of conns) c.close();
+await server.shutdown();
+`);
+  assert.equal(r.open, N);
+  assert.ok(r.alive <= 2, `${r.alive} of ${N} idle connections still hold their last read's slab`);
+});
+
 Deno.test("slab: a request waiting for the engine does not keep its encoded payload", async () => {
   const r = await withGc(`
 import { Duplex } from "node:stream";
