@@ -17,10 +17,7 @@
  * alive while it lives, which is why only small sizes come from here and
  * only for bytes that live until they are written: `.buffer` is the
  * slab, so callers must use `byteOffset`/`byteLength`, never the whole
- * `.buffer`. One kind of incoming bytes comes from here too: the server's
- * small reads (a request's head, often with its body), which live until
- * the request is answered, so a body waiting for its answer pins at most
- * one slab. An async function suspended at an `await` keeps every
+ * `.buffer`. An async function suspended at an `await` keeps every
  * variable it set, so callers that wait after a write (a streaming loop, a
  * request waiting for its answer) drop their reference to the bytes first
  * (tests/core/slab_retention_test.ts). One holder is left: ssh2 keeps the
@@ -29,7 +26,7 @@
  */
 
 /** Slab size: small, so a view that outlives its neighbours pins little. */
-export const SLAB_BYTES = 16 * 1024;
+const SLAB_BYTES = 16 * 1024;
 /** Largest size served from the slab; larger ones get their own buffer. */
 export const SLAB_MAX = 2 * 1024;
 

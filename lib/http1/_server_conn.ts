@@ -23,7 +23,7 @@ import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
 import { type RawRequest, responseBytesOf, serverRequest } from "./raw.ts";
 import { RequestAbort } from "./request_abort.ts";
 import { Framer, PENDING, settledSoon } from "./_response_writer.ts";
-import { allocBytes, concatBytes, SLAB_BYTES, SLAB_MAX } from "../core/slab.ts";
+import { concatBytes } from "../core/slab.ts";
 
 /** The handler the server runs; the shape of `Deno.serve`'s. */
 export type ServerHandler = (
@@ -347,33 +347,17 @@ export class ServerConn {
     }
   }
 
-  /**
-   * Lets go of the buffer once all of it was consumed: a request that
-   * streams for minutes must not keep its head's bytes (a slab view,
-   * pinning the whole slab) through the connection.
-   */
-  #dropIfRead(): void {
-    if (this.#pos < this.#buf.length) return;
-    this.#buf = EMPTY;
-    this.#pos = 0;
-  }
-
   /** Appends the `n` bytes read into `scratch` to the unread ones. */
   #keep(scratch: Uint8Array, n: number): void {
     // Keep small reads compact: thousands of connections may each hold one.
     // A compacted read leaves the scratch unreferenced, so the next read
     // takes it instead of a fresh allocation; only head-size ones are kept,
-    // so an idle connection holds no more than its pending read did. A
-    // small one (a request's head, often with its body) is copied into the
-    // shared slab (core/slab.ts): a buffer of its own per request cost
-    // several µs here, on every request's path.
+    // so an idle connection holds no more than its pending read did. Not
+    // from the shared slab (core/slab.ts): a view pins its whole slab, and
+    // these bytes may wait through a whole streamed answer, be handed to a
+    // handler as body chunks, or stay behind as the next request's start.
     const compact = n * 4 < scratch.length;
-    let fresh: Uint8Array;
-    if (!compact) fresh = scratch.subarray(0, n);
-    else if (n <= SLAB_MAX) {
-      fresh = allocBytes(n);
-      fresh.set(scratch.subarray(0, n));
-    } else fresh = scratch.slice(0, n);
+    const fresh = compact ? scratch.slice(0, n) : scratch.subarray(0, n);
     if (compact && scratch.length === HEAD_READ) this.#scratch = scratch;
     if (this.#available() === 0) {
       this.#buf = fresh;
@@ -453,9 +437,6 @@ export class ServerConn {
     this.#headFrom = 0;
     this.#skipBlank();
     if (this.#available() === 0) {
-      // Nothing unread: a connection waiting for its next request pins no
-      // slab (or buffer) with its last read.
-      this.#dropIfRead();
       // The first head must arrive within the header timeout of the accept;
       // a kept-alive connection may be idle for the idle timeout first.
       this.#phase = first ? "head" : "idle";
@@ -476,7 +457,6 @@ export class ServerConn {
     const end = findHeadEnd(view, this.#headFrom);
     if (end !== -1 && end <= this.#opts.maxHeadBytes) {
       this.#pos += end;
-      this.#dropIfRead();
       return view.subarray(0, end);
     }
     if (end !== -1 || view.length > this.#opts.maxHeadBytes) return TOO_LARGE;
@@ -514,10 +494,6 @@ export class ServerConn {
     try {
       head = parseRequestHead(headBytes);
       framing = requestFraming(head);
-      // The bytes are parsed: this frame waits on the handler and a
-      // response that may stream for minutes, and V8 keeps every variable
-      // of a suspended async function (the bytes are a slab view).
-      headBytes = MORE;
     } catch (err) {
       const status = err instanceof BadRequestError ? err.status : 400;
       await this.#writeQuietly(simpleResponse(status));
@@ -610,12 +586,18 @@ export class ServerConn {
     }
     this.#disarm();
     this.#closed = true; // ours no more: close() must not touch the socket
+    // What came after the head belongs to the new owner: the bytes already
+    // here, at once (a client may send its first frame with the request),
+    // and those of a read still under way (the disconnect watch's), which
+    // it takes before reading the socket itself.
+    const initial = this.#buf.slice(this.#pos);
+    this.#buf = EMPTY;
+    this.#pos = 0;
     const pending = this.#reading;
-    const initial = (async () => {
-      if (pending) await pending.catch(() => {});
-      return this.#buf.slice(this.#pos);
-    })();
-    plan.onUpgrade({ conn: this.#conn, initial });
+    const inFlight = pending === null
+      ? Promise.resolve(EMPTY)
+      : pending.then(() => this.#buf.slice(this.#pos), () => EMPTY);
+    plan.onUpgrade({ conn: this.#conn, initial: Promise.resolve(initial), inFlight });
     return false;
   }
 
@@ -680,16 +662,13 @@ export class ServerConn {
     body.done = true;
     // #buf is never written, so a view of it stays the body for good; a copy
     // (a fresh buffer: the costliest allocation of a small request) only when
-    // the view would keep much more than the body alive: a buffer larger
-    // than a slab, and more than VIEW_SPARE larger than the body.
+    // the view would keep much more than the body alive.
     const buf = this.#buf;
     const end = this.#pos + length;
-    const behind = buf.buffer.byteLength;
-    const bytes = behind <= SLAB_BYTES || behind - length <= VIEW_SPARE
+    const bytes = buf.buffer.byteLength - length <= VIEW_SPARE
       ? buf.subarray(this.#pos, end)
       : buf.slice(this.#pos, end);
     this.#pos = end;
-    this.#dropIfRead();
     this.#readSize = HEAD_READ;
     this.#watchPeer(); // room in the buffer again
     return bytes;

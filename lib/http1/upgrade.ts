@@ -24,8 +24,14 @@ export interface Upgraded {
 
 /** The client's side, handed over by the server after it wrote the 101 head. */
 export interface UpgradedClient {
-  /** Bytes the client sent right after its upgrade request (may be empty). */
+  /** Bytes the client sent right after its upgrade request that had arrived by the switch (may be empty). */
   initial: Promise<Uint8Array>;
+  /**
+   * Bytes of a read of `conn` still under way at the switch (may be empty):
+   * take them after `initial` and before reading `conn`, which cannot be
+   * read twice at once.
+   */
+  inFlight: Promise<Uint8Array>;
   conn: Deno.Conn;
 }
 

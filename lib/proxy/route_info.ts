@@ -5,7 +5,6 @@
  */
 import { jsonObjectOf, modelOf, nonEmpty } from "./body_model.ts";
 import { INSTANCE_HEADER, parsePin } from "./headers.ts";
-import { SLAB_BYTES } from "../core/slab.ts";
 
 /** Routing inputs of one request. */
 export interface RouteInfo {
@@ -73,9 +72,7 @@ export function routeInfoFor(
     // route kept for later holds little.
     const make = lazyPrefix(contentType, text === null ? body : null, text);
     // What a kept route holds is the body's whole buffer, not just its view.
-    // A slab's (the server's small reads, core/slab.ts) is little and never
-    // rewritten: such a body stays lazy.
-    if (body !== null && body.buffer.byteLength > KEEP_BYTES) make();
+    if (body !== null && body.buffer.byteLength > LAZY_PREFIX_BYTES) make();
     Object.defineProperty(info, MAKE_PREFIX, { value: make });
   }
   return info;
@@ -127,8 +124,6 @@ function lazyPrefix(
 
 /** Largest body whose prefix `routeInfoFor` leaves to be read later. */
 export const LAZY_PREFIX_BYTES = 8 * 1024;
-/** The largest buffer a route may keep for its prefix made later. */
-const KEEP_BYTES = Math.max(LAZY_PREFIX_BYTES, SLAB_BYTES);
 
 /** Characters per prefix block: about 16 tokens, the page size engines cache in. */
 export const PREFIX_BLOCK_CHARS = 64;

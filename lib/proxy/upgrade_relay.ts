@@ -37,14 +37,16 @@ export function switchProtocols(
       engine.close();
       onClosed(0);
     },
-    onUpgrade: ({ conn, initial }) => void joinStreams(conn, initial, engine).then(onClosed),
+    onUpgrade: ({ conn, initial, inFlight }) =>
+      void joinStreams(conn, [initial, inFlight], engine).then(onClosed),
   });
 }
 
 /** Pipes client ↔ engine until either ends; resolves with the bytes relayed both ways. */
 async function joinStreams(
   client: Deno.Conn,
-  initial: Promise<Uint8Array>,
+  /** What the server already read or is reading, in order, before `client.read`. */
+  initial: Promise<Uint8Array>[],
   engine: Upgraded,
 ): Promise<number> {
   let bytes = 0;
@@ -64,10 +66,12 @@ async function joinStreams(
     }
   })().catch(() => {}).finally(closeBoth);
   const up = (async () => {
-    const first = await initial;
-    if (first.byteLength > 0) {
-      bytes += first.byteLength;
-      await engine.write(first);
+    for (const part of initial) {
+      const first = await part;
+      if (first.byteLength > 0) {
+        bytes += first.byteLength;
+        await engine.write(first);
+      }
     }
     const buf = new Uint8Array(64 * 1024);
     while (!closed) {
