@@ -53,3 +53,19 @@ async function collect() {
   }
 }
 `;
+
+/**
+ * Module text for `withGc` probes of the slab (core/slab.ts): `nextSlab()`
+ * moves on to a fresh slab, `alive(refs)` counts the slabs among `refs`
+ * still alive, not counting the current one.
+ */
+export const SLAB_PROBE = `
+import { allocBytes, currentSlab, SLAB_MAX } from "LIB/core/slab.ts";
+function nextSlab() {
+  const first = currentSlab();
+  while (currentSlab() === first) allocBytes(SLAB_MAX);
+}
+function alive(refs) {
+  return refs.filter((r) => r.deref() !== undefined && r.deref() !== currentSlab()).length;
+}
+`;

@@ -8,21 +8,11 @@
  * alive after a full collection.
  */
 import assert from "node:assert/strict";
-import { COLLECT, withGc } from "../_helpers/gc_probe.ts";
+import { COLLECT, SLAB_PROBE, withGc } from "../_helpers/gc_probe.ts";
 
 const N = 30;
 
-/** Module text: `nextSlab()` moves on to a fresh slab, `alive(refs)` counts the live ones. */
-const SLABS = `
-import { allocBytes, currentSlab, SLAB_MAX } from "LIB/core/slab.ts";
-function nextSlab() {
-  const first = currentSlab();
-  while (currentSlab() === first) allocBytes(SLAB_MAX);
-}
-function alive(refs) {
-  return refs.filter((r) => r.deref() !== undefined && r.deref() !== currentSlab()).length;
-}
-`;
+const SLABS = SLAB_PROBE;
 
 Deno.test("slab: open SSE streams do not keep the slabs their heads came from", async () => {
   const r = await withGc(`

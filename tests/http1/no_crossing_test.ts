@@ -12,21 +12,10 @@ import { guardResponse } from "../../lib/proxy/guard.ts";
 import { bytesToLatin1, latin1ToBytes } from "../../lib/http1/latin1.ts";
 import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { ok, type RawReply, startRawEngine } from "../_helpers/raw_engine.ts";
+import { prng } from "../_helpers/prng.ts";
 
 const CLIENTS = 50;
 const PER_CLIENT = 5;
-
-/** mulberry32: a small seeded PRNG, so a failing run can be replayed by its seed. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** A minimal keep-alive HTTP/1.1 reader over one socket (content-length or chunked bodies). */
 class RawClient {

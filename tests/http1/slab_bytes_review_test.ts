@@ -13,20 +13,9 @@ import { type Http1Server, serveHttp1, type ServerHandler } from "../../lib/http
 import { rawRequestOf } from "../../lib/http1/raw.ts";
 import { latin1ToBytes } from "../../lib/http1/latin1.ts";
 import { RawClient } from "../_helpers/raw_http.ts";
+import { prng } from "../_helpers/prng.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
-
-/** mulberry32. */
-function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The body of request `id`: `len` bytes, any values, unique to the id. */
 function bodyOf(id: string, len: number): Uint8Array {

@@ -121,7 +121,11 @@ Deno.test("review: admission woken from inside the write path never lets a pipel
   }
 });
 
-Deno.test("review: a client that leaves while a big whole body is being written: released once, logged as cancelled", async () => {
+/**
+ * A relay over our server answering a 32 MiB whole body to a client that
+ * reads nothing, once the engine has answered: the write is stuck.
+ */
+async function bigWholeBodyStuck() {
   const t = new FakeTarget(1);
   let sent = 0;
   t.sender = () => {
@@ -132,9 +136,14 @@ Deno.test("review: a client that leaves while a big whole body is being written:
   const h = relayOver([t], { onRequestLog: (l) => lines.push(l) });
   const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, h);
   const c = await RawClient.open(srv.addr.port);
+  await c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
+  await eventually(() => sent === 1);
+  return { t, lines, srv, c };
+}
+
+Deno.test("review: a client that leaves while a big whole body is being written: released once, logged as cancelled", async () => {
+  const { t, lines, srv, c } = await bigWholeBodyStuck();
   try {
-    await c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
-    await eventually(() => sent === 1);
     await sleep(100);
     // Not written yet (the client reads nothing): not settled yet.
     assert.equal(t.outcomes.length, 0);
@@ -153,19 +162,8 @@ Deno.test("review: a client that leaves while a big whole body is being written:
 });
 
 Deno.test("review: closeAll (end of a drain) while a whole body is stuck in the write still settles it", async () => {
-  const t = new FakeTarget(1);
-  let sent = 0;
-  t.sender = () => {
-    sent++;
-    return Promise.resolve(whole(new Uint8Array(32 * 1024 * 1024).fill(0x20)));
-  };
-  const lines: RequestLogLine[] = [];
-  const h = relayOver([t], { onRequestLog: (l) => lines.push(l) });
-  const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, h);
-  const c = await RawClient.open(srv.addr.port);
+  const { t, lines, srv, c } = await bigWholeBodyStuck();
   try {
-    await c.send("GET /big HTTP/1.1\r\nHost: h\r\n\r\n");
-    await eventually(() => sent === 1);
     await sleep(50);
     await srv.closeAll();
     await t.released(1, 3000);
