@@ -19,6 +19,7 @@ import {
 } from "./_routing_sim.ts";
 import { SglangCacheAware } from "./_sglang_cache_aware.ts";
 import { median } from "./_stats.ts";
+import { prng } from "../tests/_helpers/prng.ts";
 
 /** The fleet: 2× RTX 4090, 1× A100 80GB, 1× H100, an ~8B model; vast-like prices. */
 export const FLEET: readonly GpuSpec[] = [
@@ -75,17 +76,8 @@ export const POLICIES: [
   ["cache-aware", () => new CacheAware()],
 ];
 
-/** Deterministic PRNG (mulberry32). */
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** Deterministic PRNG (mulberry32), shared with the tests. */
+export const rng: (seed: number) => () => number = prng;
 
 /** Appends `tokens` of segment `seg` to cumulative block hashes `blocks` (full blocks only). */
 function extend(blocks: readonly number[], seg: number, tokens: number): number[] {
