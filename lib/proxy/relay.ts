@@ -212,7 +212,6 @@ export function createHandler(deps: RelayDeps): Handler {
         return log(errorResponse(code), { attempts: attempt });
       }
       const backend = decision.target;
-
       const result = await dispatch(backend, {
         req,
         target,

@@ -67,10 +67,10 @@ async function joinStreams(
   })().catch(() => {}).finally(closeBoth);
   const up = (async () => {
     for (const part of initial) {
-      const first = await part;
-      if (first.byteLength > 0) {
-        bytes += first.byteLength;
-        await engine.write(first);
+      const early = await part;
+      if (early.byteLength > 0) {
+        bytes += early.byteLength;
+        await engine.write(early);
       }
     }
     const buf = new Uint8Array(64 * 1024);

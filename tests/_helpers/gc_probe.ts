@@ -69,3 +69,35 @@ function alive(refs) {
   return refs.filter((r) => r.deref() !== undefined && r.deref() !== currentSlab()).length;
 }
 `;
+
+/**
+ * Module text for `withGc`: a server answering "ok" (`serverOptions` added
+ * to its options), then `n` connections, each opened just after moving on
+ * to a fresh slab (watched) and handed to `perConnection`, code that sees
+ * the connection as `c` and a read buffer as `buf`. Prints how many
+ * watched slabs are still alive after a full collection (`alive`) and how
+ * many connections the server holds open (`open`).
+ */
+export function heldConnectionsProbe(n: number, perConnection: string, serverOptions = ""): string {
+  return `
+import { serveHttp1 } from "LIB/http1/server.ts";
+${SLAB_PROBE}
+${COLLECT}
+const server = serveHttp1({ hostname: "127.0.0.1", port: 0${serverOptions} }, () => new Response("ok"));
+const refs = [];
+const conns = [];
+const buf = new Uint8Array(4096);
+for (let i = 0; i < ${n}; i++) {
+  nextSlab();
+  refs.push(new WeakRef(currentSlab()));
+  const c = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
+  conns.push(c);
+  ${perConnection}
+}
+nextSlab();
+await collect();
+console.log(JSON.stringify({ alive: alive(refs), open: server.connections }));
+for (const c of conns) c.close();
+await server.shutdown();
+`;
+}

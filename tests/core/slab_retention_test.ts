@@ -8,16 +8,14 @@
  * alive after a full collection.
  */
 import assert from "node:assert/strict";
-import { COLLECT, SLAB_PROBE, withGc } from "../_helpers/gc_probe.ts";
+import { COLLECT, heldConnectionsProbe, SLAB_PROBE, withGc } from "../_helpers/gc_probe.ts";
 
 const N = 30;
-
-const SLABS = SLAB_PROBE;
 
 Deno.test("slab: open SSE streams do not keep the slabs their heads came from", async () => {
   const r = await withGc(`
 import { serveHttp1 } from "LIB/http1/server.ts";
-${SLABS}
+${SLAB_PROBE}
 ${COLLECT}
 const controllers = [];
 const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, () =>
@@ -53,7 +51,7 @@ Deno.test("slab: open SSE streams do not keep the slab their request's head and 
   const r = await withGc(`
 import { serveHttp1 } from "LIB/http1/server.ts";
 import { rawRequestOf } from "LIB/http1/raw.ts";
-${SLABS}
+${SLAB_PROBE}
 ${COLLECT}
 const controllers = [];
 let taken = 0;
@@ -95,28 +93,11 @@ await server.shutdown();
 });
 
 Deno.test("slab: idle keep-alive connections do not keep the slab their last request was read into", async () => {
-  const r = await withGc(`
-import { serveHttp1 } from "LIB/http1/server.ts";
-${SLABS}
-${COLLECT}
-const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, () => new Response("ok"));
-const refs = [];
-const conns = [];
-const buf = new Uint8Array(4096);
-for (let i = 0; i < ${N}; i++) {
-  nextSlab();
-  refs.push(new WeakRef(currentSlab()));
-  const c = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
-  conns.push(c);
-  await c.write(new TextEncoder().encode("GET /v1/models HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n"));
-  await c.read(buf); // the whole answer; the connection stays open, idle
-}
-nextSlab();
-await collect();
-console.log(JSON.stringify({ alive: alive(refs), open: server.connections }));
-for (const c of conns) c.close();
-await server.shutdown();
-`);
+  const r = await withGc(heldConnectionsProbe(
+    N,
+    `await c.write(new TextEncoder().encode("GET /v1/models HTTP/1.1\\r\\nhost: x\\r\\n\\r\\n"));
+  await c.read(buf); // the whole answer; the connection stays open, idle`,
+  ));
   assert.equal(r.open, N);
   assert.ok(r.alive <= 2, `${r.alive} of ${N} idle connections still hold their last read's slab`);
 });
@@ -125,7 +106,7 @@ Deno.test("slab: a request waiting for the engine does not keep its encoded payl
   const r = await withGc(`
 import { Duplex } from "node:stream";
 import { Http1Client } from "LIB/http1/client.ts";
-${SLABS}
+${SLAB_PROBE}
 ${COLLECT}
 // Channels that take every write and never answer: each request waits.
 const channels = [];

@@ -630,6 +630,25 @@ Deno.test("requestFraming: a plain Content-Length reads as the general rule read
   );
 });
 
+/** GETs each path on a connection of its own, reading the answer (ending "END") before closing. */
+async function getEach(port: number, paths: string[]): Promise<void> {
+  for (const p of paths) {
+    const c = await RawClient.open(port);
+    await c.send(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`);
+    await c.until((s) => s.endsWith("END"));
+    c.close();
+  }
+}
+
+/** GETs `path` and leaves while the handler is still at work. */
+async function leaveDuring(port: number, path: string): Promise<void> {
+  const c = await RawClient.open(port);
+  await c.send(`GET ${path} HTTP/1.1\r\nHost: h\r\n\r\n`);
+  await new Promise((r) => setTimeout(r, 50));
+  c.close();
+  await new Promise((r) => setTimeout(r, 50));
+}
+
 Deno.test("info.completed settles as before, whether read during or after the exchange", async () => {
   const seen: Promise<string>[] = [];
   const outcome = (p: Promise<void>) => p.then(() => "ok", (e) => `failed ${(e as Error).name}`);
@@ -647,19 +666,10 @@ Deno.test("info.completed settles as before, whether read during or after the ex
     return new Response("END");
   });
   try {
-    for (const p of ["/early", "/late"]) {
-      const c = await RawClient.open(server.addr.port);
-      await c.send(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`);
-      await c.until((s) => s.endsWith("END"));
-      c.close();
-    }
+    await getEach(server.addr.port, ["/early", "/late"]);
     await new Promise((r) => setTimeout(r, 20));
     seen.push(outcome(late!.completed));
-    const c = await RawClient.open(server.addr.port);
-    await c.send("GET /gone HTTP/1.1\r\nHost: h\r\n\r\n");
-    await new Promise((r) => setTimeout(r, 50));
-    c.close();
-    await new Promise((r) => setTimeout(r, 50));
+    await leaveDuring(server.addr.port, "/gone");
     release();
     assert.deepEqual(await Promise.all(seen), ["ok", "ok", "failed Interrupted"]);
   } finally {
@@ -701,23 +711,14 @@ Deno.test("info.onCompleted tells what info.completed does, after the write, and
     return new Response("END");
   });
   try {
-    for (const p of ["/early", "/late", "/early"]) {
-      const c = await RawClient.open(server.addr.port);
-      await c.send(`GET ${p} HTTP/1.1\r\nHost: h\r\n\r\n`);
-      await c.until((s) => s.endsWith("END"));
-      c.close();
-    }
+    await getEach(server.addr.port, ["/early", "/late", "/early"]);
     await new Promise((r) => setTimeout(r, 20));
     // Asked after the end: told later, never inside the caller's stack.
     inStack = true;
     late!.onCompleted((ok) => told.push(`late ${ok} ${inStack ? "in stack" : "later"}`));
     inStack = false;
     await new Promise((r) => setTimeout(r, 0));
-    const c = await RawClient.open(server.addr.port);
-    await c.send("GET /gone HTTP/1.1\r\nHost: h\r\n\r\n");
-    await new Promise((r) => setTimeout(r, 50));
-    c.close();
-    await new Promise((r) => setTimeout(r, 50));
+    await leaveDuring(server.addr.port, "/gone");
     release();
     await new Promise((r) => setTimeout(r, 50));
     assert.deepEqual(told, [

@@ -8,11 +8,9 @@
  * alive after a full collection.
  */
 import assert from "node:assert/strict";
-import { COLLECT, SLAB_PROBE, withGc } from "../_helpers/gc_probe.ts";
+import { COLLECT, heldConnectionsProbe, SLAB_PROBE, withGc } from "../_helpers/gc_probe.ts";
 
 const N = 30;
-
-const SLABS = SLAB_PROBE;
 
 /**
  * A probe: a server whose handler reads the body as the relay does
@@ -25,7 +23,7 @@ function probe(send: string): string {
   return `
 import { serveHttp1 } from "LIB/http1/server.ts";
 import { BodyReader } from "LIB/proxy/body.ts";
-${SLABS}
+${SLAB_PROBE}
 ${COLLECT}
 const bodies = new BodyReader({ maxBodyBytes: 1 << 20 });
 const controllers = [];
@@ -149,28 +147,13 @@ Deno.test("slab review: a GET's unread body leaves no slab pinned while the answ
 });
 
 Deno.test("slab review: a head that stalls after its first read leaves no slab pinned while it waits", async () => {
-  const r = await withGc(`
-import { serveHttp1 } from "LIB/http1/server.ts";
-${SLABS}
-${COLLECT}
-const server = serveHttp1({ hostname: "127.0.0.1", port: 0, headerTimeoutMs: 20_000 }, () => new Response("ok"));
-const refs = [];
-const conns = [];
-for (let i = 0; i < ${N}; i++) {
-  nextSlab();
-  refs.push(new WeakRef(currentSlab()));
-  const c = await Deno.connect({ hostname: "127.0.0.1", port: server.addr.port });
-  conns.push(c);
-  // A slow client (or a slowloris): the head's first line, then nothing yet.
-  await c.write(new TextEncoder().encode("POST /v1/chat/completions HTTP/1.1\\r\\n"));
-  await new Promise((r) => setTimeout(r, 20));
-}
-nextSlab();
-await collect();
-console.log(JSON.stringify({ alive: alive(refs), open: server.connections }));
-for (const c of conns) c.close();
-await server.shutdown();
-`);
+  const r = await withGc(heldConnectionsProbe(
+    N,
+    // A slow client (or a slowloris): the head's first line, then nothing yet.
+    `await c.write(new TextEncoder().encode("POST /v1/chat/completions HTTP/1.1\\r\\n"));
+  await new Promise((r) => setTimeout(r, 20));`,
+    ", headerTimeoutMs: 20_000",
+  ));
   assert.equal(r.open, N);
   assert.ok(r.alive <= 2, `${r.alive} of ${N} half-sent heads still hold a slab each`);
 });
@@ -178,7 +161,7 @@ await server.shutdown();
 Deno.test("slab review: a body that stalls mid-way leaves no slab pinned while the server waits for the rest", async () => {
   const r = await withGc(`
 import { serveHttp1 } from "LIB/http1/server.ts";
-${SLABS}
+${SLAB_PROBE}
 ${COLLECT}
 let got = 0;
 const server = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req) => {
