@@ -20,7 +20,8 @@ import { encodeResponseHead, simpleResponse } from "./response_head.ts";
 import { latin1ToBytes } from "./latin1.ts";
 import { type HeaderPairs, headerValue } from "./types.ts";
 import { type UpgradePlan, upgradePlanOf } from "./upgrade.ts";
-import { type RawRequest, responseBytesOf, serverRequest } from "./raw.ts";
+import { type RawRequest, responseBytesOf, responseSourceOf, serverRequest } from "./raw.ts";
+import type { BodySource } from "./body_source.ts";
 import { RequestAbort } from "./request_abort.ts";
 import { Framer, PENDING, settledSoon } from "./_response_writer.ts";
 import { concatBytes } from "../core/slab.ts";
@@ -80,7 +81,8 @@ class Exchange implements RawRequest {
   /** Answered or given up: a disconnect from now on aborts nothing. */
   finished = false;
   peerGone = false;
-  responseReader: ReadableStreamDefaultReader<Uint8Array> | null = null;
+  /** Stops the response body being written (its stream or source), once the client left. */
+  cancelResponse: (() => void) | null = null;
   /** The declared length `takeBody` may take whole, or -1. */
   readonly #length: number;
   readonly #take: (ex: Exchange, length: number) => Uint8Array | null;
@@ -106,7 +108,7 @@ class Exchange implements RawRequest {
     if (this.finished || this.peerGone) return;
     this.peerGone = true;
     this.abort.abort(new DOMException("client disconnected", "AbortError"));
-    this.responseReader?.cancel().catch(() => {});
+    this.cancelResponse?.();
   }
 }
 
@@ -856,8 +858,10 @@ export class ServerConn {
       await this.#writeAll(enc.bytes);
       return { ok: true, close: enc.close };
     }
+    const source = responseSourceOf(res);
+    if (source !== undefined) return await this.#writeSourced(source, res, head, keepAlive, ex);
     const reader = res.body.getReader();
-    ex.responseReader = reader;
+    ex.cancelResponse = () => void reader.cancel().catch(() => {});
     try {
       let next = reader.read();
       const ready: Uint8Array[] = [];
@@ -921,6 +925,87 @@ export class ServerConn {
       // The body failed mid-stream or the client left: the framing cannot be
       // finished, so the connection ends here.
       reader.cancel().catch(() => {});
+      return { ok: false, close: true };
+    }
+  }
+
+  /**
+   * `#writeResponse` for a body given as a source (body_source.ts): what is
+   * here already leaves with the head, and each later batch is what one
+   * read brought plus whatever else is ready at that moment, with no
+   * microtask turns spent to find out.
+   */
+  async #writeSourced(
+    source: BodySource,
+    res: Response,
+    head: RequestHead,
+    keepAlive: boolean,
+    ex: Exchange,
+  ): Promise<{ ok: boolean; close: boolean }> {
+    ex.cancelResponse = () => source.cancel();
+    try {
+      const ready: Uint8Array[] = [];
+      let readyBytes = 0;
+      let ended = false;
+      while (readyBytes < WRITE_BATCH) {
+        const chunk = source.readNow();
+        if (chunk === undefined) break;
+        if (chunk === null) {
+          ended = true;
+          break;
+        }
+        ready.push(chunk);
+        readyBytes += chunk.byteLength;
+      }
+      let enc;
+      try {
+        enc = encodeResponseHead(res, {
+          method: head.method,
+          minor: head.minor,
+          keepAlive,
+          knownLength: ended ? readyBytes : null,
+        });
+      } catch (err) {
+        // A header value that is not a byte string: nothing was sent yet.
+        source.cancel();
+        const fallback = await this.#fallback(err);
+        return await this.#writeResponse(fallback, head, keepAlive, ex);
+      }
+      const framer = new Framer(enc.framing);
+      // As in #writeResponse: only the flag outlives the first write.
+      const close = enc.close;
+      const writing = this.#writeFramed(enc.bytes, framer, ready, ended);
+      enc = undefined;
+      await writing;
+      if (ended) return { ok: framer.complete, close };
+      for (;;) {
+        const batch: Uint8Array[] = [];
+        let bytes = 0;
+        let last = false;
+        let chunk = source.readNow();
+        if (chunk === undefined) chunk = await source.read();
+        for (;;) {
+          if (chunk === null) {
+            last = true;
+            break;
+          }
+          batch.push(chunk);
+          bytes += chunk.byteLength;
+          if (bytes >= WRITE_BATCH) break;
+          chunk = source.readNow();
+          if (chunk === undefined) break;
+        }
+        await this.#writeFramed(null, framer, batch, last);
+        if (framer.overflow) {
+          source.cancel();
+          return { ok: false, close: true };
+        }
+        if (last) return { ok: framer.complete, close: close || !framer.complete };
+      }
+    } catch {
+      // The body failed mid-stream or the client left: the framing cannot be
+      // finished, so the connection ends here.
+      source.cancel();
       return { ok: false, close: true };
     }
   }

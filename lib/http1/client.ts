@@ -38,6 +38,7 @@ import {
   resumeFrom,
 } from "./parse.ts";
 import { abortOf, type AbortView } from "./request_abort.ts";
+import { type BodySource, streamOfSource } from "./body_source.ts";
 import { Http1Error, type Http1Request, type Http1Response } from "./types.ts";
 import type { Upgraded } from "./upgrade.ts";
 
@@ -401,7 +402,8 @@ export class Http1Client {
         return res(whole);
       }
     }
-    return res(bodyStream(conn, framing, reusable, finish, abort));
+    const source = new EngineBody(conn, framing, reusable, finish, abort);
+    return { ...res(streamOfSource(source)), source };
   }
 }
 
@@ -451,65 +453,123 @@ async function readHead(
   }
 }
 
-/** The pull-based body; `finish(reuse)` runs once, at the end, on error or on cancel. */
-function bodyStream(
-  conn: Conn,
-  framing: Framing,
-  reusable: boolean,
-  finish: (reuse: boolean) => void,
-  abort: AbortView | null,
-): ReadableStream<Uint8Array> {
-  let remaining = framing.kind === "length" ? framing.length : 0;
-  const chunked = framing.kind === "chunked" ? new ChunkedDecoder() : null;
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
+/**
+ * The pull-based body of one answer; `finish(reuse)` runs once, at the end,
+ * on error or on cancel. Chunks are handed on as the channel delivered them
+ * (a chunked body's framing taken out), never copied.
+ */
+class EngineBody implements BodySource {
+  readonly #conn: Conn;
+  readonly #framing: Framing;
+  readonly #reusable: boolean;
+  readonly #finish: (reuse: boolean) => void;
+  readonly #abort: AbortView | null;
+  #remaining: number;
+  readonly #chunked: ChunkedDecoder | null;
+  // Decoded pieces not handed out yet: one channel chunk can hold several.
+  #pieces: Uint8Array[] = [];
+  #ended = false;
+  #failed = false;
+  #error: unknown = undefined;
+
+  constructor(
+    conn: Conn,
+    framing: Framing,
+    reusable: boolean,
+    finish: (reuse: boolean) => void,
+    abort: AbortView | null,
+  ) {
+    this.#conn = conn;
+    this.#framing = framing;
+    this.#reusable = reusable;
+    this.#finish = finish;
+    this.#abort = abort;
+    this.#remaining = framing.kind === "length" ? framing.length : 0;
+    this.#chunked = framing.kind === "chunked" ? new ChunkedDecoder() : null;
+  }
+
+  async read(): Promise<Uint8Array | null> {
+    for (;;) {
+      const now = this.readNow();
+      if (now !== undefined) return now;
+      if (this.#failed) throw this.#error;
+      let chunk: Uint8Array | null;
       try {
-        for (;;) {
-          const chunk = await conn.read();
-          if (chunk === null) {
-            if (framing.kind !== "close") {
-              throw new Http1Error("engine closed the connection mid-body", { sent: true });
-            }
-            finish(false);
-            controller.close();
-            return;
-          }
-          if (framing.kind === "close") return controller.enqueue(chunk);
-          if (chunked) {
-            let emitted = false;
-            chunked.push(chunk, (d) => {
-              emitted = true;
-              controller.enqueue(d);
-            });
-            if (chunked.done) {
-              // Bytes after the last chunk: the engine said more than one answer.
-              finish(reusable && chunked.rest.length === 0);
-              controller.close();
-              return;
-            }
-            if (emitted) return;
-            continue; // only framing bytes so far
-          }
-          const take = Math.min(remaining, chunk.byteLength);
-          remaining -= take;
-          controller.enqueue(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
-          if (remaining === 0) {
-            // Extra bytes after the body break the framing: never reuse then.
-            finish(reusable && take === chunk.byteLength);
-            controller.close();
-          }
-          return;
-        }
+        chunk = await this.#conn.read();
       } catch (err) {
-        finish(false);
-        controller.error(abort?.aborted ? abort.reason : err);
+        if (this.#ended) return null; // cancelled while waiting: the channel's end is ours
+        this.#fail(err);
+        throw this.#error;
       }
-    },
-    cancel() {
-      conn.destroy();
-      finish(false);
-    },
-  }, { highWaterMark: 0 });
+      if (this.#ended) return null; // cancelled while waiting
+      this.#take(chunk);
+    }
+  }
+
+  readNow(): Uint8Array | null | undefined {
+    for (;;) {
+      if (this.#pieces.length > 0) return this.#pieces.shift()!;
+      if (this.#ended) return null;
+      if (this.#failed) return undefined;
+      const chunk = this.#conn.readNow();
+      if (chunk === undefined) return undefined;
+      this.#take(chunk);
+    }
+  }
+
+  cancel(): void {
+    if (this.#ended || this.#failed) return;
+    this.#ended = true;
+    this.#pieces = [];
+    this.#conn.destroy();
+    this.#finish(false);
+  }
+
+  /** Takes one channel chunk (null: the channel ended) into pieces, the end or a failure. */
+  #take(chunk: Uint8Array | null): void {
+    if (this.#ended || this.#failed) return;
+    const framing = this.#framing;
+    try {
+      if (chunk === null) {
+        if (framing.kind !== "close") {
+          throw new Http1Error("engine closed the connection mid-body", { sent: true });
+        }
+        this.#end(false);
+        return;
+      }
+      if (framing.kind === "close") {
+        this.#pieces.push(chunk);
+        return;
+      }
+      const chunked = this.#chunked;
+      if (chunked) {
+        chunked.push(chunk, (d) => this.#pieces.push(d));
+        // Bytes after the last chunk: the engine said more than one answer.
+        if (chunked.done) this.#end(this.#reusable && chunked.rest.length === 0);
+        return;
+      }
+      const take = Math.min(this.#remaining, chunk.byteLength);
+      this.#remaining -= take;
+      this.#pieces.push(take === chunk.byteLength ? chunk : chunk.subarray(0, take));
+      // Extra bytes after the body break the framing: never reuse then.
+      if (this.#remaining === 0) this.#end(this.#reusable && take === chunk.byteLength);
+    } catch (err) {
+      this.#fail(err);
+    }
+  }
+
+  #end(reuse: boolean): void {
+    this.#ended = true;
+    this.#finish(reuse);
+  }
+
+  #fail(err: unknown): void {
+    if (this.#failed || this.#ended) return;
+    this.#failed = true;
+    // Pieces decoded before the failure are still the body's: handed out first.
+    this.#error = this.#abort?.aborted ? this.#abort.reason : err;
+    this.#finish(false);
+  }
 }
 
 /**

@@ -169,6 +169,15 @@ export class Conn {
   }
 
   /**
+   * The next chunk when one already arrived, else undefined: the end and
+   * errors are only ever told by `read()`, with its timing. Not while a
+   * `read()` is pending.
+   */
+  readNow(): Uint8Array | undefined {
+    return this.#shift();
+  }
+
+  /**
    * The next `n` bytes when all of them already arrived, else null and
    * nothing is consumed. Bytes past the `n` stay queued (so the stream is
    * not `clean`). A stream that failed or ended after delivering them still

@@ -26,6 +26,7 @@
  */
 import type { HeaderPairs } from "./types.ts";
 import { type AbortView, RequestAbort, signalView } from "./request_abort.ts";
+import { type BodySource, streamOfSource } from "./body_source.ts";
 
 // Each server request carries one (`onRequestAbort` listens to it); also importable from here.
 export { RequestAbort };
@@ -53,6 +54,7 @@ const MAKE_BODY: unique symbol = Symbol("make body");
 const HOLDER: unique symbol = Symbol("body holder");
 const INNER: unique symbol = Symbol("inner request");
 const BYTES: unique symbol = Symbol("response bytes");
+const SOURCE: unique symbol = Symbol("response source");
 
 /**
  * Deno's own internal slots of a `Request` (symbols it does not export),
@@ -409,16 +411,19 @@ class PairsResponse extends Response {
   [PAIRS]: HeaderPairs | undefined;
   [HEADERS]: Headers | undefined;
   [BYTES]: Uint8Array | undefined;
+  [SOURCE]: BodySource | undefined;
 
   constructor(
     body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
     init: ResponseInit,
     pairs: HeaderPairs,
+    source?: BodySource,
   ) {
     super(body, init);
     this[PAIRS] = pairs;
     this[HEADERS] = undefined;
     this[BYTES] = body instanceof Uint8Array ? body : undefined;
+    this[SOURCE] = source;
   }
 }
 Object.defineProperty(PairsResponse.prototype, "headers", {
@@ -628,6 +633,32 @@ export function responseBytesOf(res: Response): Uint8Array | undefined {
     return h === undefined || !h.bodyUsed ? res[BYTES] : undefined;
   }
   return res instanceof PairsResponse && !res.bodyUsed ? res[BYTES] : undefined;
+}
+
+/**
+ * `responseWithPairs` for a streamed body given as a source
+ * (body_source.ts): `res.body` is an ordinary stream over it, and our server
+ * reads the source itself (`responseSourceOf`) unless someone else has
+ * started on that stream. Throws where the `Response` constructor would.
+ */
+export function responseWithSource(
+  source: BodySource,
+  init: { status: number; statusText?: string },
+  pairs: HeaderPairs,
+): Response {
+  return new PairsResponse(streamOfSource(source), init, pairs, source);
+}
+
+/**
+ * The source of a `responseWithSource` answer while its body stream is
+ * untouched (not locked, never read): the caller then reads the source
+ * instead, and nothing else may read the stream.
+ */
+export function responseSourceOf(res: Response): BodySource | undefined {
+  if (!(res instanceof PairsResponse)) return undefined;
+  const src = res[SOURCE];
+  if (src === undefined || res.bodyUsed || res.body?.locked !== false) return undefined;
+  return src;
 }
 
 /** The fields of `res` as pairs, while they still travel beside it (mutable). */

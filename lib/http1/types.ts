@@ -5,6 +5,7 @@
  * travels on the wire, so obs-text and raw UTF-8 pass through untouched.
  */
 import type { AbortView } from "./request_abort.ts";
+import type { BodySource } from "./body_source.ts";
 
 /** Header fields in wire order; names lower-case, values byte strings. */
 export type HeaderPairs = [name: string, value: string][];
@@ -51,6 +52,11 @@ export interface Http1Response {
    * the channel only as it is consumed; null when the answer has none.
    */
   body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null;
+  /**
+   * When `body` is a stream: the same body without one (body_source.ts),
+   * for a reader that never touches `body`. Read one or the other.
+   */
+  source?: BodySource;
 }
 
 /** Anything that sends `Http1Request`s: the channel client, a tunnel, a backend, a test double. */

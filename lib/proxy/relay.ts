@@ -21,7 +21,9 @@ import {
   requestAborted,
   requestHeader,
   responseWithPairs,
+  responseWithSource,
 } from "../http1/raw.ts";
+import type { BodySource } from "../http1/body_source.ts";
 import { pathnameOf } from "./url_path.ts";
 import { type Upgraded, wantsUpgrade } from "../http1/upgrade.ts";
 import { switchProtocols } from "./upgrade_relay.ts";
@@ -498,6 +500,9 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     });
     return { response: respond(source) };
   }
+  if (sideChannel && upstream.source !== undefined && !source.locked) {
+    return { response: responseWithSource(relayedSource(upstream.source), init, pairs) };
+  }
   const reader = source.getReader();
   // Pull-based with no buffer: a chunk is read from the instance only when
   // the client is ready for it, so nothing accumulates in the proxy and each
@@ -535,6 +540,82 @@ async function dispatch(backend: RouteTarget, input: DispatchInput): Promise<Dis
     },
   }, { highWaterMark: 0 });
   return { response: respond(relayed) };
+
+  /**
+   * The stream above as a source, for our server (body_source.ts): the same
+   * ends, failures and cancel, with one promise per chunk and what is ready
+   * now told without waiting.
+   */
+  function relayedSource(from: BodySource): BodySource {
+    // 0 open; 1 ended or cancelled (reads give null); 2 failed (reads reject).
+    let state = 0;
+    let failure: unknown = undefined;
+    // The pending read's resolve: a cancel settles it at once, as a stream's would.
+    let waiting: ((chunk: Uint8Array | null) => void) | null = null;
+    const take = (chunk: Uint8Array | null): Uint8Array | null => {
+      if (chunk === null) {
+        state = 1;
+        settle(false);
+        return null;
+      }
+      bytes += chunk.byteLength;
+      observer?.chunk(chunk); // it only reads, never holds the chunk back
+      return chunk;
+    };
+    return {
+      read() {
+        if (state === 1) return Promise.resolve(null);
+        if (state === 2) return Promise.reject(failure);
+        return new Promise<Uint8Array | null>((resolve, reject) => {
+          waiting = resolve;
+          from.read().then((chunk) => {
+            if (waiting !== resolve) return; // cancelled meanwhile
+            waiting = null;
+            resolve(take(chunk));
+          }, (err) => {
+            if (waiting !== resolve) return;
+            waiting = null;
+            if (settled) {
+              state = 1;
+              resolve(null);
+              return;
+            }
+            // Headers are out, so no retry: the client's response fails, so
+            // it sees a truncated answer instead of a clean (wrong) end.
+            settle(true);
+            if (clientCancelled) {
+              // A client that left needs no error.
+              state = 1;
+              resolve(null);
+            } else {
+              state = 2;
+              failure = err;
+              reject(err);
+            }
+          });
+        });
+      },
+      readNow() {
+        if (state === 1) return null;
+        if (state === 2) return undefined;
+        const chunk = from.readNow();
+        return chunk === undefined ? undefined : take(chunk);
+      },
+      cancel() {
+        if (state !== 0) return;
+        state = 1;
+        // The client went away mid-body: abort the upstream request so the
+        // engine sees the connection close and stops generating.
+        if (!completed) clientCancelled = true;
+        upstreamAbort.abort(new DOMException("client disconnected", "AbortError"));
+        from.cancel();
+        settle(false);
+        const w = waiting;
+        waiting = null;
+        w?.(null);
+      },
+    };
+  }
 }
 
 /**
