@@ -933,7 +933,11 @@ export class ServerConn {
    * `#writeResponse` for a body given as a source (body_source.ts): what is
    * here already leaves with the head, and each later batch is what one
    * read brought plus whatever else is ready at that moment, with no
-   * microtask turns spent to find out.
+   * microtask turns spent to find out. One read is always in flight while
+   * a batch is written, as the stream path's was: the body's end (which
+   * releases the backend and pools the channel) or an engine's failure
+   * (a transport error) is seen when it happens, not once a slow client
+   * has taken the batch.
    */
   async #writeSourced(
     source: BodySource,
@@ -974,16 +978,15 @@ export class ServerConn {
       const framer = new Framer(enc.framing);
       // As in #writeResponse: only the flag outlives the first write.
       const close = enc.close;
+      let ahead = ended ? null : readAhead(source);
       const writing = this.#writeFramed(enc.bytes, framer, ready, ended);
       enc = undefined;
       await writing;
-      if (ended) return { ok: framer.complete, close };
-      for (;;) {
+      while (ahead !== null) {
         const batch: Uint8Array[] = [];
         let bytes = 0;
         let last = false;
-        let chunk = source.readNow();
-        if (chunk === undefined) chunk = await source.read();
+        let chunk: Uint8Array | null | undefined = await ahead;
         for (;;) {
           if (chunk === null) {
             last = true;
@@ -995,13 +998,14 @@ export class ServerConn {
           chunk = source.readNow();
           if (chunk === undefined) break;
         }
+        ahead = last ? null : readAhead(source);
         await this.#writeFramed(null, framer, batch, last);
         if (framer.overflow) {
           source.cancel();
           return { ok: false, close: true };
         }
-        if (last) return { ok: framer.complete, close: close || !framer.complete };
       }
+      return { ok: framer.complete, close: close || !framer.complete };
     } catch {
       // The body failed mid-stream or the client left: the framing cannot be
       // finished, so the connection ends here.
@@ -1009,4 +1013,15 @@ export class ServerConn {
       return { ok: false, close: true };
     }
   }
+}
+
+/**
+ * `source.read()`, with its rejection marked as seen: it is awaited only
+ * after the write in progress, and a write that fails first leaves it
+ * unawaited (the failure is the source's own business by then).
+ */
+function readAhead(source: BodySource): Promise<Uint8Array | null> {
+  const p = source.read();
+  p.catch(() => {});
+  return p;
 }

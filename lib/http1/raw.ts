@@ -55,6 +55,7 @@ const HOLDER: unique symbol = Symbol("body holder");
 const INNER: unique symbol = Symbol("inner request");
 const BYTES: unique symbol = Symbol("response bytes");
 const SOURCE: unique symbol = Symbol("response source");
+const SOURCE_BODY: unique symbol = Symbol("response source stream");
 
 /**
  * Deno's own internal slots of a `Request` (symbols it does not export),
@@ -412,6 +413,8 @@ class PairsResponse extends Response {
   [HEADERS]: Headers | undefined;
   [BYTES]: Uint8Array | undefined;
   [SOURCE]: BodySource | undefined;
+  /** The stream over `[SOURCE]`: `clone()` gives the response another (a tee of it). */
+  [SOURCE_BODY]: ReadableStream<Uint8Array> | undefined;
 
   constructor(
     body: ReadableStream<Uint8Array> | Uint8Array<ArrayBuffer> | null,
@@ -424,6 +427,7 @@ class PairsResponse extends Response {
     this[HEADERS] = undefined;
     this[BYTES] = body instanceof Uint8Array ? body : undefined;
     this[SOURCE] = source;
+    this[SOURCE_BODY] = source === undefined ? undefined : body as ReadableStream<Uint8Array>;
   }
 }
 Object.defineProperty(PairsResponse.prototype, "headers", {
@@ -651,13 +655,19 @@ export function responseWithSource(
 
 /**
  * The source of a `responseWithSource` answer while its body stream is
- * untouched (not locked, never read): the caller then reads the source
- * instead, and nothing else may read the stream.
+ * untouched (the one it was made with, not locked, never read, not
+ * cloned): the caller then reads the source instead, and nothing else may
+ * read the stream.
  */
 export function responseSourceOf(res: Response): BodySource | undefined {
   if (!(res instanceof PairsResponse)) return undefined;
   const src = res[SOURCE];
-  if (src === undefined || res.bodyUsed || res.body?.locked !== false) return undefined;
+  // After `clone()` the body is a branch of a tee that reads the source:
+  // reading the source too would take chunks from under it.
+  const body = res.body;
+  if (src === undefined || res.bodyUsed || body !== res[SOURCE_BODY] || body.locked) {
+    return undefined;
+  }
   return src;
 }
 
