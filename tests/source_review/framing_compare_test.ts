@@ -184,7 +184,10 @@ for (const c of CASES) {
       1,
     );
     assert.ok(src.sourceUsed, "source path taken");
-    assert.equal(src.wire, str.wire + (c.srcExtra ?? ""), info);
+    // Chunk boundaries are the proxy's own (it re-frames a chunked body, and
+    // how many bytes one write takes depends on timing): the head, the
+    // payload and whether the terminator came are what must agree.
+    assert.equal(framed(src.wire), framed(str.wire + (c.srcExtra ?? "")), info);
     assert.equal(src.closed, str.closed, info);
     assert.equal(src.outcome.transportError, c.expectTransportError, info);
     assert.equal(src.outcome.transportError, str.outcome.transportError, info);
@@ -195,6 +198,33 @@ for (const c of CASES) {
     if (c.name.includes("junk") || c.name.includes("extra")) {
       assert.equal(src.reused, false, "channel reused after junk");
     }
-    if (src.r2) assert.equal(src.r2.wire, src.wire, "second answer identical");
+    if (src.r2) assert.equal(framed(src.r2.wire), framed(src.wire), "second answer identical");
   });
+}
+
+/**
+ * An answer as head, payload and end: a chunked body's chunks joined (a
+ * cut or broken framing shows as "[cut]" after what was complete), any
+ * other body as it is.
+ */
+function framed(wire: string): string {
+  const at = wire.indexOf("\r\n\r\n");
+  if (at === -1) return wire;
+  const head = wire.slice(0, at + 4);
+  let rest = wire.slice(at + 4);
+  if (!/\r\ntransfer-encoding: chunked\r\n/i.test(head)) return `${head}[${rest}]`;
+  let payload = "";
+  for (;;) {
+    const line = rest.indexOf("\r\n");
+    if (line === -1) return `${head}[${payload}][cut]`;
+    const size = parseInt(rest.slice(0, line), 16);
+    if (!Number.isFinite(size)) return `${head}[${payload}][cut]`;
+    if (size === 0) return `${head}[${payload}][end${rest.slice(line + 2) === "\r\n" ? "" : "+"}]`;
+    const data = rest.slice(line + 2, line + 2 + size);
+    if (data.length < size || rest.slice(line + 2 + size, line + 4 + size) !== "\r\n") {
+      return `${head}[${payload}][cut]`;
+    }
+    payload += data;
+    rest = rest.slice(line + 4 + size);
+  }
 }
