@@ -8,11 +8,11 @@
 import assert from "node:assert/strict";
 import { serveHttp1 } from "../../lib/http1/server.ts";
 import type { Http1Response } from "../../lib/http1/types.ts";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type RequestLogLine } from "../../lib/proxy/relay.ts";
-import { eventually, FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import type { RequestLogLine } from "../../lib/proxy/relay.ts";
+import { eventually, FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { tcpHttp1Client } from "../_helpers/tcp_client.ts";
 import { RawClient } from "../_helpers/raw_http.ts";
+import { countedSource, withoutSource } from "../_helpers/source_rig.ts";
 
 const enc = new TextEncoder();
 
@@ -69,27 +69,10 @@ async function through(engine: { port: number }, stripSource: boolean) {
   let sourceReads = 0;
   target.sender = async (req) => {
     const res: Http1Response = await client.request(req);
-    const { source, ...rest } = res;
-    if (stripSource || source === undefined) return rest;
-    // Counted, to know the relay took this path and not the stream.
-    return {
-      ...rest,
-      source: {
-        read: () => (sourceReads++, source.read()),
-        readNow: () => (sourceReads++, source.readNow()),
-        cancel: (reason?: unknown) => source.cancel(reason),
-      },
-    };
+    return stripSource ? withoutSource(res) : countedSource(res, () => sourceReads++);
   };
   const lines: RequestLogLine[] = [];
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
-    onRequestLog: (l) => lines.push(l),
-  });
+  const h = relayOver([target], { onRequestLog: (l) => lines.push(l) });
   const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, h);
   const c = await RawClient.open(srv.addr.port);
   try {

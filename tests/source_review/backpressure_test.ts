@@ -4,7 +4,7 @@
  * as on the stream path; then the client reads it all, byte-exact.
  */
 import assert from "node:assert/strict";
-import { RawClient, sleep, startEngine, startRig } from "./_rig.ts";
+import { RawClient, sleep, startEngine, startRig } from "../_helpers/source_rig.ts";
 import { eventually } from "../_helpers/fake_pool.ts";
 
 const MiB = 1024 * 1024;

@@ -8,12 +8,10 @@
  */
 import assert from "node:assert/strict";
 import { serveHttp1 } from "../../lib/http1/server.ts";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler } from "../../lib/proxy/relay.ts";
 import { responseSourceOf } from "../../lib/http1/raw.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { tcpHttp1Client } from "../_helpers/tcp_client.ts";
-import { dechunk, RawClient, sleep, split, startEngine } from "./_rig.ts";
+import { dechunk, RawClient, sleep, split, startEngine } from "../_helpers/source_rig.ts";
 
 const H =
   "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -36,14 +34,7 @@ for (const strip of [true, false]) {
       const { source: _s, ...rest } = res;
       return rest;
     };
-    const h = createHandler({
-      pool: new FakePool([target]),
-      policy: createPolicy("round-robin"),
-      stickyHeader: null,
-      authToken: null,
-      maxBodyBytes: 1024,
-      onRequestLog: () => {},
-    });
+    const h = relayOver([target], { onRequestLog: () => {} });
     let sourceAfterClone: boolean | null = null;
     let cloneText: Promise<string> | null = null;
     const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req, info) => {

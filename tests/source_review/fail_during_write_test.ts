@@ -9,7 +9,7 @@
  * ahead as well.
  */
 import assert from "node:assert/strict";
-import { RawClient, sleep, startEngine, startRig } from "./_rig.ts";
+import { RawClient, sleep, startEngine, startRig } from "../_helpers/source_rig.ts";
 import { eventually } from "../_helpers/fake_pool.ts";
 
 const H =

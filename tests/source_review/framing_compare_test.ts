@@ -5,7 +5,7 @@
  */
 import assert from "node:assert/strict";
 import { eventually } from "../_helpers/fake_pool.ts";
-import { oneRequest, sleep, startEngine, startRig } from "./_rig.ts";
+import { oneRequest, sleep, startEngine, startRig } from "../_helpers/source_rig.ts";
 
 const H = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
 const HL = (n: number) =>

@@ -4,10 +4,9 @@
  */
 import assert from "node:assert/strict";
 import { serveHttp1 } from "../../lib/http1/server.ts";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type RequestLogLine } from "../../lib/proxy/relay.ts";
-import { eventually, FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
-import { RawClient, sleep, startEngine, startRig } from "./_rig.ts";
+import type { RequestLogLine } from "../../lib/proxy/relay.ts";
+import { eventually, FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
+import { RawClient, sleep, startEngine, startRig } from "../_helpers/source_rig.ts";
 
 const H =
   "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";
@@ -19,14 +18,7 @@ Deno.test("review leave edge: client gone before our head is written cancels the
   });
   const target = new FakeTarget(3, { baseUrl: `http://127.0.0.1:${engine.port}` });
   const lines: RequestLogLine[] = [];
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
-    onRequestLog: (l) => lines.push(l),
-  });
+  const h = relayOver([target], { onRequestLog: (l) => lines.push(l) });
   const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req, info) => {
     const res = await h(req, info);
     await sleep(150); // the client leaves meanwhile

@@ -4,7 +4,15 @@
  */
 import assert from "node:assert/strict";
 import { eventually } from "../_helpers/fake_pool.ts";
-import { dechunk, oneRequest, RawClient, sleep, split, startEngine, startRig } from "./_rig.ts";
+import {
+  dechunk,
+  oneRequest,
+  RawClient,
+  sleep,
+  split,
+  startEngine,
+  startRig,
+} from "../_helpers/source_rig.ts";
 
 const H =
   "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n";

@@ -4,7 +4,7 @@
  * unhandled rejection nor leave the client hanging; compared with the stream path.
  */
 import assert from "node:assert/strict";
-import { RawClient, sleep, startEngine, startRig } from "./_rig.ts";
+import { RawClient, sleep, startEngine, startRig } from "../_helpers/source_rig.ts";
 
 const H = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
 

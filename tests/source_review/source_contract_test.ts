@@ -7,11 +7,9 @@ import assert from "node:assert/strict";
 import type { BodySource } from "../../lib/http1/body_source.ts";
 import { responseSourceOf } from "../../lib/http1/raw.ts";
 import { serveHttp1 } from "../../lib/http1/server.ts";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler } from "../../lib/proxy/relay.ts";
-import { eventually, FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
+import { eventually, FakeTarget, relayOver } from "../_helpers/fake_pool.ts";
 import { tcpHttp1Client } from "../_helpers/tcp_client.ts";
-import { RawClient, sleep, startEngine } from "./_rig.ts";
+import { RawClient, sleep, startEngine } from "../_helpers/source_rig.ts";
 
 const H = "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ntransfer-encoding: chunked\r\n\r\n";
 const dec = new TextDecoder();
@@ -109,14 +107,7 @@ Deno.test("review contract: relayedSource cancel after the end (twice) settles n
     await side.write("0\r\n\r\n");
   });
   const target = new FakeTarget(3, { baseUrl: `http://127.0.0.1:${engine.port}` });
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
-    onRequestLog: () => {},
-  });
+  const h = relayOver([target], { onRequestLog: () => {} });
   const sources: BodySource[] = [];
   const srv = serveHttp1({ hostname: "127.0.0.1", port: 0 }, async (req, info) => {
     const res = await h(req, info);

@@ -1,18 +1,39 @@
 /**
- * Review rig: a scripted raw engine on loopback, the real channel client
- * (TCP instead of SSH), the relay and our server, and a raw client.
- * `stripSource` forces the old stream path for comparison.
+ * The rig of the body-source tests (tests/source_review/, relay_source_test):
+ * a scripted raw engine on loopback, the real channel client (TCP instead
+ * of SSH), the relay and our server, and a raw client. `stripSource`
+ * forces the stream path for comparison; `countedSource` tells whether the
+ * relay read the source.
  */
 import { serveHttp1 } from "../../lib/http1/server.ts";
 import type { Http1Response } from "../../lib/http1/types.ts";
-import { createPolicy } from "../../lib/proxy/policies.ts";
-import { createHandler, type RequestLogLine } from "../../lib/proxy/relay.ts";
-import { FakePool, FakeTarget } from "../_helpers/fake_pool.ts";
-import { tcpHttp1Client } from "../_helpers/tcp_client.ts";
-import { RawClient } from "../_helpers/raw_http.ts";
+import type { RequestLogLine } from "../../lib/proxy/relay.ts";
+import { FakeTarget, relayOver } from "./fake_pool.ts";
+import { tcpHttp1Client } from "./tcp_client.ts";
+import { RawClient } from "./raw_http.ts";
 import { bytesToLatin1, latin1ToBytes } from "../../lib/http1/latin1.ts";
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** `res` without its source: the relay then takes the stream path. */
+export function withoutSource(res: Http1Response): Http1Response {
+  const { source: _dropped, ...rest } = res;
+  return rest;
+}
+
+/** `res` with its source's reads reported to `onRead` (to tell the relay took that path). */
+export function countedSource(res: Http1Response, onRead: () => void): Http1Response {
+  const source = res.source;
+  if (source === undefined) return res;
+  return {
+    ...res,
+    source: {
+      read: () => (onRead(), source.read()),
+      readNow: () => (onRead(), source.readNow()),
+      cancel: (reason?: unknown) => source.cancel(reason),
+    },
+  };
+}
 
 /** One engine-side connection, for the script. */
 export class EngineSide {
@@ -112,24 +133,10 @@ export function startRig(
   let used = false;
   target.sender = async (req) => {
     const res: Http1Response = await client.request(req);
-    const { source, ...rest } = res;
-    if (opts.stripSource || source === undefined) return rest;
-    return {
-      ...rest,
-      source: {
-        read: () => (used = true, source.read()),
-        readNow: () => (used = true, source.readNow()),
-        cancel: (r?: unknown) => source.cancel(r),
-      },
-    };
+    return opts.stripSource ? withoutSource(res) : countedSource(res, () => (used = true));
   };
   const lines: RequestLogLine[] = [];
-  const h = createHandler({
-    pool: new FakePool([target]),
-    policy: createPolicy("round-robin"),
-    stickyHeader: null,
-    authToken: null,
-    maxBodyBytes: 1024,
+  const h = relayOver([target], {
     onRequestLog: (l) => {
       lines.push(l);
       if (opts.throwInLog) throw new Error("log sink failed");
